@@ -1,0 +1,55 @@
+"""ukrun's exceptions. Every message names the problem and, where one exists, the fix."""
+
+from __future__ import annotations
+
+
+class UkrunError(Exception):
+    """Base of every error ukrun reports to a user."""
+
+
+class ConfigError(UkrunError):
+    """The configuration file or a flag is wrong."""
+
+
+class ContainerdError(UkrunError):
+    """containerd refused or failed a request."""
+
+
+class ContainerdUnavailable(ContainerdError):
+    """containerd cannot be reached at the configured address, or it is not containerd."""
+
+
+class NotFound(ContainerdError):
+    pass
+
+
+class AlreadyExists(ContainerdError):
+    pass
+
+
+class FailedPrecondition(ContainerdError):
+    pass
+
+
+class InvalidArgument(ContainerdError):
+    pass
+
+
+class SnapshotterNotLoaded(ContainerdError):
+    pass
+
+
+class NamespaceMissing(ContainerdError):
+    pass
+
+
+class ImageError(UkrunError):
+    """The image's content is unusable: a bad urunc.json, a missing or unsafe artifact path."""
+
+
+class UnsafePath(ImageError):
+    """A path inside an image would leave the image's root filesystem."""
+
+
+class HostError(UkrunError):
+    """A host operation (mount, umount, loop device) failed."""

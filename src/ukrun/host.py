@@ -1,0 +1,106 @@
+"""Everything ukrun does to the host's mounts and loop devices, behind a few small functions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ukrun.errors import HostError
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    device: str  # major:minor
+    root: str
+    mount_point: str
+    fstype: str
+    source: str
+    options: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        f = left.split()
+        r = right.split()
+        entries.append(
+            MountEntry(
+                mount_id=int(f[0]),
+                device=f[2],
+                root=_unescape(f[3]),
+                mount_point=_unescape(f[4]),
+                fstype=r[0],
+                source=_unescape(r[1]) if len(r) > 1 else "",
+                options=f[5],
+            )
+        )
+    return entries
+
+
+def mountinfo(pid: str = "self") -> list[MountEntry]:
+    return parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+
+
+def mounts_at(path: str | Path) -> list[MountEntry]:
+    target = os.path.realpath(path)
+    return [m for m in mountinfo() if m.mount_point == target]
+
+
+def mount(source: str, target: str | Path, fstype: str, options: list[str]) -> None:
+    """Mounts with util-linux mount, which sets up (and autoclears) a loop device for `loop`."""
+    cmd = ["mount"]
+    if fstype and fstype not in ("bind", "rbind"):
+        cmd += ["-t", fstype]
+    if options:
+        cmd += ["-o", ",".join(options)]
+    cmd += [source, str(target)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HostError(f"mount of {source} ({fstype or 'bind'}) at {target} failed: {proc.stderr.strip()}")
+
+
+def umount(target: str | Path) -> None:
+    proc = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HostError(
+            f"cannot unmount {target}: {proc.stderr.strip()}; find who still uses it with `fuser -vm {target}`"
+        )
+
+
+def loop_devices() -> dict[str, str]:
+    """Attached loop devices: /dev/loopN -> backing file."""
+    out = {}
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        dev = "/dev/" + backing.parent.parent.name
+        try:
+            out[dev] = backing.read_text().strip()
+        except OSError:
+            continue
+    return out
+
+
+def detach_loop(device: str) -> None:
+    proc = subprocess.run(["losetup", "-d", device], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HostError(f"cannot detach {device}: {proc.stderr.strip()}")

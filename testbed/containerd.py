@@ -1,0 +1,179 @@
+"""A private containerd for the demo, the tests and the benchmarks.
+
+Each daemon has its own root, state, sockets and blockfile scratch image inside one folder, and is
+stopped by the PID it was started with. `stop` also removes every mount, loop device and file made
+below that folder, so the next run starts from a clean machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed import host
+
+REPO = Path(__file__).resolve().parent.parent
+VERSIONS = ("1.7", "2")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UKRUN_CACHE", REPO / ".cache"))
+
+
+def bin_dir(version: str) -> Path:
+    return cache_dir() / "containerd" / version / "usr" / "bin"
+
+
+def installed_version(version: str) -> str:
+    path = cache_dir() / "containerd" / version / "VERSION"
+    if not path.exists():
+        raise RuntimeError(f"containerd {version} is not installed in {path.parent}: run scripts/setup")
+    return path.read_text().strip()
+
+
+CONFIG = """\
+version = 2
+root = "{dir}/root"
+state = "{dir}/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.runtime",
+  "io.containerd.cri.v1.images",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{dir}/containerd.sock"
+
+[ttrpc]
+  address = "{dir}/containerd.sock.ttrpc"
+
+[plugins."io.containerd.snapshotter.v1.blockfile"]
+  scratch_file = "{dir}/scratch.img"
+  fs_type = "ext4"
+  mount_options = ["loop"]
+"""
+
+
+@dataclass
+class Daemon:
+    version: str
+    dir: Path
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return str(self.dir / "containerd.sock")
+
+    @property
+    def bin_dir(self) -> Path:
+        return bin_dir(self.version)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        env["CONTAINERD_ADDRESS"] = self.address
+        return env
+
+    def ctr(self, namespace: str, *args: str, check: bool = True, timeout: float = 300) -> str:
+        cmd = [str(self.bin_dir / "ctr"), "--address", self.address, "--namespace", namespace, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env(), timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def import_image(self, namespace: str, tar: Path, snapshotter: str = "blockfile") -> None:
+        extra = ["--local"] if self.version != "1.7" else []
+        self.ctr(namespace, "images", "import", *extra, "--snapshotter", snapshotter, str(tar))
+
+    def create_container(self, namespace: str, image: str, container_id: str,
+                         snapshotter: str = "blockfile") -> None:
+        self.ctr(namespace, "containers", "create", "--snapshotter", snapshotter, image, container_id)
+
+    def delete_container(self, namespace: str, container_id: str) -> None:
+        self.ctr(namespace, "containers", "delete", container_id)
+
+    def record(self) -> None:
+        (self.dir / "daemon.json").write_text(json.dumps({"version": self.version, "pid": self.pid}))
+
+
+def start(version: str, folder: Path, *, scratch_size: str = "256M") -> Daemon:
+    """Starts a private containerd in `folder` (created, must not hold a running daemon)."""
+    installed_version(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()
+    if (folder / "daemon.json").exists():
+        stop(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    scratch = folder / "scratch.img"
+    subprocess.run(["truncate", "-s", scratch_size, str(scratch)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(scratch)], check=True)
+    config = folder / "config.toml"
+    config.write_text(CONFIG.format(dir=folder))
+    log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir(version)}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    proc = subprocess.Popen(
+        [str(bin_dir(version) / "containerd"), "--config", str(config)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    log.close()
+    daemon = Daemon(version=version, dir=folder, pid=proc.pid)
+    daemon.record()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (folder / "containerd.log").read_text(errors="replace")[-2000:]
+            stop(folder)
+            raise RuntimeError(f"containerd {version} exited with {proc.returncode}:\n{tail}")
+        if _answers(daemon.address):
+            return daemon
+        time.sleep(0.05)
+    stop(folder)
+    raise RuntimeError(f"containerd {version} did not open {daemon.address} within 30 s")
+
+
+def _answers(address: str) -> bool:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def stop(folder: Path) -> None:
+    """Stops the daemon recorded in `folder` by its PID, then removes all that lives below it."""
+    folder = folder.resolve()
+    record = folder / "daemon.json"
+    if record.exists():
+        pid = int(json.loads(record.read_text())["pid"])
+        address = str(folder / "containerd.sock")
+        for shim in host.processes_with_argument(address):
+            host.terminate(shim)
+        host.terminate(pid)
+    host.unmount_below(folder)
+    host.detach_loops_below(folder)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(folder)], check=True)
+
+
+def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
