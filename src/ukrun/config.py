@@ -51,7 +51,7 @@ def load(path: Path | None = None) -> Config:
     if mode not in MODES:
         raise ConfigError(f"{path}: [artifacts] mode = {mode!r} is not one of {', '.join(MODES)}")
     try:
-        timeout = float(ctd.get("timeout", base.timeout))
+        timeout = float(str(ctd.get("timeout", base.timeout)))
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: [containerd] timeout must be a number of seconds") from None
     return Config(

@@ -46,7 +46,9 @@ def _ancestors(path: str) -> list[str]:
 
 def touches(name: str, is_dir: bool, protected: Iterable[str]) -> bool:
     """Whether a layer entry `name` changes what any protected absolute path resolves to."""
-    path = normpath("/" + name.lstrip("./").rstrip("/")) if name.strip("./") else "/"
+    while name.startswith("./"):
+        name = name[2:]
+    path = normpath("/" + name.strip("/")) if name.strip("/") not in ("", ".") else "/"
     parent, _, base = path.rpartition("/")
     parent = parent or "/"
     for p in protected:
@@ -87,7 +89,7 @@ def _open_layer(media_type: str, raw: IO[bytes]) -> IO[bytes] | None:
     if media_type.endswith(".tar") or media_type.endswith("tar"):
         return raw
     if media_type.endswith("gzip"):
-        return gzip.GzipFile(fileobj=raw)
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     return None
 
 

@@ -118,7 +118,8 @@ class Client:
             ) from None
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise errors.ContainerdUnavailable(
-                f"{where} did not answer {what} within {self.timeout:g} s; check that it is healthy"
+                f"{where} did not answer {what} within {self.timeout:g} s: is it containerd, and healthy? "
+                f"{ADDRESS_HINT}"
             ) from None
         if code == grpc.StatusCode.UNIMPLEMENTED:
             raise errors.ContainerdUnavailable(
@@ -133,7 +134,7 @@ class Client:
             raise errors.FailedPrecondition(f"{what}: {detail}") from None
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             if "snapshotter not loaded" in detail:
-                name = detail.rsplit(":", 1)[-1].strip()
+                name = detail.split("snapshotter not loaded:", 1)[1].split(":", 1)[0].strip()
                 raise errors.SnapshotterNotLoaded(
                     f"{where} has no snapshotter {name!r} loaded: enable it in containerd's config "
                     f"(`ctr plugins ls` shows why it was skipped)"
@@ -162,12 +163,9 @@ class Client:
         ]
 
     def namespace_exists(self) -> bool:
-        req = namespaces_pb2.GetNamespaceRequest(name=self.namespace)
-        try:
-            self._unary(self._namespaces.Get, req, f"namespace {self.namespace!r}", namespaced=False)
-        except errors.NotFound:
-            return False
-        return True
+        resp = self._unary(self._namespaces.List, namespaces_pb2.ListNamespacesRequest(), "Namespaces.List",
+                           namespaced=False)
+        return any(n.name == self.namespace for n in resp.namespaces)
 
     def require_namespace(self) -> None:
         if not self.namespace_exists():

@@ -95,7 +95,7 @@ def _normalise(path: str) -> str:
 def _write_layer(entries: Iterable[Entry], out: IO[bytes]) -> tuple[str, int]:
     writer = _HashingWriter(out)
     seen: set[str] = set()
-    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in entries:
             path = _normalise(entry.path)
             for parent in reversed(PurePosixPath(path).parents[:-1]):

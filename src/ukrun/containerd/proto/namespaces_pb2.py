@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'ukrun/containerd/proto/namespaces.proto\x12!containerd.services.namespaces.v1\"\x92\x01\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12H\n\x06labels\x18\x02 \x03(\x0b\x32\x38.containerd.services.namespaces.v1.Namespace.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x13GetNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"W\n\x14GetNamespaceResponse\x12?\n\tnamespace\x18\x01 \x01(\x0b\x32,.containerd.services.namespaces.v1.Namespace2\x84\x01\n\nNamespaces\x12v\n\x03Get\x12\x36.containerd.services.namespaces.v1.GetNamespaceRequest\x1a\x37.containerd.services.namespaces.v1.GetNamespaceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'ukrun/containerd/proto/namespaces.proto\x12!containerd.services.namespaces.v1\"\x92\x01\n\tNamespace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12H\n\x06labels\x18\x02 \x03(\x0b\x32\x38.containerd.services.namespaces.v1.Namespace.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x15ListNamespacesRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\"Z\n\x16ListNamespacesResponse\x12@\n\nnamespaces\x18\x01 \x03(\x0b\x32,.containerd.services.namespaces.v1.Namespace2\x89\x01\n\nNamespaces\x12{\n\x04List\x12\x38.containerd.services.namespaces.v1.ListNamespacesRequest\x1a\x39.containerd.services.namespaces.v1.ListNamespacesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMESPACE']._serialized_end=225
   _globals['_NAMESPACE_LABELSENTRY']._serialized_start=180
   _globals['_NAMESPACE_LABELSENTRY']._serialized_end=225
-  _globals['_GETNAMESPACEREQUEST']._serialized_start=227
-  _globals['_GETNAMESPACEREQUEST']._serialized_end=262
-  _globals['_GETNAMESPACERESPONSE']._serialized_start=264
-  _globals['_GETNAMESPACERESPONSE']._serialized_end=351
-  _globals['_NAMESPACES']._serialized_start=354
-  _globals['_NAMESPACES']._serialized_end=486
+  _globals['_LISTNAMESPACESREQUEST']._serialized_start=227
+  _globals['_LISTNAMESPACESREQUEST']._serialized_end=266
+  _globals['_LISTNAMESPACESRESPONSE']._serialized_start=268
+  _globals['_LISTNAMESPACESRESPONSE']._serialized_end=358
+  _globals['_NAMESPACES']._serialized_start=361
+  _globals['_NAMESPACES']._serialized_end=498
 # @@protoc_insertion_point(module_scope)

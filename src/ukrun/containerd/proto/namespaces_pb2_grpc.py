@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class NamespacesStub:
-    """Missing associated documentation comment in .proto file."""
+    """Get answers even for a namespace that does not exist; List is the one that tells.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -34,17 +35,18 @@ class NamespacesStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Get = channel.unary_unary(
-                '/containerd.services.namespaces.v1.Namespaces/Get',
-                request_serializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceRequest.SerializeToString,
-                response_deserializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceResponse.FromString,
+        self.List = channel.unary_unary(
+                '/containerd.services.namespaces.v1.Namespaces/List',
+                request_serializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesResponse.FromString,
                 _registered_method=True)
 
 
 class NamespacesServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Get answers even for a namespace that does not exist; List is the one that tells.
+    """
 
-    def Get(self, request, context):
+    def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -53,10 +55,10 @@ class NamespacesServicer:
 
 def add_NamespacesServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Get': grpc.unary_unary_rpc_method_handler(
-                    servicer.Get,
-                    request_deserializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceRequest.FromString,
-                    response_serializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceResponse.SerializeToString,
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -67,10 +69,11 @@ def add_NamespacesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Namespaces:
-    """Missing associated documentation comment in .proto file."""
+    """Get answers even for a namespace that does not exist; List is the one that tells.
+    """
 
     @staticmethod
-    def Get(request,
+    def List(request,
             target,
             options=(),
             channel_credentials=None,
@@ -83,9 +86,9 @@ class Namespaces:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/containerd.services.namespaces.v1.Namespaces/Get',
-            ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceRequest.SerializeToString,
-            ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.GetNamespaceResponse.FromString,
+            '/containerd.services.namespaces.v1.Namespaces/List',
+            ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesRequest.SerializeToString,
+            ukrun_dot_containerd_dot_proto_dot_namespaces__pb2.ListNamespacesResponse.FromString,
             options,
             channel_credentials,
             insecure,

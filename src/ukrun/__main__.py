@@ -1,0 +1,3 @@
+from ukrun.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""Fixtures for tests against a real, private containerd (both cached versions) on real loop devices."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import host as tbhost
+from testbed import images
+from ukrun import host
+from ukrun.artifacts.store import ArtifactStore
+from ukrun.containerd.client import Client
+
+SNAPSHOTTER = "blockfile"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root (mounts, loop devices, containerd)"))
+
+
+@pytest.fixture(scope="session", params=ctd.VERSIONS, ids=[f"containerd-{v}" for v in ctd.VERSIONS])
+def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ctd.Daemon]:
+    d = ctd.start(request.param, tmp_path_factory.mktemp(f"ctd{request.param}"))
+    yield d
+    ctd.stop(d.dir)
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> str:
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+
+
+@pytest.fixture
+def client(daemon: ctd.Daemon, ns: str) -> Iterator[Client]:
+    c = Client(daemon.address, ns)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, daemon: ctd.Daemon) -> Iterator[Path]:
+    """The state root; after the test nothing may stay mounted below it or looped from the daemon."""
+    root = tmp_path / "state"
+    root.mkdir()
+    loops_before = set(host.loop_devices())
+    yield root
+    left_mounts = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(root))]
+    left_loops = {d: b for d, b in host.loop_devices().items() if d not in loops_before}
+    tbhost.unmount_below(root)
+    for dev in left_loops:
+        host.detach_loop(dev)
+    assert not left_mounts, f"the test left mounts: {left_mounts}"
+    assert not left_loops, f"the test left loop devices: {left_loops}"
+
+
+@pytest.fixture
+def store(state_root: Path, daemon: ctd.Daemon, ns: str) -> Iterator[ArtifactStore]:
+    s = ArtifactStore(state_root, ns, lambda: Client(daemon.address, ns))
+    yield s
+    if s._client is not None:
+        s._client.close()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="session")
+def basic_image(image_dir: Path) -> Path:
+    """Marked artifact layer with an unrelated layer above it."""
+    from ukrun.image.build import Entry
+
+    return images.unikernel_image(image_dir, "ukrun/basic:1", above=[[Entry("/app/data", data=b"app")]])
+
+
+def load(daemon: ctd.Daemon, ns: str, tar: Path, name: str, containers: list[str]) -> None:
+    daemon.import_image(ns, tar, SNAPSHOTTER)
+    for cid in containers:
+        daemon.create_container(ns, name, cid, SNAPSHOTTER)

@@ -1,0 +1,288 @@
+"""The core's promises, against a real containerd with the blockfile snapshotter."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import images
+from tests.integration.conftest import SNAPSHOTTER, load
+from ukrun import errors, host
+from ukrun.artifacts.store import ACQUIRE_LABEL, ArtifactStore, user_label
+from ukrun.containerd.client import Client
+from ukrun.containerd.records import SnapshotKind
+from ukrun.image.build import Entry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def views(client: Client) -> list[str]:
+    return [s.name for s in client.list_snapshots(SNAPSHOTTER, ["kind==view"])]
+
+
+def image_chains(tar: Path) -> list[str]:
+    return images.Layout(tar).chain_ids()
+
+
+def source_kernel(image_dir: Path, seed: str = "k") -> bytes:
+    return (image_dir / f"kernel-{seed}").read_bytes()
+
+
+def test_two_containers_share_one_view_of_the_marked_layer(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path, image_dir: Path
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1", "c2"])
+    chains = image_chains(basic_image)
+    # Our chain IDs are containerd's: the container's parent is our top chain.
+    assert client.stat_snapshot(SNAPSHOTTER, "c1").parent == chains[-1]
+
+    a1 = store.acquire("c1")
+    a2 = store.acquire("c2")
+    assert views(client) == [a1.view_key]
+    assert a1.view_key == a2.view_key and a1.kernel == a2.kernel and a1.mount_point == a2.mount_point
+    assert a1.chain_id == chains[0] != chains[-1]  # the marked artifact layer, below the top
+    view = client.stat_snapshot(SNAPSHOTTER, a1.view_key)
+    assert view.kind == SnapshotKind.VIEW
+    assert client.stat_snapshot(SNAPSHOTTER, view.parent).kind == SnapshotKind.COMMITTED
+    assert a1.kernel.read_bytes() == source_kernel(image_dir)
+    assert a1.initrd is not None and a1.initrd.read_bytes() == (image_dir / "initrd-k").read_bytes()
+    assert a1.bytes_copied == 0
+    mount = host.mounts_at(a1.mount_point)  # type: ignore[arg-type]
+    assert len(mount) == 1 and "ro" in mount[0].options.split(",")
+    with pytest.raises(OSError):
+        (a1.mount_point / "x").write_text("no")  # type: ignore[operator]
+    labels = client.get_container("c2").labels
+    assert labels[user_label(SNAPSHOTTER)] == a1.view_key
+    assert [v.users for v in store.views()] == [["c1", "c2"]]
+
+    assert store.release("c1")
+    assert views(client) == [a1.view_key] and a1.kernel.exists()
+    assert user_label(SNAPSHOTTER) not in client.get_container("c1").labels
+    assert store.release("c2")
+    assert views(client) == []
+    assert not host.mounts_at(a1.mount_point)  # type: ignore[arg-type]
+    assert not any(b.startswith(str(daemon.dir)) for b in host.loop_devices().values())
+    assert not client.list_leases([f'labels."{ACQUIRE_LABEL}"'])
+    assert not store.release("c2")  # idempotent
+
+
+def test_view_survives_a_forced_gc_while_in_use(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path, image_dir: Path
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1", "scratch"])
+    art = store.acquire("c1")
+    # A control view with neither lease nor label, exactly what `ctr snapshots view` makes: GC must take it.
+    daemon.ctr(ns, "snapshots", "--snapshotter", SNAPSHOTTER, "view", "control", art.chain_id)
+    assert "control" in views(client)
+    daemon.delete_container(ns, "scratch")  # any deletion schedules a GC
+    assert ctd.wait_for(lambda: "control" not in views(client), timeout=15), "GC never ran: the test proves nothing"
+    assert art.view_key in views(client)
+    assert art.kernel.read_bytes() == source_kernel(image_dir)
+    store.release("c1")
+
+
+def test_later_layer_replacing_the_kernel_selects_the_top_chain(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, image_dir: Path
+) -> None:
+    tar = images.unikernel_image(image_dir, "ukrun/override:1", seed="o",
+                                 above=[[Entry(images.KERNEL_PATH, data=b"replaced kernel")]])
+    load(daemon, ns, tar, "ukrun/override:1", ["c1"])
+    art = store.acquire("c1")
+    assert art.chain_id == image_chains(tar)[-1] and "touches" in art.chain_reason
+    assert art.kernel.read_bytes() == b"replaced kernel"
+    store.release("c1")
+    assert views(client) == []
+
+
+def test_unmarked_image_uses_the_top_chain(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, image_dir: Path
+) -> None:
+    cfg = images.config(initrd="")
+    tar = images.raw_image(image_dir, "ukrun/plain:1",
+                           [[Entry("/etc/os-release", data=b"x")], [Entry(images.KERNEL_PATH, data=b"kernel")]], cfg)
+    load(daemon, ns, tar, "ukrun/plain:1", ["c1"])
+    art = store.acquire("c1")
+    assert art.chain_id == image_chains(tar)[-1] and art.kernel.read_bytes() == b"kernel" and art.initrd is None
+    store.release("c1")
+
+
+@pytest.mark.parametrize(
+    ("link", "message"),
+    [("/etc/shadow", "does not exist in the image"), ("../../..", "climbs above"),
+     ("../../../../../../../etc/passwd", "climbs above")],
+)
+def test_hostile_kernel_symlink_is_refused_and_leaves_nothing(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, image_dir: Path, link: str, message: str
+) -> None:
+    cfg = images.config(initrd="")
+    name = f"ukrun/hostile-{len(link)}:1"
+    tar = images.raw_image(image_dir, name, [[Entry(images.KERNEL_PATH, symlink=link)]], cfg)
+    load(daemon, ns, tar, name, ["c1"])
+    with pytest.raises(errors.ImageError, match=message):
+        store.acquire("c1")
+    assert views(client) == [] and store.views() == []
+    assert user_label(SNAPSHOTTER) not in client.get_container("c1").labels
+
+
+def test_copy_mode_gives_the_same_bytes_and_cleans_up(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path, state_root: Path
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1", "c2"])
+    view = store.acquire("c1")
+    copy = store.acquire("c2", mode="copy")
+    assert copy.kernel.read_bytes() == view.kernel.read_bytes()
+    assert copy.initrd and view.initrd and copy.initrd.read_bytes() == view.initrd.read_bytes()
+    assert copy.bytes_copied == copy.kernel.stat().st_size + copy.initrd.stat().st_size + copy.urunc_json.stat().st_size  # type: ignore[union-attr]
+    assert str(copy.kernel).startswith(str(state_root / "copies"))
+    store.release("c2")
+    store.release("c1")
+    assert not (state_root / "copies" / ns / "c2").exists()
+
+
+def test_per_container_mode_makes_one_view_each(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1", "c2"])
+    a1 = store.acquire("c1", mode="per-container")
+    a2 = store.acquire("c2", mode="per-container")
+    assert a1.view_key != a2.view_key and sorted(views(client)) == sorted([a1.view_key, a2.view_key])
+    assert a1.kernel.read_bytes() == a2.kernel.read_bytes()
+    store.release("c1")
+    store.release("c2")
+    assert views(client) == []
+
+
+def test_copy_fallback_when_containerd_is_unreachable(tmp_path: Path, state_root: Path, basic_image: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    for layer in images.Layout(basic_image).layer_blobs():
+        with tarfile.open(fileobj=io.BytesIO(layer)) as lt:
+            lt.extractall(rootfs, filter="data")
+
+    def connect() -> Client:
+        return Client(str(tmp_path / "no.sock"), "x")
+
+    store = ArtifactStore(state_root, "x", connect)
+    with pytest.raises(errors.ContainerdUnavailable, match="no containerd socket"):
+        store.acquire("c1")
+    art = store.acquire("c1", rootfs=rootfs)
+    assert art.mode == "copy" and art.kernel.read_bytes() == (rootfs / "unikernel" / "kernel").read_bytes()
+    store.release("c1")
+
+
+def test_concurrent_acquires_make_exactly_one_view(
+    daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path
+) -> None:
+    ids = [f"c{i}" for i in range(6)]
+    load(daemon, ns, basic_image, "ukrun/basic:1", ids)
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    cmd = [sys.executable, "-m", "ukrun", "--root", str(state_root), "view", "acquire", "--json"]
+    procs = [subprocess.Popen([*cmd, cid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for cid in ids]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1].decode() for o in outs]
+    keys = {json.loads(o[0])["view_key"] for o in outs}
+    assert len(keys) == 1 and views(client) == list(keys)
+    for cid in ids:
+        subprocess.run([*cmd[:6], "release", cid], env=env, check=True)
+    assert views(client) == []
+
+
+@pytest.mark.parametrize("step", ["after-view", "after-label", "after-mount"])
+def test_gc_reclaims_everything_after_a_crash(
+    daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path, step: str
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CRASH_AT": step}
+    base = [sys.executable, "-m", "ukrun", "--root", str(state_root)]
+    proc = subprocess.run([*base, "view", "acquire", "c1"], env=env, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert views(client), "the crash happened before View: nothing to reclaim"
+    env.pop("UKRUN_CRASH_AT")
+    out = subprocess.run([*base, "gc"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "remove view" in out
+    assert views(client) == []
+    assert not client.list_leases([f'labels."{ACQUIRE_LABEL}"'])
+    assert user_label(SNAPSHOTTER) not in client.get_container("c1").labels
+    assert not [m for m in host.mountinfo() if m.mount_point.startswith(str(state_root))]
+    assert list((state_root / "views").iterdir()) == []
+    again = subprocess.run([*base, "gc"], env=env, capture_output=True, text=True, check=True).stdout
+    assert again == ""
+
+
+def test_view_of_a_deleted_container_is_reclaimed(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path
+) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
+    store.acquire("c1")
+    daemon.delete_container(ns, "c1")  # deleted behind ukrun's back
+    actions = store.gc()
+    assert any("container gone" in a for a in actions)
+    assert views(client) == [] and store.views() == []
+
+
+def test_cli_acquire_ls_release(daemon: ctd.Daemon, ns: str, basic_image: Path, state_root: Path) -> None:
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    base = [sys.executable, "-m", "ukrun", "--root", str(state_root)]
+
+    def run(*args: str) -> str:
+        return subprocess.run([*base, *args], env=env, capture_output=True, text=True, check=True).stdout
+
+    art = json.loads(run("view", "acquire", "c1", "--json"))
+    assert Path(art["kernel"]).is_file() and art["bytes_copied"] == 0
+    (ls,) = json.loads(run("view", "ls", "--json"))
+    assert ls["key"] == art["view_key"] and ls["users"] == ["c1"] and ls["mounted"]
+    assert art["view_key"] in run("view", "ls")
+    run("view", "release", "c1")
+    assert json.loads(run("view", "ls", "--json")) == []
+
+
+def test_errors_name_the_problem_and_the_fix(daemon: ctd.Daemon, ns: str, client: Client, tmp_path: Path,
+                                            basic_image: Path) -> None:
+    with pytest.raises(errors.ContainerdUnavailable, match="CONTAINERD_ADDRESS"):
+        Client(str(tmp_path / "missing.sock"), ns)
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with pytest.raises(errors.ContainerdUnavailable, match="is not a socket"):
+        Client(str(plain), ns)
+    import socket
+
+    fake = socket.socket(socket.AF_UNIX)
+    fake.bind(str(tmp_path / "fake.sock"))
+    fake.listen()
+    try:
+        with pytest.raises(errors.ContainerdUnavailable, match="is it containerd"):
+            Client(str(tmp_path / "fake.sock"), ns, timeout=2).version()
+    finally:
+        fake.close()
+    with pytest.raises(errors.NamespaceMissing, match="CONTAINERD_NAMESPACE"):
+        Client(daemon.address, "no-such-namespace").get_container("c1")
+    load(daemon, ns, basic_image, "ukrun/basic:1", [])
+    with pytest.raises(errors.NotFound, match="container 'nope' does not exist"):
+        client.get_container("nope")
+    with pytest.raises(errors.SnapshotterNotLoaded, match="no snapshotter 'zfs' loaded"):
+        client.view("zfs", "k", "p")
+    assert client.version()[0].startswith(daemon.version)
+    assert os.path.exists(daemon.address)
+
+
+def test_marked_view_is_shared_across_images_with_the_same_artifact_layer(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, image_dir: Path
+) -> None:
+    # Two images: same artifact layer, different app layers above it. One view serves both.
+    t1 = images.unikernel_image(image_dir, "ukrun/app1:1", seed="s", above=[[Entry("/app", data=b"one")]])
+    t2 = images.unikernel_image(image_dir, "ukrun/app2:1", seed="s", above=[[Entry("/app", data=b"two")]])
+    load(daemon, ns, t1, "ukrun/app1:1", ["c1"])
+    load(daemon, ns, t2, "ukrun/app2:1", ["c2"])
+    a1, a2 = store.acquire("c1"), store.acquire("c2")
+    assert image_chains(t1)[-1] != image_chains(t2)[-1]
+    assert a1.view_key == a2.view_key and views(client) == [a1.view_key]
+    store.release("c1")
+    store.release("c2")

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+from ukrun import config
+from ukrun.errors import ConfigError
+from ukrun.host import parse_mountinfo
+
+
+def test_config_file_env_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONTAINERD_ADDRESS", raising=False)
+    monkeypatch.delenv("CONTAINERD_NAMESPACE", raising=False)
+    f = tmp_path / "c.toml"
+    f.write_text('[containerd]\naddress = "/x.sock"\n[artifacts]\nmode = "copy"\nstate_root = "/s"\n')
+    c = config.load(f)
+    assert (c.address, c.namespace, c.artifact_mode, c.state_root) == ("/x.sock", "default", "copy", Path("/s"))
+    monkeypatch.setenv("CONTAINERD_ADDRESS", "/y.sock")
+    assert config.load(f).address == "/y.sock"
+
+
+def test_config_errors_name_the_problem(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[artifacts]\nmode = "fast"\n')
+    with pytest.raises(ConfigError, match="mode = 'fast' is not one of shared"):
+        config.load(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_mountinfo_unescapes_paths() -> None:
+    text = "36 35 7:0 / /tmp/a\\040b rw,relatime shared:1 - ext4 /dev/loop0 rw\n"
+    (m,) = parse_mountinfo(text)
+    assert (m.mount_point, m.fstype, m.source, m.device) == ("/tmp/a b", "ext4", "/dev/loop0", "7:0")
