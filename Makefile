@@ -1,0 +1,29 @@
+# ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint unit integration bench-artifacts stubs
+
+setup:
+	./scripts/setup
+
+demo: setup
+	$(PY) -m testbed.demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest -q -rs tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+integration: setup
+	$(PY) -m pytest -q tests/integration
+
+bench-artifacts: setup
+	$(PY) -m benchmarks.artifacts
+
+stubs: setup
+	$(PY) scripts/gen-proto
