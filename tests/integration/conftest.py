@@ -51,10 +51,10 @@ def state_root(tmp_path: Path, daemon: ctd.Daemon) -> Iterator[Path]:
     """The state root; after the test nothing may stay mounted below it or looped from the daemon."""
     root = tmp_path / "state"
     root.mkdir()
-    loops_before = set(host.loop_devices())
+    ours = (str(daemon.dir) + "/", str(tmp_path) + "/")
     yield root
     left_mounts = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(root))]
-    left_loops = {d: b for d, b in host.loop_devices().items() if d not in loops_before}
+    left_loops = {d: b for d, b in host.loop_devices().items() if b.startswith(ours)}
     tbhost.unmount_below(root)
     for dev in left_loops:
         host.detach_loop(dev)

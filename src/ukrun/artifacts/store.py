@@ -15,7 +15,7 @@ Lifetime, so that no crash leaves what neither containerd's GC nor `ukrun gc` re
     then the last label goes, in that order (a devmapper device must not be removed while mounted).
 State root layout:
   views/<id>/view.json, views/<id>/rootfs (mount point), views/<id>/users/<container>, views/<id>.lock
-  containers/<namespace>/<container>.json   what a container acquired
+  containers/<namespace>/<container>        symlink to what a container holds: view:<id> or copy
   chains/<namespace>/<key>.json             cached chain choice per (top chain, artifact paths)
   copies/<namespace>/<container>/           copy mode only
 """
@@ -137,7 +137,7 @@ class ArtifactStore:
         return self.root / "views" / vid
 
     def _record_path(self, container_id: str) -> Path:
-        return self.root / "containers" / self.namespace / f"{_safe_name(container_id, 'container ID')}.json"
+        return self.root / "containers" / self.namespace / _safe_name(container_id, "container ID")
 
     @contextlib.contextmanager
     def _lock(self, vid: str, *, wait: bool = True) -> Iterator[bool]:
@@ -187,10 +187,11 @@ class ArtifactStore:
         os.replace(tmp, d / "view.json")
 
     def _write_record(self, art: Artifacts) -> None:
+        """Records what the container holds as a symlink, `view:<id>` or `copy`: it costs an inode, no data."""
         path = self._record_path(art.container)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(art.to_json(), indent=1))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        os.symlink(f"view:{art.view_id}" if art.view_id else "copy", tmp)
         os.replace(tmp, path)
 
     # -- acquire ------------------------------------------------------------------------------------
@@ -400,13 +401,13 @@ class ArtifactStore:
         """Releases what `acquire` gave the container. Idempotent; False when there was nothing."""
         path = self._record_path(container_id)
         try:
-            rec = json.loads(path.read_text())
+            held = os.readlink(path)
         except FileNotFoundError:
             return False
-        if rec["mode"] == "copy":
-            shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
+        if held.startswith("view:"):
+            self._release_view(container_id, held.removeprefix("view:"))
         else:
-            self._release_view(container_id, rec["view_id"])
+            shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
         path.unlink(missing_ok=True)
         return True
 

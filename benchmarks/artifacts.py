@@ -1,0 +1,143 @@
+"""`make bench-artifacts`: per-start artifact access cost, copy against views, measured side by side.
+
+For each artifact size, one image and N containers on a private containerd (blockfile). Each
+container's rootfs is mounted first, as the shim does before it calls the runtime. Then, per mode,
+`ArtifactStore.acquire` is timed for every container in one process with a connected client (what a
+runtime pays at `create`, less the interpreter start that every mode pays alike). Bytes written are
+the growth of the state root, a private tmpfs as `/run` is in production. Copies are released right
+after they are measured, so that 20 copies of 512 MiB do not have to fit in memory at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed import containerd as ctd
+from testbed import images
+from ukrun import host
+from ukrun.artifacts.store import ArtifactStore
+from ukrun.containerd.client import Client
+
+NS = "bench"
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    mode: str
+    times_ms: list[float]
+    bytes_per_start: list[int]
+
+    def median(self) -> float:
+        return statistics.median(self.times_ms)
+
+
+def used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def bench_size(version: str, size_mib: int, count: int, work: Path) -> list[Row]:
+    scratch = max(256, size_mib + size_mib // 4 + 96)
+    daemon = ctd.start(version, work / "containerd", scratch_size=f"{scratch}M")
+    state = work / "state"
+    state.mkdir()
+    host.mount("tmpfs", state, "tmpfs", [f"size={size_mib * 2 + 64}m"])
+    rootfs: list[Path] = []
+    try:
+        image = images.unikernel_image(work / "img", f"bench/k{size_mib}:1", kernel_size=size_mib * MiB)
+        daemon.import_image(NS, image)
+        ids = [f"c{i:02d}" for i in range(count)]
+        client = Client(daemon.address, NS)
+        for cid in ids:
+            daemon.create_container(NS, f"bench/k{size_mib}:1", cid)
+            target = work / "rootfs" / cid
+            target.mkdir(parents=True)
+            for m in client.mounts("blockfile", cid):
+                host.mount(m.source, target, m.type, list(m.options))
+            rootfs.append(target)
+        store = ArtifactStore(state, NS, lambda: client)
+        rows = []
+        for mode in ("copy", "per-container", "shared"):
+            row = Row(mode, [], [])
+            for cid, root in zip(ids, rootfs, strict=True):
+                before = used_bytes(state)
+                t0 = time.perf_counter()
+                store.acquire(cid, mode=mode, rootfs=root if mode == "copy" else None)
+                row.times_ms.append((time.perf_counter() - t0) * 1000)
+                row.bytes_per_start.append(max(0, used_bytes(state) - before))
+                if mode == "copy":
+                    store.release(cid)
+            for cid in ids:
+                store.release(cid)
+            rows.append(row)
+        client.close()
+        return rows
+    finally:
+        for target in rootfs:
+            while os.path.ismount(target):
+                host.umount(target)
+        while os.path.ismount(state):
+            host.umount(state)
+        ctd.stop(daemon.dir)
+
+
+def report(size_mib: int, rows: list[Row]) -> list[str]:
+    copy = next(r for r in rows if r.mode == "copy").median()
+    lines = []
+    for r in rows:
+        written = statistics.median(r.bytes_per_start)
+        if r.mode == "shared":
+            first, later = r.times_ms[0], statistics.median(r.times_ms[1:])
+            wrote_first = r.bytes_per_start[0]
+            lines.append(f"{size_mib:>5} MiB  shared (first)  {first:9.2f}  {copy / first:8.2f}x  {wrote_first:>12}")
+            lines.append(f"{'':>9}  shared (later)  {later:9.2f}  {copy / later:8.2f}x  {written:>12.0f}")
+        else:
+            med = r.median()
+            lines.append(f"{size_mib:>5} MiB  {r.mode:<14}  {med:9.2f}  {copy / med:8.2f}x  {written:>12.0f}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="8,64,512", help="artifact sizes in MiB")
+    parser.add_argument("--containers", type=int, default=20)
+    parser.add_argument("--containerd", choices=ctd.VERSIONS, default="2")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("the benchmark needs root (mounts, loop devices, containerd)", file=sys.stderr)
+        return 1
+    print(f"containerd {ctd.installed_version(args.containerd)}, blockfile, {args.containers} containers of one image")
+    print("per-start latency: median ms of ArtifactStore.acquire; vs copy = copy median / this median;")
+    print("bytes/start: growth of the state root (tmpfs) per start")
+    print(f"{'size':>9}  {'mode':<14}  {'median ms':>9}  {'vs copy':>9}  {'bytes/start':>12}")
+    failures = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"ukrun-bench-{size}-") as tmp:
+            rows = bench_size(args.containerd, size, args.containers, Path(tmp))
+        for line in report(size, rows):
+            print(line, flush=True)
+        copy = rows[0].median()
+        shared = rows[2]
+        later = statistics.median(shared.times_ms[1:])
+        if size == 64 and copy / later < 10:
+            failures.append(f"shared (later) at 64 MiB is {copy / later:.1f}x copy, target >= 10x")
+        if size == 8 and later > copy:
+            failures.append(f"shared (later) at 8 MiB is slower than copy ({later:.2f} > {copy:.2f} ms)")
+        if any(b != 0 for b in shared.bytes_per_start[1:]):
+            failures.append(f"shared wrote bytes per start at {size} MiB: {shared.bytes_per_start}")
+    print("targets:", "met" if not failures else "; ".join(failures))
+    subprocess.run(["sync"], check=False)
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
