@@ -107,7 +107,7 @@ class Daemon:
         (self.dir / "daemon.json").write_text(json.dumps({"version": self.version, "pid": self.pid}))
 
 
-def start(version: str, folder: Path, *, scratch_size: str = "256M") -> Daemon:
+def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[str, str] | None = None) -> Daemon:
     """Starts a private containerd in `folder` (created, must not hold a running daemon)."""
     installed_version(version)
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,11 +121,11 @@ def start(version: str, folder: Path, *, scratch_size: str = "256M") -> Daemon:
     config = folder / "config.toml"
     config.write_text(CONFIG.format(dir=folder))
     log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
-    env = dict(os.environ)
-    env["PATH"] = f"{bin_dir(version)}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    denv = {**os.environ, **(env or {})}
+    denv["PATH"] = f"{bin_dir(version)}:{denv.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     proc = subprocess.Popen(
         [str(bin_dir(version) / "containerd"), "--config", str(config)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=denv, start_new_session=True,
     )
     log.close()
     daemon = Daemon(version=version, dir=folder, pid=proc.pid)

@@ -49,7 +49,7 @@ def main() -> int:
             '[[layers]]\nsymlinks = { "/etc/motd" = "/dev/null" }\n'
         )
         env = {**daemon.env(), "CONTAINERD_NAMESPACE": NS}
-        ukrun = [sys.executable, "-m", "ukrun", "--root", str(work / "state")]
+        ukrun = [sys.executable, "-m", "ukrun", "--state-root", str(work / "state")]
 
         def run(*args: str) -> str:
             proc = subprocess.run([*ukrun, *args], env=env, capture_output=True, text=True)

@@ -1,4 +1,5 @@
-"""ukrun's command line. Parses flags and dispatches; heavy modules are imported by the verbs that need them."""
+"""ukrun's command line: runc's global flags and verbs (as containerd's runc v2 shim calls them) and the
+operator commands. It parses and dispatches; heavy modules are imported by the verbs that need them."""
 
 from __future__ import annotations
 
@@ -15,15 +16,44 @@ from ukrun.errors import UkrunError
 if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
 
+log = logging.getLogger("ukrun")
+RUNTIME_VERBS = ("create", "start", "state", "kill", "delete", "ps", "features")
+UNSUPPORTED = ("exec", "pause", "resume", "update", "checkpoint", "restore", "events", "run", "list", "spec")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ukrun", description="Run unikernel images under containerd.")
-    p.add_argument("--config", type=Path, help="config file (default $UKRUN_CONFIG or /etc/ukrun/config.toml)")
-    p.add_argument("--address", help="containerd socket (default $CONTAINERD_ADDRESS, then the config)")
-    p.add_argument("--namespace", "-n", help="containerd namespace (default $CONTAINERD_NAMESPACE, then the config)")
-    p.add_argument("--root", type=Path, help="state root (default [artifacts] state_root, /run/ukrun)")
+    p.add_argument("--root", type=Path, default=Path("/run/ukrun/runtime"), help="container state (as runc's --root)")
+    p.add_argument("--log", help="log file (the shim reads errors from it)")
+    p.add_argument("--log-format", choices=("json", "text"), default="text")
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--systemd-cgroup", action="store_true")
+    p.add_argument("--config", type=Path, help="config file (default $UKRUN_CONFIG or /etc/ukrun/config.toml)")
+    p.add_argument("--address", help="containerd socket (default: the shim's, $CONTAINERD_ADDRESS, the config)")
+    p.add_argument("--namespace", "-n", help="containerd namespace (default: the shim's, $CONTAINERD_NAMESPACE)")
+    p.add_argument("--state-root", type=Path, help="artifact views and copies (default: [artifacts] state_root)")
     sub = p.add_subparsers(dest="verb", required=True)
+
+    c = sub.add_parser("create", help="create a container (its init waits for start)")
+    c.add_argument("--bundle", "-b", type=Path, default=Path("."))
+    c.add_argument("--pid-file", type=Path)
+    c.add_argument("--console-socket", default="")
+    c.add_argument("--no-pivot", action="store_true")
+    c.add_argument("--no-new-keyring", action="store_true")
+    c.add_argument("id")
+    sub.add_parser("start", help="start a created container").add_argument("id")
+    sub.add_parser("state", help="print a container's OCI state").add_argument("id")
+    k = sub.add_parser("kill", help="send a signal to a container's init")
+    k.add_argument("--all", "-a", action="store_true")
+    k.add_argument("id")
+    k.add_argument("signal", nargs="?", default="SIGTERM")
+    d = sub.add_parser("delete", help="remove a container and what create made")
+    d.add_argument("--force", "-f", action="store_true")
+    d.add_argument("id")
+    ps = sub.add_parser("ps", help="list a container's processes")
+    ps.add_argument("--format", "-f", default="table")
+    ps.add_argument("id")
+    sub.add_parser("features", help="what this runtime supports, as JSON")
 
     b = sub.add_parser("build", help="write an OCI image layout tar for a unikernel from a TOML spec")
     b.add_argument("spec", type=Path)
@@ -36,8 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--mode", choices=configmod.MODES, help="default: [artifacts] mode (shared)")
     a.add_argument("--rootfs", type=Path, help="the container's mounted rootfs (copy mode, fallback)")
     a.add_argument("--json", action="store_true")
-    r = vs.add_parser("release", help="release what acquire gave a container")
-    r.add_argument("container")
+    vs.add_parser("release", help="release what acquire gave a container").add_argument("container")
     ls = vs.add_parser("ls", help="list the views under the state root")
     ls.add_argument("--json", action="store_true")
 
@@ -46,7 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _store(args: argparse.Namespace, cfg: configmod.Config) -> ArtifactStore:
+def _unsupported(argv: list[str]) -> str | None:
+    """The verb, when argv names one that ukrun does not implement."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in UNSUPPORTED else None
+    return None
+
+
+def _operator_store(args: argparse.Namespace, cfg: configmod.Config) -> ArtifactStore:
     from ukrun.artifacts.store import ArtifactStore
 
     address = args.address or cfg.address
@@ -57,20 +94,45 @@ def _store(args: argparse.Namespace, cfg: configmod.Config) -> ArtifactStore:
 
         return Client(address, namespace, timeout=cfg.timeout)
 
-    return ArtifactStore(args.root or cfg.state_root, namespace, connect)
+    return ArtifactStore(args.state_root or cfg.state_root, namespace, connect)
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="ukrun: %(message)s")
-    cfg = configmod.load(args.config)
+def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -> int:
+    from ukrun.runtime import state as st
+    from ukrun.runtime import verbs
+
+    ctx = verbs.Context(root=args.root, config=cfg, argv=argv, address=args.address or "",
+                        namespace=args.namespace or "", systemd_cgroup=args.systemd_cgroup,
+                        state_root=args.state_root)
+    if args.verb == "features":
+        print(json.dumps(verbs.features(), indent=1))
+        return 0
+    if args.verb != "create" and not st.is_ours(args.root, args.id):
+        verbs.exec_runc(ctx)
+    if args.verb == "create":
+        verbs.create(ctx, args.id, args.bundle.resolve(), args.pid_file, args.console_socket)
+    elif args.verb == "start":
+        verbs.start(ctx, args.id)
+    elif args.verb == "state":
+        print(json.dumps(verbs.state(ctx, args.id), indent=1))
+    elif args.verb == "kill":
+        verbs.kill(ctx, args.id, verbs.parse_signal(args.signal), args.all)
+    elif args.verb == "delete":
+        verbs.delete(ctx, args.id, args.force)
+    elif args.verb == "ps":
+        pids = verbs.ps(ctx, args.id)
+        print(json.dumps(pids) if args.format == "json" else "\n".join(["PID", *map(str, pids)]))
+    return 0
+
+
+def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if args.verb == "build":
         from ukrun.image.build import build_from_spec
 
         digest = build_from_spec(args.spec, args.output)
         print(f"{args.output}: manifest {digest}")
         return 0
-    store = _store(args, cfg)
+    store = _operator_store(args, cfg)
     if args.verb == "gc":
         for action in store.gc(dry_run=args.dry_run):
             print(("would " if args.dry_run else "") + action)
@@ -101,11 +163,41 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+def run(argv: list[str]) -> int:
+    verb = _unsupported(argv)
+    if verb is not None:
+        return _unsupported_verb(verb, argv)
+    args = _parser().parse_args(argv)
+    from ukrun import logs
+
+    logs.setup(args.log, args.log_format, args.debug)
+    cfg = configmod.load(args.config)
+    if args.verb in RUNTIME_VERBS:
+        return _runtime(args, cfg, argv)
+    return _operator(args, cfg)
+
+
+def _unsupported_verb(verb: str, argv: list[str]) -> int:
+    """A verb ukrun does not implement: runc's business for other containers, refused for ours."""
+    from ukrun.runtime import state as st
+    from ukrun.runtime import verbs
+
+    root = Path("/run/ukrun/runtime")
+    if "--root" in argv:
+        root = Path(argv[argv.index("--root") + 1])
+    container = argv[-1]
+    if not container.startswith("-") and container != verb and st.is_ours(root, container):
+        raise UkrunError(f"{verb} is not supported for unikernels (container {container})")
+    verbs.exec_runc(verbs.Context(root=root, config=configmod.load(), argv=argv))
+
+
 def main() -> None:
     try:
         sys.exit(run(sys.argv[1:]))
     except UkrunError as exc:
-        print(f"ukrun: {exc}", file=sys.stderr)
+        log.error("%s", exc)
+        if not logging.getLogger().handlers:
+            print(f"ukrun: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

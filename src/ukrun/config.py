@@ -3,24 +3,46 @@
     [containerd]
     address = "/run/containerd/containerd.sock"
     namespace = "default"
-    timeout = 10            # seconds per request
+    timeout = 10                 # seconds per request
 
     [artifacts]
-    mode = "shared"         # shared | per-container | copy
+    mode = "shared"              # shared | per-container | copy
     state_root = "/run/ukrun"
+
+    [monitors.qemu]
+    path = ""                    # default: qemu-system-<arch> on PATH
+    default_memory_mb = 256
+    default_vcpus = 1
+    accel = "auto"               # auto (probe KVM once per boot) | kvm | tcg
+
+    [runtime]
+    runc = ""                    # the runc for containers that are not unikernels; default: on PATH
+
+    [timing]
+    log = ""                     # JSON lines of per-phase timestamps, one file for every verb
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ukrun.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/ukrun/config.toml")
 MODES = ("shared", "per-container", "copy")
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class Monitor:
+    path: str = ""
+    memory_mb: int = 256
+    vcpus: int = 1
+    accel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -30,7 +52,14 @@ class Config:
     timeout: float = 10.0
     artifact_mode: str = "shared"
     state_root: Path = Path("/run/ukrun")
+    monitors: dict[str, Monitor] = field(default_factory=dict)
+    runc: str = ""
+    timing_log: str = ""
     path: Path | None = None
+    address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
+
+    def monitor(self, name: str) -> Monitor:
+        return self.monitors.get(name, Monitor())
 
 
 def load(path: Path | None = None) -> Config:
@@ -50,18 +79,42 @@ def load(path: Path | None = None) -> Config:
     mode = str(art.get("mode", base.artifact_mode))
     if mode not in MODES:
         raise ConfigError(f"{path}: [artifacts] mode = {mode!r} is not one of {', '.join(MODES)}")
-    try:
-        timeout = float(str(ctd.get("timeout", base.timeout)))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: [containerd] timeout must be a number of seconds") from None
+    monitors = {}
+    for name, table in _table(data, "monitors", path).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [monitors.{name}] must be a table")
+        accel = str(table.get("accel", "auto"))
+        if accel not in ACCELS:
+            raise ConfigError(f"{path}: [monitors.{name}] accel = {accel!r} is not one of {', '.join(ACCELS)}")
+        monitors[name] = Monitor(
+            path=str(table.get("path", "")),
+            memory_mb=_number(table, "default_memory_mb", 256, path, int),
+            vcpus=_number(table, "default_vcpus", 1, path, int),
+            accel=accel,
+        )
+    env_address = os.environ.get("CONTAINERD_ADDRESS")
     return Config(
-        address=str(os.environ.get("CONTAINERD_ADDRESS") or ctd.get("address", base.address)),
+        address=str(env_address or ctd.get("address", base.address)),
         namespace=str(os.environ.get("CONTAINERD_NAMESPACE") or ctd.get("namespace", base.namespace)),
-        timeout=timeout,
+        timeout=_number(ctd, "timeout", base.timeout, path, float),
         artifact_mode=mode,
         state_root=Path(str(art.get("state_root", base.state_root))),
+        monitors=monitors,
+        runc=str(_table(data, "runtime", path).get("runc", "")),
+        timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
         path=path if data else None,
+        address_set=bool(env_address or "address" in ctd),
     )
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(table: dict[str, object], key: str, default: N, path: Path, kind: type[N]) -> N:
+    try:
+        return kind(str(table.get(key, default)))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: {key} must be a number") from None
 
 
 def _table(data: dict[str, object], name: str, path: Path) -> dict[str, object]:

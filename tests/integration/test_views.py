@@ -184,7 +184,7 @@ def test_concurrent_acquires_make_exactly_one_view(
     ids = [f"c{i}" for i in range(6)]
     load(daemon, ns, basic_image, "ukrun/basic:1", ids)
     env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
-    cmd = [sys.executable, "-m", "ukrun", "--root", str(state_root), "view", "acquire", "--json"]
+    cmd = [sys.executable, "-m", "ukrun", "--state-root", str(state_root), "view", "acquire", "--json"]
     procs = [subprocess.Popen([*cmd, cid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for cid in ids]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1].decode() for o in outs]
@@ -201,7 +201,7 @@ def test_gc_reclaims_everything_after_a_crash(
 ) -> None:
     load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
     env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CRASH_AT": step}
-    base = [sys.executable, "-m", "ukrun", "--root", str(state_root)]
+    base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
     proc = subprocess.run([*base, "view", "acquire", "c1"], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
     assert views(client), "the crash happened before View: nothing to reclaim"
@@ -231,7 +231,7 @@ def test_view_of_a_deleted_container_is_reclaimed(
 def test_cli_acquire_ls_release(daemon: ctd.Daemon, ns: str, basic_image: Path, state_root: Path) -> None:
     load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
     env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
-    base = [sys.executable, "-m", "ukrun", "--root", str(state_root)]
+    base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
 
     def run(*args: str) -> str:
         return subprocess.run([*base, *args], env=env, capture_output=True, text=True, check=True).stdout

@@ -1,0 +1,1 @@
+"""Monitor builders: a registry of classes with one interface (`base.Hypervisor`)."""

@@ -1,0 +1,75 @@
+"""What every monitor builder shares: a plain description of the VM in, an argv out.
+
+Builders know nothing of containerd or OCI; `runtime` composes them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ukrun.errors import UkrunError
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    id: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    kernel: str
+    cmdline: str
+    initrd: str = ""
+    memory_mib: int = 256
+    vcpus: int = 1
+    blocks: tuple[BlockDevice, ...] = ()
+    accel: str = "tcg"  # "kvm" only where a probe showed it works
+    exit_device: bool = False  # guest reports its exit code through an I/O port
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Hypervisor(ABC):
+    name: ClassVar[str]
+    binary: ClassVar[str]
+
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+
+    def find(self) -> str:
+        """The monitor binary: the configured path, else the first on PATH."""
+        found = shutil.which(self.path or self.binary)
+        if not found:
+            raise UkrunError(
+                f"monitor {self.name}: binary {self.path or self.binary!r} is not installed; "
+                f"install it or set path under [monitors.{self.name}] in ukrun's config.toml"
+            )
+        return found
+
+    @abstractmethod
+    def argv(self, spec: MonitorSpec, binary: str) -> list[str]: ...
+
+    def exit_code(self, status: int, spec: MonitorSpec) -> int:
+        """The container's exit code for the monitor's exit status."""
+        return status
+
+
+REGISTRY: dict[str, type[Hypervisor]] = {}
+
+
+def register(cls: type[Hypervisor]) -> type[Hypervisor]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str, path: str = "") -> Hypervisor:
+    from ukrun.hypervisors import qemu  # noqa: F401 - registers itself
+
+    try:
+        return REGISTRY[name](path)
+    except KeyError:
+        raise UkrunError(f"unknown monitor {name!r}; ukrun supports {', '.join(sorted(REGISTRY))}") from None

@@ -1,0 +1,51 @@
+"""qemu-system: kernel, initrd, virtio block devices, serial console on the container's stdio."""
+
+from __future__ import annotations
+
+import platform
+
+from ukrun.hypervisors.base import Hypervisor, MonitorSpec, register
+
+EXIT_PORT = 0xF4
+
+
+def _escape(value: str) -> str:
+    return value.replace(",", ",,")  # qemu's option syntax doubles commas
+
+
+@register
+class Qemu(Hypervisor):
+    name = "qemu"
+    binary = f"qemu-system-{platform.machine()}"
+
+    @staticmethod
+    def accel_args(accel: str) -> list[str]:
+        """The accelerator and CPU model; the KVM probe boots with exactly these."""
+        return ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+
+    def argv(self, spec: MonitorSpec, binary: str) -> list[str]:
+        argv = [
+            binary, *self.accel_args(spec.accel),
+            "-m", str(spec.memory_mib), "-smp", str(spec.vcpus),
+            "-nodefaults", "-no-user-config", "-no-reboot",
+            "-display", "none", "-serial", "stdio", "-monitor", "none",
+            "-kernel", spec.kernel, "-append", spec.cmdline,
+        ]
+        if spec.initrd:
+            argv += ["-initrd", spec.initrd]
+        for dev in spec.blocks:
+            ro = ",readonly=on" if dev.read_only else ""
+            argv += [
+                "-drive", f"file={_escape(dev.path)},format=raw,if=none,id={dev.id},cache=none,aio=threads{ro}",
+                "-device", f"virtio-blk-pci,drive={dev.id},serial={dev.id}",
+            ]
+        if spec.exit_device:
+            argv += ["-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"]
+        return argv + list(spec.extra)
+
+    def exit_code(self, status: int, spec: MonitorSpec) -> int:
+        # isa-debug-exit makes qemu exit with (code << 1) | 1. Guests write only non-zero codes, so an
+        # odd status above 1 is the guest's code; 0 is a clean power-off; 1 is qemu's own failure.
+        if spec.exit_device and status > 1 and status % 2 == 1:
+            return status >> 1
+        return status

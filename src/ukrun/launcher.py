@@ -1,0 +1,134 @@
+"""The container's init: `python -m ukrun.launcher STATE_DIR SYNC_FD`, started by `ukrun create`.
+
+It joins the container's cgroups and namespaces (a new PID namespace makes it fork, the child being
+PID 1 there), reports the init PID on SYNC_FD, waits until `ukrun start` opens the exec FIFO, then runs
+the monitor and stays as its parent: it forwards signals, reaps, and exits with the guest's exit code.
+Standard library only: it runs once per container and must start fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
+         "pid": 0x20000000, "cgroup": 0x02000000}
+FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+           signal.SIGWINCH, signal.SIGCONT)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(path: str, kind: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, FLAGS[kind]), f"setns {kind} {path}")
+    finally:
+        os.close(fd)
+
+
+def exit_code(status: int, mapping: str) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return 128 - code
+    if mapping == "qemu-isa-debug-exit" and code > 1 and code % 2 == 1:
+        return code >> 1  # the guest wrote its code to the port: qemu exits (code << 1) | 1
+    return code
+
+
+def enter(conf: dict[str, Any], sync_fd: int) -> None:
+    placed, failures = 0, []
+    for folder in conf["cgroups"]:
+        try:
+            Path(folder, "cgroup.procs").write_text(str(os.getpid()))
+            placed += 1
+        except OSError as exc:  # a v2 hierarchy mounted beside v1 controllers may refuse; v1 suffices
+            failures.append(f"{folder}: {exc.strerror}")
+    if conf["cgroups"] and not placed:
+        raise OSError(f"cannot join any cgroup: {'; '.join(failures)}")
+    new_pid = False
+    flags = 0
+    for ns in conf["namespaces"]:
+        kind, path = ns["type"], ns.get("path", "")
+        if kind not in FLAGS:
+            continue
+        if path:
+            setns(path, kind)
+        elif kind == "pid":
+            new_pid = True
+        else:
+            flags |= FLAGS[kind]
+    if flags:
+        unshare(flags)
+    if conf.get("hostname") and flags & FLAGS["uts"]:
+        name = conf["hostname"].encode()
+        _check(_libc.sethostname(name, len(name)), "sethostname")
+    if conf.get("terminal"):
+        import fcntl
+        import termios
+
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if new_pid:
+        unshare(FLAGS["pid"])
+        child = os.fork()
+        if child:
+            os.write(sync_fd, f"{child}\n".encode())
+            os._exit(0)
+    else:
+        os.write(sync_fd, f"{os.getpid()}\n".encode())
+    os.close(sync_fd)
+
+
+def supervise(conf: dict[str, Any]) -> int:
+    argv, env, mapping = conf["monitor"], conf["env"], conf.get("exit_code_map", "")
+    child = os.fork()
+    if child == 0:
+        for sig in FORWARD:
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            os.execve(argv[0], argv, env)
+        except OSError as exc:
+            print(f"ukrun: cannot run the monitor {argv[0]}: {exc}", file=sys.stderr)
+            os._exit(127)
+    for sig in FORWARD:
+        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 1
+        if pid == child:
+            return exit_code(status, mapping)
+
+
+def main(argv: list[str]) -> int:
+    state_dir, sync_fd = Path(argv[1]), int(argv[2])
+    conf = json.loads((state_dir / "launch.json").read_text())
+    try:
+        enter(conf, sync_fd)
+    except Exception as exc:  # reported to `create`, which fails with it
+        os.write(sync_fd, f"error {exc}\n".encode())
+        return 1
+    fd = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
+    os.write(fd, b"0")
+    os.close(fd)
+    return supervise(conf)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

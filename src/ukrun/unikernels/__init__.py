@@ -1,0 +1,1 @@
+"""Unikernel types: a registry of classes with one interface (`base.UnikernelType`)."""

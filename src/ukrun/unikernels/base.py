@@ -1,0 +1,50 @@
+"""What a guest type decides: its kernel command line, which root filesystems it can boot from, and
+what it needs written into a block rootfs before the VM gets it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ukrun.errors import UkrunError
+from ukrun.unikernel import UnikernelConfig
+
+
+@dataclass(frozen=True)
+class GuestProcess:
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+
+
+class UnikernelType(ABC):
+    name: ClassVar[str]
+    block_fs_types: ClassVar[tuple[str, ...]] = ()
+    reports_exit_code: ClassVar[bool] = False
+
+    @abstractmethod
+    def cmdline(self, config: UnikernelConfig, process: GuestProcess, block_root: bool) -> str: ...
+
+    def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
+        """Files (path in the rootfs -> content) to write into a block rootfs before the handoff."""
+        return {}
+
+
+REGISTRY: dict[str, type[UnikernelType]] = {}
+
+
+def register(cls: type[UnikernelType]) -> type[UnikernelType]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> UnikernelType:
+    from ukrun.unikernels import linux  # noqa: F401 - registers itself
+
+    try:
+        return REGISTRY[name]()
+    except KeyError:
+        raise UkrunError(
+            f"unikernel type {name!r} is not supported by this ukrun yet; supported: {', '.join(sorted(REGISTRY))}"
+        ) from None

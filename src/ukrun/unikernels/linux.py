@@ -1,0 +1,42 @@
+"""A Linux guest booting from the container's rootfs as /dev/vda.
+
+Contract with the guest's init (the image's initrd): mount /dev/vda as the root, run
+`/.ukrun/process.sh` there (written by ukrun: the spec's cwd, env and args), and report a non-zero exit
+code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power off for exit code 0.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ukrun.unikernel import UnikernelConfig
+from ukrun.unikernels.base import GuestProcess, UnikernelType, register
+
+PROCESS_SCRIPT = "/.ukrun/process.sh"
+
+
+@register
+class Linux(UnikernelType):
+    name = "linux"
+    block_fs_types = ("ext2", "ext3", "ext4")
+    reports_exit_code = True
+
+    def cmdline(self, config: UnikernelConfig, process: GuestProcess, block_root: bool) -> str:
+        parts = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
+        if block_root:
+            parts += ["root=/dev/vda", "rw", f"ukrun.process={PROCESS_SCRIPT}"]
+        if config.cmdline:
+            parts.append(config.cmdline)
+        return " ".join(parts)
+
+    def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
+        lines = ["# written by ukrun: the container's process, run by the guest's init", "set -e"]
+        lines.append(f"cd {shlex.quote(process.cwd or '/')}")
+        for item in process.env:
+            key, _, value = item.partition("=")
+            if key.isidentifier():
+                lines.append(f"export {key}={shlex.quote(value)}")
+        lines.append("set +e")
+        if process.args:
+            lines.append("exec " + " ".join(shlex.quote(a) for a in process.args))
+        return {PROCESS_SCRIPT: ("\n".join(lines) + "\n").encode()}

@@ -1,0 +1,108 @@
+"""A real Linux guest for the demo and the tests: the cached Debian kernel, a busybox initramfs, and an
+image whose rootfs holds a static busybox and the application.
+
+The initramfs's init loads the virtio and ext4 modules, mounts /dev/vda (the container's rootfs, handed
+over by ukrun), switches root to it and runs `/.ukrun/process.sh` (written by ukrun: the spec's cwd, env
+and args). A non-zero exit code is written to I/O port 0xf4 (qemu's isa-debug-exit); 0 powers off.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from testbed import containerd as ctd
+from ukrun.image.build import Entry, build_unikernel_image
+from ukrun.unikernel import UnikernelConfig
+
+BUSYBOX = Path("/bin/busybox")
+MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
+           "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4")
+
+# Runs in the guest after switch_root, from the image's own busybox.
+AFTER_SWITCH = (
+    "b=/bin/busybox; $b mkdir -p /proc /dev /sys /tmp; $b mount -t proc proc /proc; "
+    "$b mount -t devtmpfs dev /dev; $b mount -t sysfs sys /sys; "
+    "$b sh /.ukrun/process.sh; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; "
+    'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | $b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; '
+    "$b poweroff -f"
+)
+
+INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in {" ".join(MODULES)}; do insmod /lib/modules/$m.ko 2>/dev/null; done
+fail() {{
+  echo "guest init: $*"
+  printf '\\001' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+  poweroff -f
+}}
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+[ -b /dev/vda ] || fail "no /dev/vda: the rootfs device did not arrive"
+mkdir -p /newroot
+mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
+[ -x /newroot/bin/busybox ] || fail "the image has no /bin/busybox"
+[ -f /newroot/.ukrun/process.sh ] || fail "ukrun wrote no /.ukrun/process.sh"
+umount /proc /sys /dev
+exec switch_root /newroot /bin/busybox sh -c '{AFTER_SWITCH}'
+"""
+
+
+def _newc(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), ino: int = 0) -> bytes:
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+    header = b"070701" + b"".join(f"{f:08x}".encode() for f in fields)
+    out = header + name.encode() + b"\0"
+    out += b"\0" * (-len(out) % 4) + data
+    return out + b"\0" * (-len(out) % 4)
+
+
+def build_initrd(out: Path) -> Path:
+    """The busybox initramfs for the cached kernel (newc cpio, uncompressed)."""
+    modules_root = next((ctd.cache_dir() / "kernel" / "root" / "lib" / "modules").iterdir()) / "kernel"
+    entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
+        (d, stat.S_IFDIR | 0o755, b"", (0, 0)) for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "newroot")
+    ]
+    entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
+    entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes(), (0, 0)))
+    entries.append(("init", stat.S_IFREG | 0o755, INIT.encode(), (0, 0)))
+    for name in MODULES:
+        (path,) = list(modules_root.rglob(f"{name}.ko"))
+        entries.append((f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, path.read_bytes(), (0, 0)))
+    buf = io.BytesIO()
+    for ino, (name, mode, data, rdev) in enumerate(entries, start=1):
+        buf.write(_newc(name, mode, data, rdev, ino))
+    buf.write(_newc("TRAILER!!!", 0))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, out)
+    return out
+
+
+def kernel() -> Path:
+    return ctd.cache_dir() / "kernel" / "vmlinuz"
+
+
+def linux_image(workdir: Path, name: str, app: str, *, cmd: Sequence[str] = ("/bin/sh", "/app/run.sh"),
+                above: Sequence[Sequence[Entry]] = ()) -> Path:
+    """A urunc-style linux image booting from its block rootfs; `app` is /app/run.sh."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = workdir / "initrd.img"
+    if not initrd.exists():
+        build_initrd(initrd)
+    config = UnikernelConfig("linux", "qemu", "/boot/vmlinuz", initrd="/boot/initrd.img", mount_rootfs=True)
+    base = [
+        Entry("/bin/busybox", source=BUSYBOX, mode=0o755),
+        Entry("/bin/sh", symlink="busybox"),
+        *(Entry(d, directory=True, mode=0o755) for d in ("/proc", "/dev", "/sys", "/tmp", "/etc")),
+        Entry("/app/run.sh", data=app.encode(), mode=0o755),
+    ]
+    out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
+    build_unikernel_image(out, name, config, kernel(), initrd, base=base, above=above, cmd=cmd)
+    return out
