@@ -27,7 +27,8 @@ AFTER_SWITCH = (
     "b=/bin/busybox; $b mkdir -p /proc /dev /sys /tmp; $b mount -t proc proc /proc; "
     "$b mount -t devtmpfs dev /dev; $b mount -t sysfs sys /sys; "
     "$b sh /.ukrun/process.sh; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; "
-    'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | $b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; '
+    'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | '
+    "$b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; "
     "$b poweroff -f"
 )
 

@@ -201,3 +201,6 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
+        log.exception("internal error: %s: %s", type(exc).__name__, exc)
+        sys.exit(1)

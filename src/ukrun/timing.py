@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -26,9 +27,13 @@ class Timer:
             + "\n"
             for p, ns in self.marks
         )
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, lines.encode())
-        finally:
-            os.close(fd)
         self.marks.clear()
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, lines.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:  # timings are an aid: they never make a verb fail
+            logging.getLogger("ukrun").warning("cannot write phase timings to %s: %s", self.path, exc)

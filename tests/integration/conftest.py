@@ -29,9 +29,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", params=ctd.VERSIONS, ids=[f"containerd-{v}" for v in ctd.VERSIONS])
 def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ctd.Daemon]:
-    d = ctd.start(request.param, tmp_path_factory.mktemp(f"ctd{request.param}"))
+    """A private containerd; its shims run ukrun with a config whose state lives in the daemon's folder."""
+    folder = tmp_path_factory.mktemp(f"ctd{request.param}")
+    config = write_ukrun_config(folder / "ukrun.toml", folder / "ukrun-state")
+    d = ctd.start(request.param, folder / "d", env={"UKRUN_CONFIG": str(config)})
     yield d
     ctd.stop(d.dir)
+    tbhost.unmount_below(folder)
+
+
+def write_ukrun_config(config_file: Path, state_root: Path, **monitor: str) -> Path:
+    extra = "".join(f'{k} = "{v}"\n' for k, v in monitor.items())
+    config_file.write_text(
+        f'[artifacts]\nstate_root = "{state_root}"\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
+        f"[monitors.qemu]\ndefault_memory_mb = 256\n{extra}"
+    )
+    return config_file
 
 
 @pytest.fixture

@@ -61,8 +61,14 @@ def _is_block(path: str) -> bool:
 
 
 def other_mounts(info: RootfsInfo) -> list[str]:
-    """Mount points in this mount namespace, besides the rootfs, of the same filesystem."""
-    return [m.mount_point for m in host.mountinfo() if m.device == info.device and m.mount_point != info.mount_point]
+    """Other users of the rootfs's storage: mount points of the same filesystem in this mount namespace,
+    and (blockfile) other loop devices over the same file, which may be mounted in any namespace."""
+    found = [m.mount_point for m in host.mountinfo() if m.device == info.device and m.mount_point != info.mount_point]
+    if info.kind == "blockfile":
+        own = os.path.realpath(info.source)
+        found += [f"{dev} (a loop device over {info.handoff_path})" for dev, backing in host.loop_devices().items()
+                  if backing == info.handoff_path and os.path.realpath(dev) != own]
+    return found
 
 
 def write_guest_files(info: RootfsInfo, spec_mounts: list[tuple[str, str]], extra: dict[str, bytes]) -> None:

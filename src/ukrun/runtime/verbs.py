@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ukrun")
 OCI_VERSION = "1.0.2"
+MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
 MONITOR_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
@@ -161,8 +162,10 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
             raise UkrunError(f"the rootfs device {info.source} is also mounted at {', '.join(elsewhere)}; "
                              "unmount it there first: a VM must be the device's only user")
     timer.mark("checks")
-    art = store.acquire(record.id, mode=ctx.config.artifact_mode, spec_annotations=spec.annotations,
-                        rootfs=spec.rootfs)
+    mode = spec.annotations.get(MODE_ANNOTATION, ctx.config.artifact_mode)
+    if mode not in configmod.MODES:
+        raise UkrunError(f"annotation {MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
+    art = store.acquire(record.id, mode=mode, spec_annotations=spec.annotations, rootfs=spec.rootfs)
     record.artifacts = True
     timer.mark("artifacts")
     process = GuestProcess(spec.process.args, spec.process.env, spec.process.cwd)

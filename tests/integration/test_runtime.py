@@ -1,0 +1,252 @@
+"""End to end: ctr -> containerd -> the stock runc v2 shim -> ukrun -> qemu booting a real Linux guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import guest, images
+from testbed import host as tbhost
+from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from ukrun import host
+from ukrun.containerd.client import Client
+from ukrun.image.build import Entry
+from ukrun.unikernel import UnikernelConfig
+
+UKRUN = str(Path(sys.executable).parent / "ukrun")
+IMAGE = "ukrun/guest:1"
+APP = """#!/bin/sh
+case "$1" in
+  exit) echo "guest says $2, GREETING=$GREETING"; echo "$2" > /guest-file; exit "$3" ;;
+  sleep) echo "guest sleeping"; exec /bin/busybox sleep 600 ;;
+esac
+echo "unknown command $1"; exit 99
+"""
+
+
+@pytest.fixture(scope="session")
+def guest_image(image_dir: Path) -> Path:
+    return guest.linux_image(image_dir / "guest", IMAGE, APP)
+
+
+class Runner:
+    """Runs containers through ctr with ukrun as the shim's runc binary, and checks what they leave."""
+
+    def __init__(self, daemon: ctd.Daemon, ns: str, runc_root: Path, state_root: Path) -> None:
+        self.daemon, self.ns, self.runc_root, self.state_root = daemon, ns, runc_root, state_root
+
+    def ctr(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.daemon.env(), timeout=timeout)
+
+    def run(self, cid: str, *args: str, image: str = IMAGE,
+            flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return self.ctr("run", "--snapshotter", SNAPSHOTTER, "--runc-binary", UKRUN, "--runc-root", str(self.runc_root),
+                        *flags, image, cid, *args)
+
+    def task_status(self, cid: str) -> str:
+        for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] == cid:
+                return fields[-1]
+        return ""
+
+    def wait_status(self, cid: str, status: str, timeout: float = 60) -> None:
+        assert ctd.wait_for(lambda: self.task_status(cid) == status, timeout=timeout, interval=0.2), (
+            f"{cid} never became {status}: {self.task_status(cid)!r}"
+        )
+
+    def views(self) -> list[dict[str, object]]:
+        out = subprocess.run([UKRUN, "--state-root", str(self.state_root), "view", "ls", "--json"],
+                             capture_output=True, text=True, check=True,
+                             env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns})
+        return list(json.loads(out.stdout))
+
+    def snapshot_file(self, cid: str) -> str:
+        with Client(self.daemon.address, self.ns) as c:
+            return c.mounts(SNAPSHOTTER, cid)[0].source
+
+    def read_snapshot(self, cid: str, path: str, workdir: Path) -> str:
+        target = workdir / f"look-{cid}"
+        target.mkdir(exist_ok=True)
+        host.mount(self.snapshot_file(cid), target, "ext4", ["loop", "ro"])
+        try:
+            return (target / path.lstrip("/")).read_text()
+        finally:
+            host.umount(target)
+
+    def assert_clean(self, cid: str) -> None:
+        """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""
+        assert not (self.runc_root / self.ns / cid).exists(), "ukrun's state dir stayed"
+        assert not [v for v in self.views() if cid in v["users"]]  # type: ignore[operator]
+        mounts = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(self.state_root))]
+        assert not mounts, f"mounts stayed: {mounts}"
+        loops = [d for d, b in host.loop_devices().items() if b.startswith(str(self.daemon.dir))]
+        assert not loops, f"loop devices stayed: {loops}"
+        with Client(self.daemon.address, self.ns) as c:
+            assert not c.list_leases(['labels."ukrun.io/acquire"'])
+            assert not [s for s in c.list_snapshots(SNAPSHOTTER, ["kind==view"])]
+        assert not self.monitors(), "a monitor process stayed"
+
+    def monitors(self) -> list[int]:
+        """qemu processes using this daemon's snapshots."""
+        out = []
+        for pid in tbhost.processes_with_argument(str(self.daemon.dir)):
+            try:
+                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(pid)
+            except OSError:
+                continue
+        return out
+
+
+@pytest.fixture
+def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iterator[Runner]:
+    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
+    daemon.import_image(ns, guest_image, SNAPSHOTTER)
+    yield r
+    for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
+        r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
+        r.ctr("task", "delete", "--force", line.split()[0])
+
+
+def test_a_unikernel_runs_to_completion_from_its_block_rootfs(runner: Runner, tmp_path: Path) -> None:
+    proc = runner.run("c1", "/bin/sh", "/app/run.sh", "exit", "hello", "7", flags=("--env", "GREETING=hi"))
+    assert "guest says hello, GREETING=hi" in proc.stdout, proc.stderr
+    assert proc.returncode == 7, (proc.returncode, proc.stderr)
+    # The VM booted from the container's own rootfs: what it wrote is in the container's snapshot.
+    assert runner.read_snapshot("c1", "/guest-file", tmp_path) == "hello\n"
+    assert runner.ctr("containers", "delete", "c1").returncode == 0
+    runner.assert_clean("c1")
+    timing = [json.loads(line) for line in (runner.state_root / "timing.jsonl").read_text().splitlines()]
+    phases = {t["phase"] for t in timing if t["container"] == "c1" and t["verb"] == "create"}
+    assert {"artifacts", "rootfs-handoff", "launcher", "done"} <= phases
+
+
+def test_two_running_guests_share_one_view_and_stop_on_kill(runner: Runner) -> None:
+    for cid in ("s1", "s2"):
+        proc = runner.run(cid, "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",))
+        assert proc.returncode == 0, proc.stderr
+    for cid in ("s1", "s2"):
+        runner.wait_status(cid, "RUNNING")
+    # While the VMs run, no rootfs is mounted on the host and no loop device holds its file.
+    bundle_root = runner.daemon.dir / "state" / "io.containerd.runtime.v2.task" / runner.ns
+    for cid in ("s1", "s2"):
+        assert not host.mounts_at(bundle_root / cid / "rootfs")
+        backing = runner.snapshot_file(cid)
+        assert backing not in host.loop_devices().values()
+    (view,) = runner.views()
+    assert sorted(view["users"]) == ["s1", "s2"]  # type: ignore[call-overload]
+    assert not (runner.state_root / "copies").exists()  # no artifact byte was copied
+    for cid in ("s1", "s2"):
+        assert runner.ctr("task", "kill", cid).returncode == 0  # SIGTERM reaches qemu through the init
+    for cid in ("s1", "s2"):
+        runner.wait_status(cid, "STOPPED")
+        assert runner.ctr("task", "delete", cid).returncode == 0
+        assert runner.ctr("containers", "delete", cid).returncode == 0
+    for cid in ("s1", "s2"):
+        runner.assert_clean(cid)
+
+
+def test_copy_mode_by_annotation_and_run_rm_leave_nothing(runner: Runner) -> None:
+    proc = runner.run("cp1", "/bin/sh", "/app/run.sh", "exit", "copied", "0",
+                      flags=("--rm", "--annotation", "io.ukrun.artifacts.mode=copy"))
+    assert proc.returncode == 0 and "guest says copied" in proc.stdout, proc.stderr
+    runner.assert_clean("cp1")
+    assert not any((runner.state_root / "copies").rglob("cp1"))
+
+
+def test_a_plain_linux_image_runs_through_runc(runner: Runner, image_dir: Path) -> None:
+    tar = images.raw_image(image_dir, "ukrun/plain-busybox:1", [[
+        Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
+    ]])
+    runner.daemon.import_image(runner.ns, tar, "overlayfs")
+    proc = runner.ctr("run", "--rm", "--snapshotter", "overlayfs", "--runc-binary", UKRUN,
+                      "--runc-root", str(runner.runc_root), "ukrun/plain-busybox:1", "p1",
+                      "/bin/sh", "-c", "echo plain container; exit 3")
+    assert proc.stdout.strip() == "plain container" and proc.returncode == 3, proc.stderr
+
+
+def _broken_image(runner: Runner, image_dir: Path, name: str, config: UnikernelConfig) -> str:
+    initrd = image_dir / "guest" / "initrd.img"
+    tar = images.raw_image(image_dir, name, [[Entry("/boot/vmlinuz", source=guest.kernel()),
+                                              Entry("/boot/initrd.img", source=initrd)]], config)
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    return name
+
+
+@pytest.mark.parametrize(
+    ("binary", "hypervisor", "message"),
+    [("/boot/missing", "qemu", "kernel '/boot/missing' does not exist in the image"),
+     ("/boot/vmlinuz", "firecracker", "unknown monitor 'firecracker'")],
+)
+def test_broken_images_fail_at_create_with_the_reason(runner: Runner, image_dir: Path, binary: str,
+                                                      hypervisor: str, message: str) -> None:
+    config = UnikernelConfig("linux", hypervisor, binary, initrd="/boot/initrd.img", mount_rootfs=True)
+    image = _broken_image(runner, image_dir, f"ukrun/broken-{hypervisor}-{len(binary)}:1", config)
+    proc = runner.run("b1", "/bin/sh", image=image, flags=("--rm",))
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    runner.ctr("containers", "delete", "b1")
+    runner.assert_clean("b1")
+
+
+def test_missing_monitor_binary_fails_at_create(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> None:
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state", path="/nonexistent/qemu-system-x86_64")
+    private = ctd.start("2", tmp_path / "d", env={"UKRUN_CONFIG": str(config)})
+    try:
+        r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+        private.import_image(ns, guest_image, SNAPSHOTTER)
+        proc = r.run("m1", "/bin/sh", flags=("--rm",))
+        assert proc.returncode != 0
+        assert "binary '/nonexistent/qemu-system-x86_64' is not installed" in proc.stderr, proc.stderr
+        r.ctr("containers", "delete", "m1")
+        r.assert_clean("m1")
+    finally:
+        ctd.stop(private.dir)
+
+
+def test_a_rootfs_mounted_elsewhere_is_refused(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path,
+                                              image_dir: Path) -> None:
+    # A node whose `runc` is ukrun: every container goes through it, unikernel or not.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "runc").symlink_to(UKRUN)
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    env = {"UKRUN_CONFIG": str(config), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    private = ctd.start(daemon.version, tmp_path / "d", env=env)
+    try:
+        r = Runner(private, ns, Path("/run/containerd/runc") / ns, tmp_path / "state")
+        private.import_image(ns, guest_image, SNAPSHOTTER)
+        created = r.ctr("containers", "create", "--snapshotter", SNAPSHOTTER, IMAGE, "busy", "/bin/sh", "/app/run.sh")
+        assert created.returncode == 0, created.stderr
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        host.mount(r.snapshot_file("busy"), elsewhere, "ext4", ["loop"])
+        try:
+            proc = r.ctr("task", "start", "busy")
+            assert proc.returncode != 0
+            assert "is also mounted" in proc.stderr and "unmount it there first" in proc.stderr, proc.stderr
+        finally:
+            host.umount(elsewhere)
+        r.ctr("task", "delete", "busy")
+        assert r.ctr("containers", "delete", "busy").returncode == 0
+        r.assert_clean("busy")
+        # The same node runs a plain container through the real runc.
+        plain = images.raw_image(image_dir, "ukrun/plain-busybox:1", [[
+            Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
+        ]])
+        private.import_image(ns, plain, "overlayfs")
+        proc = r.ctr("run", "--rm", "--snapshotter", "overlayfs", "ukrun/plain-busybox:1", "p2",
+                     "/bin/sh", "-c", "echo via runc")
+        assert proc.stdout.strip() == "via runc" and proc.returncode == 0, proc.stderr
+    finally:
+        ctd.stop(private.dir)
+        shutil.rmtree(Path("/run/containerd/runc") / ns, ignore_errors=True)  # the namespace is this test's
