@@ -1,7 +1,7 @@
 # ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint unit integration bench-artifacts stubs
+.PHONY: setup demo test lint unit integration bench-artifacts bench-runtime stubs
 
 setup:
 	./scripts/setup
@@ -24,6 +24,9 @@ integration: setup
 
 bench-artifacts: setup
 	$(PY) -m benchmarks.artifacts
+
+bench-runtime: setup
+	$(PY) -m benchmarks.runtime
 
 stubs: setup
 	$(PY) scripts/gen-proto

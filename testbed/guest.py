@@ -29,7 +29,7 @@ AFTER_SWITCH = (
     "$b sh /.ukrun/process.sh; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; "
     'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | '
     "$b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; "
-    "$b poweroff -f"
+    "echo 0 > /proc/sys/kernel/printk; $b poweroff -f"
 )
 
 INIT = f"""#!/bin/busybox sh

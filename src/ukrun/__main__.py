@@ -1,3 +1,3 @@
-from ukrun.cli import main
+from ukrun.fast import main
 
 main()

@@ -98,8 +98,8 @@ def _operator_store(args: argparse.Namespace, cfg: configmod.Config) -> Artifact
 
 
 def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -> int:
+    from ukrun.runtime import hot, verbs
     from ukrun.runtime import state as st
-    from ukrun.runtime import verbs
 
     ctx = verbs.Context(root=args.root, config=cfg, argv=argv, address=args.address or "",
                         namespace=args.namespace or "", systemd_cgroup=args.systemd_cgroup,
@@ -109,18 +109,19 @@ def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -
         return 0
     if args.verb != "create" and not st.is_ours(args.root, args.id):
         verbs.exec_runc(ctx)
+    root = str(args.root)
     if args.verb == "create":
         verbs.create(ctx, args.id, args.bundle.resolve(), args.pid_file, args.console_socket)
     elif args.verb == "start":
-        verbs.start(ctx, args.id)
+        hot.start(root, args.id)
     elif args.verb == "state":
-        print(json.dumps(verbs.state(ctx, args.id), indent=1))
+        print(json.dumps(hot.state(root, args.id), indent=1))
     elif args.verb == "kill":
-        verbs.kill(ctx, args.id, verbs.parse_signal(args.signal), args.all)
+        hot.kill(root, args.id, hot.parse_signal(args.signal), args.all)
     elif args.verb == "delete":
         verbs.delete(ctx, args.id, args.force)
     elif args.verb == "ps":
-        pids = verbs.ps(ctx, args.id)
+        pids = hot.ps(root, args.id)
         print(json.dumps(pids) if args.format == "json" else "\n".join(["PID", *map(str, pids)]))
     return 0
 

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ukrun.timing import Timer
+
 FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
          "pid": 0x20000000, "cgroup": 0x02000000}
 FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
@@ -96,6 +98,9 @@ def enter(conf: dict[str, Any], sync_fd: int) -> None:
 
 def supervise(conf: dict[str, Any]) -> int:
     argv, env, mapping = conf["monitor"], conf["env"], conf.get("exit_code_map", "")
+    timer = Timer(conf.get("timing_log", ""), conf.get("id", ""), "init")
+    timer.mark("monitor-exec")
+    timer.flush()
     child = os.fork()
     if child == 0:
         for sig in FORWARD:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 
@@ -36,4 +35,6 @@ class Timer:
             finally:
                 os.close(fd)
         except OSError as exc:  # timings are an aid: they never make a verb fail
+            import logging
+
             logging.getLogger("ukrun").warning("cannot write phase timings to %s: %s", self.path, exc)

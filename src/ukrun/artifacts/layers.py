@@ -8,9 +8,7 @@ layer's chain are byte for byte the ones the container's rootfs shows. Otherwise
 
 from __future__ import annotations
 
-import gzip
 import io
-import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from posixpath import normpath
@@ -89,12 +87,16 @@ def _open_layer(media_type: str, raw: IO[bytes]) -> IO[bytes] | None:
     if media_type.endswith(".tar") or media_type.endswith("tar"):
         return raw
     if media_type.endswith("gzip"):
+        import gzip
+
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     return None
 
 
 def layer_touches(source: BlobSource, layer: oci.Layer, protected: tuple[str, ...]) -> bool:
     """Scans one layer's tar headers (not its file data). A format it cannot read counts as touching."""
+    import tarfile  # only a first container of an image gets here
+
     raw = io.BufferedReader(_Chunks(source.stream_blob(layer.digest)), buffer_size=1 << 20)
     stream = _open_layer(layer.media_type, raw)
     if stream is None:

@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import signal
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -312,7 +311,7 @@ class ArtifactStore:
     def _create_and_label(self, record: ContainerRecord, vid: str, key: str, parent: str, mode: str) -> ViewState:
         sn = record.snapshotter
         lease = self.client.create_lease(
-            f"ukrun/acquire/{vid}/{uuid.uuid4().hex[:12]}", {ACQUIRE_LABEL: vid}, expire=ACQUIRE_TTL
+            f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid}, expire=ACQUIRE_TTL
         )
         try:
             try:

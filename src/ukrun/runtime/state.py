@@ -1,63 +1,69 @@
-"""A container's record under the runtime root. Imported by every verb: standard library only."""
+"""A container's record under the runtime root. Imported by every verb: standard library only, and
+no dataclasses or typing, which the hot verbs (state, start, kill) would pay for on every call."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-from ukrun.errors import UkrunError
 
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
+FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
+          "monitor", "handed_off", "artifacts", "timing_log")
 
 
-@dataclass
 class ContainerState:
-    id: str
-    bundle: str
-    pid: int = 0
-    pid_start: str = ""
-    created: str = ""
-    started: bool = False
-    namespace: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    cgroups: list[str] = field(default_factory=list)
-    monitor: list[str] = field(default_factory=list)
-    handed_off: str = ""
-    artifacts: bool = False
+    __slots__ = FIELDS
+
+    def __init__(self, id: str, bundle: str, pid: int = 0, pid_start: str = "", created: str = "",
+                 started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
+                 cgroups: list[str] | None = None, monitor: list[str] | None = None, handed_off: str = "",
+                 artifacts: bool = False, timing_log: str = "") -> None:
+        self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
+        self.started, self.namespace, self.annotations = started, namespace, annotations or {}
+        self.cgroups, self.monitor, self.handed_off = cgroups or [], monitor or [], handed_off
+        self.artifacts, self.timing_log = artifacts, timing_log
+
+    def to_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in FIELDS}
 
 
-def container_dir(root: Path, container_id: str) -> Path:
+def container_dir(root: str | os.PathLike[str], container_id: str) -> str:
+    from ukrun.errors import UkrunError
+
     if not container_id or "/" in container_id or container_id in (".", ".."):
         raise UkrunError(f"invalid container ID {container_id!r}")
-    return root / container_id
+    return os.path.join(root, container_id)
 
 
-def is_ours(root: Path, container_id: str) -> bool:
-    return (container_dir(root, container_id) / STATE_FILE).exists()
+def is_ours(root: str | os.PathLike[str], container_id: str) -> bool:
+    return os.path.exists(os.path.join(container_dir(root, container_id), STATE_FILE))
 
 
-def load(root: Path, container_id: str) -> ContainerState:
-    path = container_dir(root, container_id) / STATE_FILE
+def load(root: str | os.PathLike[str], container_id: str) -> ContainerState:
+    path = os.path.join(container_dir(root, container_id), STATE_FILE)
     try:
-        return ContainerState(**json.loads(path.read_text()))
+        with open(path) as f:
+            return ContainerState(**json.load(f))
     except FileNotFoundError:
+        from ukrun.errors import UkrunError
+
         raise UkrunError(f"container {container_id} does not exist") from None
 
 
-def save(root: Path, st: ContainerState) -> None:
+def save(root: str | os.PathLike[str], st: ContainerState) -> None:
     d = container_dir(root, st.id)
-    tmp = d / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(st)))
-    os.replace(tmp, d / STATE_FILE)
+    tmp = os.path.join(d, f".{STATE_FILE}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(st.to_dict(), f)
+    os.replace(tmp, os.path.join(d, STATE_FILE))
 
 
 def process_start(pid: int) -> str:
     """The process's start time in clock ticks, to tell it from a later process with the same PID."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except OSError:
         return ""
     fields = stat.rsplit(")", 1)[1].split()
@@ -68,9 +74,9 @@ def alive(st: ContainerState) -> bool:
     return st.pid > 0 and process_start(st.pid) == st.pid_start
 
 
-def status(root: Path, st: ContainerState) -> str:
+def status(root: str | os.PathLike[str], st: ContainerState) -> str:
     if not alive(st):
         return "stopped"
-    if not st.started and (container_dir(root, st.id) / FIFO).exists():
+    if not st.started and os.path.exists(os.path.join(container_dir(root, st.id), FIFO)):
         return "created"
     return "running"

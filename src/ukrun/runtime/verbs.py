@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import shutil
 import signal
 import sys
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from ukrun.unikernel import UnikernelConfig
 
 log = logging.getLogger("ukrun")
-OCI_VERSION = "1.0.2"
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
 MONITOR_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
@@ -114,12 +112,12 @@ def create(ctx: Context, container_id: str, bundle: Path, pid_file: Path | None,
         timer.flush()
         exec_runc(ctx)
     timer.mark("spec")
-    d = st.container_dir(ctx.root, container_id)
+    d = Path(st.container_dir(ctx.root, container_id))
     if d.exists():
         raise UkrunError(f"container {container_id} already exists in {ctx.root}")
     d.mkdir(parents=True)
     record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(),
-                               annotations=spec.annotations, created=_now())
+                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log)
     store: ArtifactStore | None = None
     try:
         store = _store(ctx)
@@ -199,6 +197,7 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         "namespaces": [{"type": n.type, "path": n.path} for n in spec.namespaces],
         "hostname": spec.hostname, "terminal": spec.process.terminal,
         "exit_code_map": "qemu-isa-debug-exit" if mspec.exit_device else "",
+        "timing_log": record.timing_log, "id": record.id,
     }
     (d / "launch.json").write_text(json.dumps(launch))
     record.pid = _spawn_launcher(d, spec.process.terminal, console_socket)
@@ -272,75 +271,6 @@ def _send_console(path: str, fd: int) -> None:
 def _now() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
-
-
-# -- start, state, kill, ps -----------------------------------------------------------------------------
-def start(ctx: Context, container_id: str) -> None:
-    timer = ctx.timer(container_id, "start")
-    timer.mark("start")
-    record = st.load(ctx.root, container_id)
-    status = st.status(ctx.root, record)
-    if status != "created":
-        raise UkrunError(f"container {container_id} is {status}, not created: it cannot be started")
-    fifo = st.container_dir(ctx.root, container_id) / st.FIFO
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        ready, _, _ = select.select([fd], [], [], 10)
-        if not ready or not os.read(fd, 1):
-            raise UkrunError(f"the init of container {container_id} did not answer start")
-    finally:
-        os.close(fd)
-    fifo.unlink()
-    record.started = True
-    st.save(ctx.root, record)
-    timer.mark("started")
-    timer.flush()
-
-
-def state(ctx: Context, container_id: str) -> dict[str, object]:
-    record = st.load(ctx.root, container_id)
-    status = st.status(ctx.root, record)
-    return {
-        "ociVersion": OCI_VERSION,
-        "id": record.id,
-        "pid": record.pid if status != "stopped" else 0,
-        "status": status,
-        "bundle": record.bundle,
-        "rootfs": str(Path(record.bundle) / "rootfs"),
-        "created": record.created,
-        "owner": "",
-        "annotations": record.annotations,
-    }
-
-
-def parse_signal(value: str) -> int:
-    if value.isdigit():
-        return int(value)
-    name = value.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise UkrunError(f"unknown signal {value!r}") from None
-
-
-def kill(ctx: Context, container_id: str, sig: int, all_processes: bool) -> None:
-    record = st.load(ctx.root, container_id)
-    if not st.alive(record):
-        raise UkrunError(f"container {container_id} is not running")
-    if all_processes:
-        from ukrun import cgroups
-
-        cgroups.kill_all(record.cgroups, sig)
-    try:
-        os.kill(record.pid, sig)
-    except ProcessLookupError:
-        raise UkrunError(f"container {container_id} is not running") from None
-
-
-def ps(ctx: Context, container_id: str) -> list[int]:
-    record = st.load(ctx.root, container_id)
-    return [record.pid] if st.alive(record) else []
 
 
 # -- delete -----------------------------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""`make bench-runtime`: ukrun's own overhead per verb, beside runc's, on this machine.
+
+- `state`: wall time of the whole process (what the shim pays each call), ukrun vs runc, on a running
+  container of each, 30 calls, median.
+- container start: wall time of `ctr run -d` until the task runs, for a ukrun guest and a runc
+  container on the same snapshotter, 5 runs, median; and ukrun's phases from its timing log, from the
+  start of `create` to the exec of the monitor.
+- import costs of the hot verbs, from `python -X importtime`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from testbed import containerd as ctd
+from testbed import guest, images
+from ukrun.image.build import Entry
+
+UKRUN = str(Path(sys.executable).parent / "ukrun")
+NS = "bench"
+APP = "#!/bin/sh\nexec /bin/busybox sleep 600\n"
+
+
+def wall(cmd: list[str], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("the benchmark needs root", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="ukrun-bench-rt-"))
+    state_root, timing = work / "state", work / "state" / "timing.jsonl"
+    config = work / "ukrun.toml"
+    config.write_text(f'[artifacts]\nstate_root = "{state_root}"\n[timing]\nlog = "{timing}"\n')
+    daemon = ctd.start("2", work / "d", env={"UKRUN_CONFIG": str(config)})
+    runc_root = work / "runc"
+
+    def ctr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(daemon.bin_dir / "ctr"), "-a", daemon.address, "-n", NS, *args],
+                              capture_output=True, text=True, env=daemon.env())
+
+    def running(cid: str) -> bool:
+        return any(line.split()[:1] == [cid] and line.split()[-1] == "RUNNING"
+                   for line in ctr("task", "ls").stdout.splitlines()[1:])
+
+    try:
+        daemon.import_image(NS, guest.linux_image(work / "img", "bench/guest:1", APP))
+        plain = images.raw_image(work / "img", "bench/plain:1", [[
+            Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox")]])
+        daemon.import_image(NS, plain)
+        starts: dict[str, list[float]] = {"ukrun": [], "runc": []}
+        for i in range(5):
+            for kind, image, args in (("ukrun", "bench/guest:1", ["/bin/sh", "/app/run.sh"]),
+                                      ("runc", "bench/plain:1", ["/bin/busybox", "sleep", "600"])):
+                cid = f"{kind}{i}"
+                t0 = time.perf_counter()
+                binary = UKRUN if kind == "ukrun" else "runc"
+                proc = ctr("run", "-d", "--snapshotter", "blockfile", "--runc-binary", binary,
+                           "--runc-root", str(runc_root / kind), image, cid, *args)
+                assert proc.returncode == 0, proc.stderr
+                while not running(cid):
+                    time.sleep(0.005)
+                starts[kind].append((time.perf_counter() - t0) * 1000)
+        state_ukrun = wall([UKRUN, "--root", str(runc_root / "ukrun" / NS), "state", "ukrun0"], 30)
+        state_runc = wall(["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"], 30)
+        marks = [json.loads(line) for line in timing.read_text().splitlines()]
+        phases: dict[str, list[float]] = {}
+        for i in range(5):
+            mine = [m for m in marks if m["container"] == f"ukrun{i}"]
+            base = next(m["ns"] for m in mine if m["verb"] == "create" and m["phase"] == "start")
+            for m in mine:
+                if m["verb"] in ("create", "init"):
+                    phases.setdefault(f"{m['verb']}:{m['phase']}", []).append((m["ns"] - base) / 1e6)
+        print(f"containerd {ctd.installed_version('2')}, blockfile; ukrun guest = linux under qemu TCG")
+        print(f"state, whole process, median of 30:   ukrun {state_ukrun:6.1f} ms   runc {state_runc:6.1f} ms")
+        print(f"ctr run -d until RUNNING, median of 5: ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
+              f"runc {statistics.median(starts['runc']):6.1f} ms")
+        print("ukrun phases after the start of create (median ms; init:monitor-exec waits for start):")
+        for name, values in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
+            print(f"  {name:<24} {statistics.median(values):8.1f}")
+        for verb in ("state", "start", "kill"):
+            extra = ["0"] if verb == "kill" else []
+            imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "ukrun", "--root",
+                                  str(runc_root / "ukrun" / NS), verb, "ukrun0", *extra],
+                                 capture_output=True, text=True)
+            rows = [line.split("|") for line in imp.stderr.splitlines() if line.startswith("import time:")]
+            total = sum(int(r[0].split(":")[1]) for r in rows if r[0].split(":")[1].strip().isdigit())
+            heavy = [r[2].strip() for r in rows if r[2].strip() in ("grpc", "google.protobuf", "logging", "tomllib")]
+            print(f"imports for {verb:<5} (interpreter start included): {total / 1000:5.1f} ms; "
+                  f"grpc/protobuf/logging/tomllib: {heavy or 'none'}")
+        return 0
+    finally:
+        for line in ctr("task", "ls").stdout.splitlines()[1:]:
+            cid = line.split()[0]
+            ctr("task", "kill", "-s", "SIGKILL", cid)
+        time.sleep(1)
+        for line in ctr("task", "ls").stdout.splitlines()[1:]:
+            ctr("task", "delete", "--force", line.split()[0])
+        for line in ctr("containers", "ls", "-q").stdout.split():
+            ctr("containers", "delete", line)
+        ctd.stop(daemon.dir)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

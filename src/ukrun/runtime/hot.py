@@ -1,0 +1,85 @@
+"""The verbs the shim calls for every container, often: state, start, kill, ps.
+
+Standard library only (os, json, select, signal) plus `runtime.state`; no config file is read: what
+they need was recorded by `create`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+
+from ukrun.errors import UkrunError
+from ukrun.runtime import state as st
+from ukrun.timing import Timer
+
+OCI_VERSION = "1.0.2"
+
+
+def start(root: str, container_id: str) -> None:
+    record = st.load(root, container_id)
+    timer = Timer(record.timing_log, container_id, "start")
+    timer.mark("start")
+    status = st.status(root, record)
+    if status != "created":
+        raise UkrunError(f"container {container_id} is {status}, not created: it cannot be started")
+    fifo = os.path.join(st.container_dir(root, container_id), st.FIFO)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        ready, _, _ = select.select([fd], [], [], 10)
+        if not ready or not os.read(fd, 1):
+            raise UkrunError(f"the init of container {container_id} did not answer start")
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+    record.started = True
+    st.save(root, record)
+    timer.mark("started")
+    timer.flush()
+
+
+def state(root: str, container_id: str) -> dict[str, object]:
+    record = st.load(root, container_id)
+    status = st.status(root, record)
+    return {
+        "ociVersion": OCI_VERSION,
+        "id": record.id,
+        "pid": record.pid if status != "stopped" else 0,
+        "status": status,
+        "bundle": record.bundle,
+        "rootfs": os.path.join(record.bundle, "rootfs"),
+        "created": record.created,
+        "owner": "",
+        "annotations": record.annotations,
+    }
+
+
+def parse_signal(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    name = value.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UkrunError(f"unknown signal {value!r}") from None
+
+
+def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
+    record = st.load(root, container_id)
+    if not st.alive(record):
+        raise UkrunError(f"container {container_id} is not running")
+    if all_processes:
+        from ukrun import cgroups
+
+        cgroups.kill_all(record.cgroups, sig)
+    try:
+        os.kill(record.pid, sig)
+    except ProcessLookupError:
+        raise UkrunError(f"container {container_id} is not running") from None
+
+
+def ps(root: str, container_id: str) -> list[int]:
+    record = st.load(root, container_id)
+    return [record.pid] if st.alive(record) else []
