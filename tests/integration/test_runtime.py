@@ -145,6 +145,12 @@ def test_two_running_guests_share_one_view_and_stop_on_kill(runner: Runner) -> N
         assert backing not in host.loop_devices().values()
     (view,) = runner.views()
     assert sorted(view["users"]) == ["s1", "s2"]  # type: ignore[call-overload]
+    # The monitor runs in the spec's cgroup (ctr's cgroupsPath is /<namespace>/<id>).
+    disk = runner.snapshot_file("s1").encode()
+    qemu = [p for p in runner.monitors() if disk in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(qemu) == 1
+    cgroups = Path(f"/proc/{qemu[0]}/cgroup").read_text()
+    assert any(line.split(":")[1] == "memory" and line.endswith(f"/{runner.ns}/s1") for line in cgroups.splitlines())
     assert not (runner.state_root / "copies").exists()  # no artifact byte was copied
     for cid in ("s1", "s2"):
         assert runner.ctr("task", "kill", cid).returncode == 0  # SIGTERM reaches qemu through the init
@@ -154,6 +160,20 @@ def test_two_running_guests_share_one_view_and_stop_on_kill(runner: Runner) -> N
         assert runner.ctr("containers", "delete", cid).returncode == 0
     for cid in ("s1", "s2"):
         runner.assert_clean(cid)
+        assert not Path(f"/sys/fs/cgroup/memory/{runner.ns}/{cid}").exists()
+
+
+def test_a_terminal_goes_through_the_console_socket(runner: Runner) -> None:
+    # `script` gives ctr a pty, so `ctr run -t` asks the runtime for a terminal over --console-socket.
+    command = " ".join([str(runner.daemon.bin_dir / "ctr"), "--address", runner.daemon.address, "--namespace",
+                        runner.ns, "run", "-t", "--rm", "--snapshotter", SNAPSHOTTER, "--runc-binary", UKRUN,
+                        "--runc-root", str(runner.runc_root), IMAGE, "t1", "/bin/sh", "/app/run.sh",
+                        "exit", "tty", "4"])
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=180,
+                          env=runner.daemon.env())
+    assert "guest says tty" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 4
+    runner.assert_clean("t1")
 
 
 def test_copy_mode_by_annotation_and_run_rm_leave_nothing(runner: Runner) -> None:
