@@ -1,7 +1,7 @@
 # ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint unit integration bench-artifacts bench-runtime stubs
+.PHONY: setup demo test test-devmapper lint unit integration bench-artifacts bench-runtime bench-devmapper stubs
 
 setup:
 	./scripts/setup
@@ -15,6 +15,13 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q -rs tests
+
+# Real devmapper: the host kernel has none, so these run inside a qemu TCG guest (about 4 minutes).
+test-devmapper: setup
+	$(PY) -m testbed.dmguest test
+
+bench-devmapper: setup
+	$(PY) -m testbed.dmguest bench
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -45,23 +45,29 @@ def used_bytes(path: Path) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def bench_size(version: str, size_mib: int, count: int, work: Path) -> list[Row]:
+def bench_size(version: str, size_mib: int, count: int, work: Path, snapshotter: str) -> list[Row]:
     scratch = max(256, size_mib + size_mib // 4 + 96)
-    daemon = ctd.start(version, work / "containerd", scratch_size=f"{scratch}M")
+    pool = ""
+    if snapshotter == "devmapper":
+        from testbed import devmapper
+
+        pool = os.environ.get("UKRUN_DM_POOL", "containerd-pool")
+        devmapper.reset_pool(pool)
+    daemon = ctd.start(version, work / "containerd", scratch_size=f"{scratch}M", devmapper_pool=pool)
     state = work / "state"
     state.mkdir()
     host.mount("tmpfs", state, "tmpfs", [f"size={size_mib * 2 + 64}m"])
     rootfs: list[Path] = []
     try:
         image = images.unikernel_image(work / "img", f"bench/k{size_mib}:1", kernel_size=size_mib * MiB)
-        daemon.import_image(NS, image)
+        daemon.import_image(NS, image, snapshotter)
         ids = [f"c{i:02d}" for i in range(count)]
         client = Client(daemon.address, NS)
         for cid in ids:
-            daemon.create_container(NS, f"bench/k{size_mib}:1", cid)
+            daemon.create_container(NS, f"bench/k{size_mib}:1", cid, snapshotter)
             target = work / "rootfs" / cid
             target.mkdir(parents=True)
-            for m in client.mounts("blockfile", cid):
+            for m in client.mounts(snapshotter, cid):
                 host.mount(m.source, target, m.type, list(m.options))
             rootfs.append(target)
         store = ArtifactStore(state, NS, lambda: client)
@@ -111,18 +117,22 @@ def main() -> int:
     parser.add_argument("--sizes", default="8,64,512", help="artifact sizes in MiB")
     parser.add_argument("--containers", type=int, default=20)
     parser.add_argument("--containerd", choices=ctd.VERSIONS, default="2")
+    parser.add_argument("--snapshotter", choices=("blockfile", "devmapper"), default="blockfile")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("the benchmark needs root (mounts, loop devices, containerd)", file=sys.stderr)
         return 1
-    print(f"containerd {ctd.installed_version(args.containerd)}, blockfile, {args.containers} containers of one image")
+    where = "emulated guest (qemu TCG): absolute figures are slow, the ratios are the result" \
+        if args.snapshotter == "devmapper" else "this host"
+    print(f"containerd {ctd.installed_version(args.containerd)}, {args.snapshotter} on {where}, "
+          f"{args.containers} containers of one image")
     print("per-start latency: median ms of ArtifactStore.acquire; vs copy = copy median / this median;")
     print("bytes/start: growth of the state root (tmpfs) per start")
     print(f"{'size':>9}  {'mode':<14}  {'median ms':>9}  {'vs copy':>9}  {'bytes/start':>12}")
     failures = []
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"ukrun-bench-{size}-") as tmp:
-            rows = bench_size(args.containerd, size, args.containers, Path(tmp))
+            rows = bench_size(args.containerd, size, args.containers, Path(tmp), args.snapshotter)
         for line in report(size, rows):
             print(line, flush=True)
         copy = rows[0].median()

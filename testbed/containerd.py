@@ -40,17 +40,7 @@ CONFIG = """\
 version = 2
 root = "{dir}/root"
 state = "{dir}/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.cri.v1.runtime",
-  "io.containerd.cri.v1.images",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
+disabled_plugins = [{disabled}]
 
 [grpc]
   address = "{dir}/containerd.sock"
@@ -62,7 +52,31 @@ disabled_plugins = [
   scratch_file = "{dir}/scratch.img"
   fs_type = "ext4"
   mount_options = ["loop"]
+{devmapper}"""
+
+DISABLED = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images",
+            "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.zfs",
+            "io.containerd.snapshotter.v1.btrfs", "io.containerd.tracing.processor.v1.otlp",
+            "io.containerd.internal.v1.tracing")
+
+DEVMAPPER = """
+[plugins."io.containerd.snapshotter.v1.devmapper"]
+  pool_name = "{pool}"
+  root_path = "{dir}/devmapper"
+  base_image_size = "128MB"
+  async_remove = false
+  discard_blocks = false
+  fs_type = "ext4"
 """
+
+
+def config_text(folder: Path, devmapper_pool: str = "") -> str:
+    disabled = [*DISABLED, *([] if devmapper_pool else ["io.containerd.snapshotter.v1.devmapper"])]
+    return CONFIG.format(
+        dir=folder,
+        disabled=", ".join(f'"{p}"' for p in disabled),
+        devmapper=DEVMAPPER.format(pool=devmapper_pool, dir=folder) if devmapper_pool else "",
+    )
 
 
 @dataclass
@@ -107,8 +121,10 @@ class Daemon:
         (self.dir / "daemon.json").write_text(json.dumps({"version": self.version, "pid": self.pid}))
 
 
-def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[str, str] | None = None) -> Daemon:
-    """Starts a private containerd in `folder` (created, must not hold a running daemon)."""
+def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[str, str] | None = None,
+          devmapper_pool: str = "") -> Daemon:
+    """Starts a private containerd in `folder`; with `devmapper_pool`, its devmapper snapshotter uses that
+    thin pool (which must exist as /dev/mapper/<pool>)."""
     installed_version(version)
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()
@@ -119,7 +135,7 @@ def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[s
     subprocess.run(["truncate", "-s", scratch_size, str(scratch)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(scratch)], check=True)
     config = folder / "config.toml"
-    config.write_text(CONFIG.format(dir=folder))
+    config.write_text(config_text(folder, devmapper_pool))
     log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
     denv = {**os.environ, **(env or {})}
     denv["PATH"] = f"{bin_dir(version)}:{denv.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"

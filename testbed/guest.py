@@ -64,16 +64,16 @@ def _newc(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0
     return out + b"\0" * (-len(out) % 4)
 
 
-def build_initrd(out: Path) -> Path:
-    """The busybox initramfs for the cached kernel (newc cpio, uncompressed)."""
+def build_initramfs(out: Path, modules: Sequence[str], init: str) -> Path:
+    """A busybox initramfs (newc cpio, uncompressed) with the cached kernel's `modules` and `init`."""
     modules_root = next((ctd.cache_dir() / "kernel" / "root" / "lib" / "modules").iterdir()) / "kernel"
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
         (d, stat.S_IFDIR | 0o755, b"", (0, 0)) for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "newroot")
     ]
     entries.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes(), (0, 0)))
-    entries.append(("init", stat.S_IFREG | 0o755, INIT.encode(), (0, 0)))
-    for name in MODULES:
+    entries.append(("init", stat.S_IFREG | 0o755, init.encode(), (0, 0)))
+    for name in modules:
         (path,) = list(modules_root.rglob(f"{name}.ko"))
         entries.append((f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, path.read_bytes(), (0, 0)))
     buf = io.BytesIO()
@@ -84,6 +84,11 @@ def build_initrd(out: Path) -> Path:
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, out)
     return out
+
+
+def build_initrd(out: Path) -> Path:
+    """The linux guest's initramfs: boots the container's rootfs from /dev/vda."""
+    return build_initramfs(out, MODULES, INIT)
 
 
 def kernel() -> Path:

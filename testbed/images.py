@@ -38,13 +38,14 @@ def config(**overrides: str | bool) -> UnikernelConfig:
 
 
 def unikernel_image(workdir: Path, name: str, *, kernel_size: int = 1 << 20, seed: str = "k",
-                    above: Sequence[Sequence[Entry]] = (), base: Sequence[Entry] = ()) -> Path:
+                    above: Sequence[Sequence[Entry]] = (), base: Sequence[Entry] = (),
+                    mount_rootfs: bool = False) -> Path:
     """An image with a marked artifact layer (kernel, initrd, urunc.json) and optional layers above it."""
     workdir.mkdir(parents=True, exist_ok=True)
     kernel = pattern_file(workdir / f"kernel-{seed}", kernel_size, seed)
     initrd = pattern_file(workdir / f"initrd-{seed}", 64 * 1024, seed + "-initrd")
     out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
-    build_unikernel_image(out, name, config(), kernel, initrd, base=base, above=above)
+    build_unikernel_image(out, name, config(mount_rootfs=mount_rootfs), kernel, initrd, base=base, above=above)
     return out
 
 

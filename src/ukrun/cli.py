@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     ls = vs.add_parser("ls", help="list the views under the state root")
     ls.add_argument("--json", action="store_true")
 
+    dr = sub.add_parser("doctor", help="check what ukrun needs on this node, with the fix for what fails")
+    dr.add_argument("--json", action="store_true")
+
     g = sub.add_parser("gc", help="reclaim views, mounts, leases and labels whose users are gone")
     g.add_argument("--dry-run", action="store_true")
     return p
@@ -133,6 +136,17 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         digest = build_from_spec(args.spec, args.output)
         print(f"{args.output}: manifest {digest}")
         return 0
+    if args.verb == "doctor":
+        from ukrun import doctor
+
+        checks = doctor.run(cfg, args.address or cfg.address, args.namespace or cfg.namespace,
+                            args.state_root or cfg.state_root)
+        if args.json:
+            print(json.dumps([c.to_json() for c in checks], indent=1))
+        else:
+            for c in checks:
+                print(f"{c.status.upper():<4} {c.name}: {c.detail}" + (f"\n     fix: {c.fix}" if c.fix else ""))
+        return 1 if any(c.status == "fail" for c in checks) else 0
     store = _operator_store(args, cfg)
     if args.verb == "gc":
         for action in store.gc(dry_run=args.dry_run):

@@ -19,6 +19,7 @@ class MountEntry:
     fstype: str
     source: str
     options: str
+    propagation: str = "private"  # shared, slave (master), or private
 
 
 def _unescape(field: str) -> str:
@@ -27,7 +28,7 @@ def _unescape(field: str) -> str:
         return field
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
             out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
@@ -44,6 +45,9 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
             continue
         f = left.split()
         r = right.split()
+        tags = f[6:]
+        propagation = "shared" if any(t.startswith("shared:") for t in tags) else (
+            "slave" if any(t.startswith("master:") for t in tags) else "private")
         entries.append(
             MountEntry(
                 mount_id=int(f[0]),
@@ -53,6 +57,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
                 fstype=r[0],
                 source=_unescape(r[1]) if len(r) > 1 else "",
                 options=f[5],
+                propagation=propagation,
             )
         )
     return entries
@@ -60,6 +65,18 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
 
 def mountinfo(pid: str = "self") -> list[MountEntry]:
     return parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+
+
+def mount_of(path: str | Path) -> MountEntry | None:
+    """The mount that holds `path` (the longest mount point that is a prefix of it)."""
+    target = os.path.realpath(path)
+    best = None
+    for m in mountinfo():
+        if (target == m.mount_point or target.startswith(m.mount_point.rstrip("/") + "/")) and (
+            best is None or len(m.mount_point) >= len(best.mount_point)
+        ):
+            best = m
+    return best
 
 
 def mounts_at(path: str | Path) -> list[MountEntry]:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,15 +13,12 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed import guest, images
-from testbed import host as tbhost
 from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.runner import IMAGE, UKRUN, Runner
 from ukrun import host
-from ukrun.containerd.client import Client
 from ukrun.image.build import Entry
 from ukrun.unikernel import UnikernelConfig
 
-UKRUN = str(Path(sys.executable).parent / "ukrun")
-IMAGE = "ukrun/guest:1"
 APP = """#!/bin/sh
 case "$1" in
   exit) echo "guest says $2, GREETING=$GREETING"; echo "$2" > /guest-file; exit "$3" ;;
@@ -35,77 +31,6 @@ echo "unknown command $1"; exit 99
 @pytest.fixture(scope="session")
 def guest_image(image_dir: Path) -> Path:
     return guest.linux_image(image_dir / "guest", IMAGE, APP)
-
-
-class Runner:
-    """Runs containers through ctr with ukrun as the shim's runc binary, and checks what they leave."""
-
-    def __init__(self, daemon: ctd.Daemon, ns: str, runc_root: Path, state_root: Path) -> None:
-        self.daemon, self.ns, self.runc_root, self.state_root = daemon, ns, runc_root, state_root
-
-    def ctr(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=self.daemon.env(), timeout=timeout)
-
-    def run(self, cid: str, *args: str, image: str = IMAGE,
-            flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        return self.ctr("run", "--snapshotter", SNAPSHOTTER, "--runc-binary", UKRUN, "--runc-root", str(self.runc_root),
-                        *flags, image, cid, *args)
-
-    def task_status(self, cid: str) -> str:
-        for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
-            fields = line.split()
-            if fields and fields[0] == cid:
-                return fields[-1]
-        return ""
-
-    def wait_status(self, cid: str, status: str, timeout: float = 60) -> None:
-        assert ctd.wait_for(lambda: self.task_status(cid) == status, timeout=timeout, interval=0.2), (
-            f"{cid} never became {status}: {self.task_status(cid)!r}"
-        )
-
-    def views(self) -> list[dict[str, object]]:
-        out = subprocess.run([UKRUN, "--state-root", str(self.state_root), "view", "ls", "--json"],
-                             capture_output=True, text=True, check=True,
-                             env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns})
-        return list(json.loads(out.stdout))
-
-    def snapshot_file(self, cid: str) -> str:
-        with Client(self.daemon.address, self.ns) as c:
-            return c.mounts(SNAPSHOTTER, cid)[0].source
-
-    def read_snapshot(self, cid: str, path: str, workdir: Path) -> str:
-        target = workdir / f"look-{cid}"
-        target.mkdir(exist_ok=True)
-        host.mount(self.snapshot_file(cid), target, "ext4", ["loop", "ro"])
-        try:
-            return (target / path.lstrip("/")).read_text()
-        finally:
-            host.umount(target)
-
-    def assert_clean(self, cid: str) -> None:
-        """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""
-        assert not (self.runc_root / self.ns / cid).exists(), "ukrun's state dir stayed"
-        assert not [v for v in self.views() if cid in v["users"]]  # type: ignore[operator]
-        mounts = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(self.state_root))]
-        assert not mounts, f"mounts stayed: {mounts}"
-        loops = [d for d, b in host.loop_devices().items() if b.startswith(str(self.daemon.dir))]
-        assert not loops, f"loop devices stayed: {loops}"
-        with Client(self.daemon.address, self.ns) as c:
-            assert not c.list_leases(['labels."ukrun.io/acquire"'])
-            assert not [s for s in c.list_snapshots(SNAPSHOTTER, ["kind==view"])]
-        assert not self.monitors(), "a monitor process stayed"
-
-    def monitors(self) -> list[int]:
-        """qemu processes using this daemon's snapshots."""
-        out = []
-        for pid in tbhost.processes_with_argument(str(self.daemon.dir)):
-            try:
-                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    out.append(pid)
-            except OSError:
-                continue
-        return out
 
 
 @pytest.fixture

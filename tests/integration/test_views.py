@@ -287,3 +287,17 @@ def test_marked_view_is_shared_across_images_with_the_same_artifact_layer(
     assert a1.view_key == a2.view_key and views(client) == [a1.view_key]
     store.release("c1")
     store.release("c2")
+
+
+def test_doctor_reports_each_check_with_its_fix(daemon: ctd.Daemon, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "ukrun", "--state-root", str(tmp_path / "state"), "doctor", "--json"]
+    ok = subprocess.run(base, env=daemon.env(), capture_output=True, text=True)
+    checks = {c["name"]: c for c in json.loads(ok.stdout)}
+    assert ok.returncode == 0, ok.stdout
+    assert checks["containerd"]["status"] == "ok" and daemon.version in checks["containerd"]["detail"]
+    assert checks["snapshotter blockfile"]["status"] == "ok"
+    assert checks["monitor qemu"]["status"] == "ok" and checks["kvm"]["status"] in ("ok", "warn")
+    bad = subprocess.run([*base[:-2], "--address", str(tmp_path / "none.sock"), "doctor", "--json"],
+                         env=daemon.env(), capture_output=True, text=True)
+    failed = {c["name"]: c for c in json.loads(bad.stdout)}
+    assert bad.returncode == 1 and failed["containerd"]["status"] == "fail" and failed["containerd"]["fix"]

@@ -35,29 +35,31 @@ class RootfsInfo:
 
 
 def inspect(rootfs: Path) -> RootfsInfo:
+    """What the shim mounted at `rootfs`, told by the kernel (sysfs), not by device names: a device-mapper
+    node may be /dev/dm-N, a /dev/mapper symlink, or a plain node made without udev."""
     target = os.path.realpath(rootfs)
     entries = host.mounts_at(target)
     if not entries:
         return RootfsInfo(target, "dir", "", target, "")
     m = entries[-1]
-    source = m.source
-    if source.startswith("/dev/") and _is_block(source):
-        name = os.path.basename(os.path.realpath(source))
-        if name.startswith("loop"):
-            backing = Path(f"/sys/block/{name}/loop/backing_file")
-            if backing.exists():
-                return RootfsInfo(target, "blockfile", m.fstype, source, m.device, backing.read_text().strip())
-        if name.startswith("dm-"):
-            return RootfsInfo(target, "devmapper", m.fstype, source, m.device, source)
-        return RootfsInfo(target, "block", m.fstype, source, m.device, source)
-    return RootfsInfo(target, "dir", m.fstype, source, m.device)
+    rdev = _block_rdev(m.source)
+    if rdev is None:
+        return RootfsInfo(target, "dir", m.fstype, m.source, m.device)
+    sysfs = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
+    if (sysfs / "loop" / "backing_file").exists():
+        backing = (sysfs / "loop" / "backing_file").read_text().strip()
+        return RootfsInfo(target, "blockfile", m.fstype, m.source, m.device, backing)
+    if (sysfs / "dm").is_dir():
+        return RootfsInfo(target, "devmapper", m.fstype, m.source, m.device, m.source)
+    return RootfsInfo(target, "block", m.fstype, m.source, m.device, m.source)
 
 
-def _is_block(path: str) -> bool:
+def _block_rdev(path: str) -> int | None:
     try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_rdev if stat.S_ISBLK(st.st_mode) else None
 
 
 def other_mounts(info: RootfsInfo) -> list[str]:

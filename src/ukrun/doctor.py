@@ -1,0 +1,120 @@
+"""`ukrun doctor`: what ukrun needs on this node, one line per check, with the fix when one fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ukrun import config as configmod
+from ukrun import errors, host, kvm
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn, fail
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def run(cfg: configmod.Config, address: str, namespace: str, state_root: Path) -> list[Check]:
+    checks = [_config(cfg)]
+    checks += _containerd(cfg, address, namespace)
+    checks += _monitors(cfg, state_root)
+    checks.append(_runc(cfg))
+    checks.append(_state_root(state_root))
+    return checks
+
+
+def _config(cfg: configmod.Config) -> Check:
+    if cfg.path is None:
+        return Check("config", "ok", f"no config file at {configmod.DEFAULT_PATH}: defaults in use")
+    return Check("config", "ok", f"{cfg.path}: artifact mode {cfg.artifact_mode}, state root {cfg.state_root}")
+
+
+def _containerd(cfg: configmod.Config, address: str, namespace: str) -> list[Check]:
+    from ukrun.containerd.client import Client
+
+    try:
+        client = Client(address, namespace, timeout=min(cfg.timeout, 5))
+        version, _ = client.version()
+        plugins = client.plugins(["type==io.containerd.snapshotter.v1"])
+    except errors.UkrunError as exc:
+        return [Check("containerd", "fail", str(exc), "start containerd, or point ukrun at the right socket")]
+    out = [Check("containerd", "ok", f"containerd {version} at {client.address}")]
+    for p in sorted(plugins, key=lambda p: p.id):
+        block = p.id in ("devmapper", "blockfile")
+        if not p.init_error:
+            note = " (block rootfs: zero-copy views and device handoff)" if block else ""
+            out.append(Check(f"snapshotter {p.id}", "ok", f"loaded{note}"))
+        elif block:
+            out.append(Check(f"snapshotter {p.id}", "warn", f"skipped: {p.init_error}",
+                             _SNAPSHOTTER_FIX.get(p.id, "")))
+        else:
+            out.append(Check(f"snapshotter {p.id}", "ok", f"skipped: {p.init_error}"))
+    client.close()
+    return out
+
+
+_SNAPSHOTTER_FIX = {
+    "devmapper": "create a thin pool and set pool_name under [plugins.\"io.containerd.snapshotter.v1.devmapper\"] "
+                 "(see the README's devmapper section)",
+    "blockfile": "set scratch_file under [plugins.\"io.containerd.snapshotter.v1.blockfile\"] (containerd >= 1.7.4)",
+}
+
+
+def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
+    from ukrun.hypervisors.base import REGISTRY
+    from ukrun.hypervisors.base import get as get_hypervisor
+
+    get_hypervisor("qemu")  # loads the registry
+    out = []
+    for name in sorted(REGISTRY):
+        hv = get_hypervisor(name, cfg.monitor(name).path)
+        try:
+            binary = hv.find()
+        except errors.UkrunError as exc:
+            out.append(Check(f"monitor {name}", "fail", str(exc), f"apt-get install the package providing {hv.binary}"))
+            continue
+        out.append(Check(f"monitor {name}", "ok", binary))
+        accel_args = getattr(hv, "accel_args", None)
+        if accel_args is None:
+            continue
+        if not os.path.exists("/dev/kvm"):
+            out.append(Check("kvm", "warn", "no /dev/kvm: guests run under TCG, 10-50x slower",
+                             "enable virtualisation (nested, if this is a VM) and load kvm_intel or kvm_amd"))
+        elif kvm.kvm_works(binary, accel_args("kvm"), state_root):
+            out.append(Check("kvm", "ok", "a guest really runs under KVM with the launch's CPU flags"))
+        else:
+            out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "
+                             "guests run under TCG", "check the host's KVM (a PVM or nested setup may lack features)"))
+    return out
+
+
+def _runc(cfg: configmod.Config) -> Check:
+    runc = cfg.runc or shutil.which("runc") or ""
+    if not runc:
+        return Check("runc", "warn", "no runc: containers that are not unikernels cannot run",
+                     "install runc or set [runtime] runc")
+    return Check("runc", "ok", f"{runc} runs containers that are not unikernels")
+
+
+def _state_root(state_root: Path) -> Check:
+    probe = state_root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        return Check("state root", "fail", f"{state_root} is not writable", "run ukrun as root")
+    m = host.mount_of(probe)
+    if m is None:
+        return Check("state root", "warn", f"{state_root}: no mount found for it")
+    detail = f"{state_root} on {m.fstype} at {m.mount_point}, propagation {m.propagation}"
+    if m.propagation == "private":
+        return Check("state root", "warn", detail + ": view mounts made here stay in this mount namespace",
+                     f"mount --make-rshared {m.mount_point}, or keep ukrun in the host's mount namespace")
+    return Check("state root", "ok", detail)

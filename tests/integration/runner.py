@@ -1,0 +1,90 @@
+"""Runs containers through ctr with ukrun as the shim's runc binary, and checks what they leave."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from testbed import containerd as ctd
+from testbed import host as tbhost
+from ukrun import host
+from ukrun.containerd.client import Client
+
+UKRUN = str(Path(sys.executable).parent / "ukrun")
+IMAGE = "ukrun/guest:1"
+
+
+class Runner:
+    """Runs containers through ctr with ukrun as the shim's runc binary, and checks what they leave."""
+
+    def __init__(self, daemon: ctd.Daemon, ns: str, runc_root: Path, state_root: Path,
+                 snapshotter: str = "blockfile") -> None:
+        self.daemon, self.ns, self.runc_root, self.state_root = daemon, ns, runc_root, state_root
+        self.snapshotter = snapshotter
+
+    def ctr(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.daemon.env(), timeout=timeout)
+
+    def run(self, cid: str, *args: str, image: str = IMAGE,
+            flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        return self.ctr("run", "--snapshotter", self.snapshotter, "--runc-binary", UKRUN,
+                        "--runc-root", str(self.runc_root), *flags, image, cid, *args)
+
+    def task_status(self, cid: str) -> str:
+        for line in self.ctr("task", "ls").stdout.splitlines()[1:]:
+            fields = line.split()
+            if fields and fields[0] == cid:
+                return fields[-1]
+        return ""
+
+    def wait_status(self, cid: str, status: str, timeout: float = 60) -> None:
+        assert ctd.wait_for(lambda: self.task_status(cid) == status, timeout=timeout, interval=0.2), (
+            f"{cid} never became {status}: {self.task_status(cid)!r}"
+        )
+
+    def views(self) -> list[dict[str, object]]:
+        out = subprocess.run([UKRUN, "--state-root", str(self.state_root), "view", "ls", "--json"],
+                             capture_output=True, text=True, check=True,
+                             env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns})
+        return list(json.loads(out.stdout))
+
+    def snapshot_file(self, cid: str) -> str:
+        with Client(self.daemon.address, self.ns) as c:
+            return c.mounts(self.snapshotter, cid)[0].source
+
+    def read_snapshot(self, cid: str, path: str, workdir: Path) -> str:
+        target = workdir / f"look-{cid}"
+        target.mkdir(exist_ok=True)
+        source = self.snapshot_file(cid)
+        host.mount(source, target, "ext4", ["loop", "ro"] if Path(source).is_file() else ["ro"])
+        try:
+            return (target / path.lstrip("/")).read_text()
+        finally:
+            host.umount(target)
+
+    def assert_clean(self, cid: str) -> None:
+        """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""
+        assert not (self.runc_root / self.ns / cid).exists(), "ukrun's state dir stayed"
+        assert not [v for v in self.views() if cid in v["users"]]  # type: ignore[operator]
+        mounts = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(self.state_root))]
+        assert not mounts, f"mounts stayed: {mounts}"
+        loops = [d for d, b in host.loop_devices().items() if b.startswith(str(self.daemon.dir))]
+        assert not loops, f"loop devices stayed: {loops}"
+        with Client(self.daemon.address, self.ns) as c:
+            assert not c.list_leases(['labels."ukrun.io/acquire"'])
+            assert not [s for s in c.list_snapshots(self.snapshotter, ["kind==view"])]
+        assert not self.monitors(), "a monitor process stayed"
+
+    def monitors(self) -> list[int]:
+        """qemu processes using this daemon's snapshots."""
+        out = []
+        for pid in tbhost.processes_with_argument(str(self.daemon.dir)):
+            try:
+                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(pid)
+            except OSError:
+                continue
+        return out
