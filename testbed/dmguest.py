@@ -29,16 +29,9 @@ MODULES = ("crc32c_generic", "virtio_ring", "virtio_pci_modern_dev", "virtio_pci
            "virtio_blk", "9pnet", "netfs", "fscache", "9p", "9pnet_virtio", "dm-bio-prison", "dm-mod", "dm-bufio",
            "libcrc32c", "dm-persistent-data", "dm-thin-pool", "loop", "jbd2", "mbcache", "crc16", "ext4", "overlay")
 
-INIT = f"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-for m in {" ".join(MODULES)}; do insmod /lib/modules/$m.ko || echo "dm guest: insmod $m failed"; done
-results=$(sed -n 's/.*ukrun.results=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+INIT = guest.init_prelude(MODULES) + """results=$(sed -n 's/.*ukrun.results=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 mkdir -p /host
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || {{ echo "no 9p"; poweroff -f; }}
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || { echo "no 9p"; poweroff -f; }
 for d in tmp run var/tmp; do mount -t tmpfs -o size=1500m tmpfs /host/$d; done
 mount -t devtmpfs dev /host/dev
 mount -t proc proc /host/proc

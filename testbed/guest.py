@@ -32,14 +32,19 @@ AFTER_SWITCH = (
     "echo 0 > /proc/sys/kernel/printk; $b poweroff -f"
 )
 
-INIT = f"""#!/bin/busybox sh
+def init_prelude(modules: Sequence[str]) -> str:
+    """The start of every initramfs init here: busybox applets, /proc, /sys, /dev, the modules in order."""
+    return f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in {" ".join(MODULES)}; do insmod /lib/modules/$m.ko 2>/dev/null; done
-fail() {{
+for m in {" ".join(modules)}; do insmod /lib/modules/$m.ko || echo "init: insmod $m failed"; done
+"""
+
+
+INIT = init_prelude(MODULES) + f"""fail() {{
   echo "guest init: $*"
   printf '\\001' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
   poweroff -f

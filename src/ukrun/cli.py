@@ -88,15 +88,10 @@ def _unsupported(argv: list[str]) -> str | None:
 
 def _operator_store(args: argparse.Namespace, cfg: configmod.Config) -> ArtifactStore:
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.containerd import connector
 
-    address = args.address or cfg.address
     namespace = args.namespace or cfg.namespace
-
-    def connect():  # type: ignore[no-untyped-def]
-        from ukrun.containerd.client import Client
-
-        return Client(address, namespace, timeout=cfg.timeout)
-
+    connect = connector(args.address or cfg.address, namespace, cfg.timeout)
     return ArtifactStore(args.state_root or cfg.state_root, namespace, connect)
 
 

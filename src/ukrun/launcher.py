@@ -48,7 +48,9 @@ def exit_code(status: int, mapping: str) -> int:
     if code < 0:
         return 128 - code
     if mapping == "qemu-isa-debug-exit" and code > 1 and code % 2 == 1:
-        return code >> 1  # the guest wrote its code to the port: qemu exits (code << 1) | 1
+        # isa-debug-exit makes qemu exit with (code << 1) | 1. Guests write only non-zero codes, so an
+        # odd status above 1 is the guest's code; 0 is a clean power-off; 1 is qemu's own failure.
+        return code >> 1
     return code
 
 

@@ -1,0 +1,20 @@
+"""containerd's API, as ukrun uses it. Importing this package costs nothing; `client` loads gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ukrun.containerd.client import Client
+
+
+def connector(address: str, namespace: str, timeout: float) -> Callable[[], Client]:
+    """A function that connects when first called: verbs that end up not needing containerd skip gRPC."""
+
+    def connect() -> Client:
+        from ukrun.containerd.client import Client
+
+        return Client(address, namespace, timeout=timeout)
+
+    return connect

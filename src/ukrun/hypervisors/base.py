@@ -36,6 +36,9 @@ class MonitorSpec:
 class Hypervisor(ABC):
     name: ClassVar[str]
     binary: ClassVar[str]
+    # How the container's init turns this monitor's exit status into the guest's exit code, when the
+    # guest reports one (see launcher.exit_code); empty: the status is the code.
+    exit_code_map: ClassVar[str] = ""
 
     def __init__(self, path: str = "") -> None:
         self.path = path
@@ -52,10 +55,6 @@ class Hypervisor(ABC):
 
     @abstractmethod
     def argv(self, spec: MonitorSpec, binary: str) -> list[str]: ...
-
-    def exit_code(self, status: int, spec: MonitorSpec) -> int:
-        """The container's exit code for the monitor's exit status."""
-        return status
 
 
 REGISTRY: dict[str, type[Hypervisor]] = {}

@@ -17,6 +17,7 @@ def _escape(value: str) -> str:
 class Qemu(Hypervisor):
     name = "qemu"
     binary = f"qemu-system-{platform.machine()}"
+    exit_code_map = "qemu-isa-debug-exit"
 
     @staticmethod
     def accel_args(accel: str) -> list[str]:
@@ -42,10 +43,3 @@ class Qemu(Hypervisor):
         if spec.exit_device:
             argv += ["-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"]
         return argv + list(spec.extra)
-
-    def exit_code(self, status: int, spec: MonitorSpec) -> int:
-        # isa-debug-exit makes qemu exit with (code << 1) | 1. Guests write only non-zero codes, so an
-        # odd status above 1 is the guest's code; 0 is a clean power-off; 1 is qemu's own failure.
-        if spec.exit_device and status > 1 and status % 2 == 1:
-            return status >> 1
-        return status

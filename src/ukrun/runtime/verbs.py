@@ -71,14 +71,10 @@ def exec_runc(ctx: Context) -> NoReturn:
 
 def _store(ctx: Context) -> ArtifactStore:
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.containerd import connector
 
-    address, namespace, timeout = ctx.containerd_address(), ctx.containerd_namespace(), ctx.config.timeout
-
-    def connect():  # type: ignore[no-untyped-def]
-        from ukrun.containerd.client import Client
-
-        return Client(address, namespace, timeout=timeout)
-
+    namespace = ctx.containerd_namespace()
+    connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
     return ArtifactStore(ctx.artifacts_root, namespace, connect)
 
 
@@ -174,7 +170,6 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         rootfsmod.write_guest_files(info, binds, guest.rootfs_files(process))
         rootfsmod.unmount(info, os.getppid())
         rootfsmod.verify_unmounted(info)
-        record.handed_off = info.handoff_path
         blocks = (BlockDevice("rootfs", info.handoff_path),)
         timer.mark("rootfs-handoff")
     accel = monitor_conf.accel
@@ -186,17 +181,16 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     mspec = MonitorSpec(
         kernel=str(art.kernel), initrd=str(art.initrd or ""), cmdline=guest.cmdline(uk_config, process, block_root),
         memory_mib=memory, vcpus=max(1, vcpus), blocks=blocks, accel=accel,
-        exit_device=guest.reports_exit_code and hypervisor.name == "qemu",
+        exit_device=guest.reports_exit_code and bool(hypervisor.exit_code_map),
     )
-    record.monitor = hypervisor.argv(mspec, binary)
     record.cgroups = _make_cgroups(spec.cgroups_path, ctx.systemd_cgroup)
     timer.mark("monitor")
     os.mkfifo(d / st.FIFO, 0o600)
     launch = {
-        "monitor": record.monitor, "env": MONITOR_ENV, "cgroups": record.cgroups,
+        "monitor": hypervisor.argv(mspec, binary), "env": MONITOR_ENV, "cgroups": record.cgroups,
         "namespaces": [{"type": n.type, "path": n.path} for n in spec.namespaces],
         "hostname": spec.hostname, "terminal": spec.process.terminal,
-        "exit_code_map": "qemu-isa-debug-exit" if mspec.exit_device else "",
+        "exit_code_map": hypervisor.exit_code_map if mspec.exit_device else "",
         "timing_log": record.timing_log, "id": record.id,
     }
     (d / "launch.json").write_text(json.dumps(launch))
