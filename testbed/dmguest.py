@@ -32,7 +32,14 @@ MODULES = ("crc32c_generic", "virtio_ring", "virtio_pci_modern_dev", "virtio_pci
 INIT = guest.init_prelude(MODULES) + """results=$(sed -n 's/.*ukrun.results=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || { echo "no 9p"; poweroff -f; }
+mkdir -p /hostro
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /hostro
 for d in tmp run var/tmp; do mount -t tmpfs -o size=1500m tmpfs /host/$d; done
+# The repository, its cache and Python may live under a folder now covered by tmpfs: show them again.
+keep=$(sed -n 's/.*ukrun.keep=\([^ ]*\).*/\1/p' /proc/cmdline)
+for p in $(echo "$keep" | tr , ' '); do
+  case "$p" in /tmp/*|/run/*|/var/tmp/*) mkdir -p "/host$p"; mount --bind "/hostro$p" "/host$p" ;; esac
+done
 mount -t devtmpfs dev /host/dev
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
@@ -72,13 +79,14 @@ def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048) -> int:
         meta, data = work / "meta.img", work / "data.img"
         subprocess.run(["truncate", "-s", "256M", str(meta)], check=True)
         subprocess.run(["truncate", "-s", "4G", str(data)], check=True)
+        keep = sorted({str(REPO), str(ctd.cache_dir()), sys.base_prefix})
         (results / "run.sh").write_text(RUN.format(
             path=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
             cache=ctd.cache_dir(), pool=POOL, repo=REPO, command=command))
         qemu = ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(memory_mb), "-smp", "2",
                 "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
                 "-kernel", str(guest.kernel()), "-initrd", str(initramfs()),
-                "-append", f"console=ttyS0 panic=-1 quiet ukrun.results={results}",
+                "-append", f"console=ttyS0 panic=-1 quiet ukrun.results={results} ukrun.keep={','.join(keep)}",
                 "-drive", f"file={meta},format=raw,if=virtio,cache=unsafe",
                 "-drive", f"file={data},format=raw,if=virtio,cache=unsafe",
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap",

@@ -20,6 +20,7 @@ from ukrun.timing import Timer
 
 FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
          "pid": 0x20000000, "cgroup": 0x02000000}
+MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
            signal.SIGWINCH, signal.SIGCONT)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -41,6 +42,22 @@ def setns(path: str, kind: str) -> None:
         _check(_libc.setns(fd, FLAGS[kind]), f"setns {kind} {path}")
     finally:
         os.close(fd)
+
+
+def isolate_mounts(views: str, keep: list[str]) -> None:
+    """In a new mount namespace: become a slave of the host's (nothing done here propagates out), then
+    detach what this container must not hold: other containers' rootfs (a mount at <dir>/rootfs beside a
+    <dir>/config.json: a concurrent create would find its device still in use) and other views."""
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
+    from ukrun.host import mountinfo
+
+    for point in sorted({m.mount_point for m in mountinfo()}, key=len, reverse=True):
+        if any(point == k or k.startswith(point + "/") or point.startswith(k + "/") for k in keep):
+            continue
+        bundle = os.path.dirname(point)
+        bundle_rootfs = point.endswith("/rootfs") and os.path.exists(os.path.join(bundle, "config.json"))
+        if bundle_rootfs or (views and point.startswith(views.rstrip("/") + "/")):
+            _libc.umount2(point.encode(), MNT_DETACH)  # a mount already gone with its parent is fine
 
 
 def exit_code(status: int, mapping: str) -> int:
@@ -78,6 +95,8 @@ def enter(conf: dict[str, Any], sync_fd: int) -> None:
             flags |= FLAGS[kind]
     if flags:
         unshare(flags)
+    if flags & FLAGS["mount"]:
+        isolate_mounts(conf.get("views", ""), conf.get("keep_mounts", []))
     if conf.get("hostname") and flags & FLAGS["uts"]:
         name = conf["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")

@@ -195,3 +195,30 @@ def test_a_rootfs_mounted_elsewhere_is_refused(daemon: ctd.Daemon, ns: str, tmp_
     finally:
         ctd.stop(private.dir)
         shutil.rmtree(Path("/run/containerd/runc") / ns, ignore_errors=True)  # the namespace is this test's
+
+
+def test_a_guest_does_not_hold_other_containers_mounts(runner: Runner, tmp_path: Path) -> None:
+    # Another container's rootfs, mounted by its shim under the task root while this guest starts (a
+    # concurrent create): the guest's new mount namespace must not keep a copy of it, or that container's
+    # handoff finds its device still in use and its loop device outlives the unmount.
+    assert runner.ctr("containers", "create", "--snapshotter", SNAPSHOTTER, IMAGE, "other").returncode == 0
+    other = runner.daemon.dir / "state" / "io.containerd.runtime.v2.task" / runner.ns / "other" / "rootfs"
+    other.mkdir(parents=True)
+    (other.parent / "config.json").write_text("{}")  # a bundle, as the shim lays it out
+    backing = runner.snapshot_file("other")
+    host.mount(backing, other, "ext4", ["loop"])
+    try:
+        assert runner.run("g1", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
+        runner.wait_status("g1", "RUNNING")
+    finally:
+        host.umount(other)
+    assert ctd.wait_for(lambda: backing not in host.loop_devices().values(), timeout=5), (
+        "the guest's mount namespace still holds the other container's rootfs"
+    )
+    runner.ctr("task", "kill", "-s", "SIGKILL", "g1")
+    runner.wait_status("g1", "STOPPED")
+    runner.ctr("task", "delete", "g1")
+    for cid in ("g1", "other"):
+        runner.ctr("containers", "delete", cid)
+    shutil.rmtree(other.parent, ignore_errors=True)
+    runner.assert_clean("g1")

@@ -192,6 +192,8 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         "hostname": spec.hostname, "terminal": spec.process.terminal,
         "exit_code_map": hypervisor.exit_code_map if mspec.exit_device else "",
         "timing_log": record.timing_log, "id": record.id,
+        "views": str(ctx.artifacts_root / "views"),  # a new mount namespace keeps only this container's view
+        "keep_mounts": [str(art.mount_point)] if art.mount_point else [],
     }
     (d / "launch.json").write_text(json.dumps(launch))
     record.pid = _spawn_launcher(d, spec.process.terminal, console_socket)
