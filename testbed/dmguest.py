@@ -36,7 +36,7 @@ mkdir -p /hostro
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /hostro
 for d in tmp run var/tmp; do mount -t tmpfs -o size=1500m tmpfs /host/$d; done
 # The repository, its cache and Python may live under a folder now covered by tmpfs: show them again.
-keep=$(sed -n 's/.*ukrun.keep=\([^ ]*\).*/\1/p' /proc/cmdline)
+keep=$(sed -n 's/.*ukrun.keep=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 for p in $(echo "$keep" | tr , ' '); do
   case "$p" in /tmp/*|/run/*|/var/tmp/*) mkdir -p "/host$p"; mount --bind "/hostro$p" "/host$p" ;; esac
 done
