@@ -33,7 +33,7 @@ INIT = guest.init_prelude(MODULES) + """results=$(sed -n 's/.*ukrun.results=\\([
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || { echo "no 9p"; poweroff -f; }
 mkdir -p /hostro
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /hostro
+mount --bind /host /hostro  # a second view of the host root, which the tmpfs below do not cover
 for d in tmp run var/tmp; do mount -t tmpfs -o size=1500m tmpfs /host/$d; done
 # The repository, its cache and Python may live under a folder now covered by tmpfs: show them again.
 keep=$(sed -n 's/.*ukrun.keep=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
