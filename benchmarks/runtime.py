@@ -68,8 +68,8 @@ def main() -> int:
                 cid = f"{kind}{i}"
                 t0 = time.perf_counter()
                 binary = UKRUN if kind == "ukrun" else "runc"
-                proc = ctr("run", "-d", "--snapshotter", "blockfile", "--runc-binary", binary,
-                           "--runc-root", str(runc_root / kind), image, cid, *args)
+                proc = ctr("run", "-d", "--snapshotter", "blockfile", "--runc-binary", binary, "--runc-root",
+                           str(runc_root / kind), "--fifo-dir", str(work / "fifo"), image, cid, *args)
                 assert proc.returncode == 0, proc.stderr
                 while not running(cid):
                     time.sleep(0.005)

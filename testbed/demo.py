@@ -57,7 +57,8 @@ def main() -> int:
         return any(line.split()[:1] == [cid] and line.split()[-1] == "RUNNING"
                    for line in ctr("task", "ls").stdout.splitlines()[1:])
 
-    run = ["run", "--snapshotter", "blockfile", "--runc-binary", UKRUN, "--runc-root", str(work / "runc")]
+    run = ["run", "--snapshotter", "blockfile", "--runc-binary", UKRUN, "--runc-root", str(work / "runc"),
+           "--fifo-dir", str(work / "fifo")]
     try:
         print(f"== containerd {ctd.installed_version(version)} (private), snapshotter blockfile, "
               f"shim containerd-shim-runc-v2 with --runc-binary {UKRUN}")

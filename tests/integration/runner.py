@@ -23,6 +23,7 @@ class Runner:
                  snapshotter: str = "blockfile") -> None:
         self.daemon, self.ns, self.runc_root, self.state_root = daemon, ns, runc_root, state_root
         self.snapshotter = snapshotter
+        self.fifo_dir = runc_root.parent / "fifo"  # ctr leaves a detached task's FIFOs behind: keep them ours
 
     def ctr(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
@@ -31,7 +32,7 @@ class Runner:
     def run(self, cid: str, *args: str, image: str = IMAGE,
             flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         return self.ctr("run", "--snapshotter", self.snapshotter, "--runc-binary", UKRUN,
-                        "--runc-root", str(self.runc_root), *flags, image, cid, *args)
+                        "--runc-root", str(self.runc_root), "--fifo-dir", str(self.fifo_dir), *flags, image, cid, *args)
 
     def task_status(self, cid: str) -> str:
         for line in self.ctr("task", "ls").stdout.splitlines()[1:]:

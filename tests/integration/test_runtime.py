@@ -91,7 +91,8 @@ def test_two_running_guests_share_one_view_and_stop_on_kill(runner: Runner) -> N
 def test_a_terminal_goes_through_the_console_socket(runner: Runner) -> None:
     # `script` gives ctr a pty, so `ctr run -t` asks the runtime for a terminal over --console-socket.
     command = " ".join([str(runner.daemon.bin_dir / "ctr"), "--address", runner.daemon.address, "--namespace",
-                        runner.ns, "run", "-t", "--rm", "--snapshotter", SNAPSHOTTER, "--runc-binary", UKRUN,
+                        runner.ns, "run", "-t", "--rm", "--fifo-dir", str(runner.fifo_dir),
+                        "--snapshotter", SNAPSHOTTER, "--runc-binary", UKRUN,
                         "--runc-root", str(runner.runc_root), IMAGE, "t1", "/bin/sh", "/app/run.sh",
                         "exit", "tty", "4"])
     proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=180,
@@ -114,7 +115,8 @@ def test_a_plain_linux_image_runs_through_runc(runner: Runner, image_dir: Path) 
         Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
     ]])
     runner.daemon.import_image(runner.ns, tar, "overlayfs")
-    proc = runner.ctr("run", "--rm", "--snapshotter", "overlayfs", "--runc-binary", UKRUN,
+    proc = runner.ctr("run", "--rm", "--fifo-dir", str(runner.fifo_dir), "--snapshotter", "overlayfs",
+                      "--runc-binary", UKRUN,
                       "--runc-root", str(runner.runc_root), "ukrun/plain-busybox:1", "p1",
                       "/bin/sh", "-c", "echo plain container; exit 3")
     assert proc.stdout.strip() == "plain container" and proc.returncode == 3, proc.stderr
@@ -176,7 +178,7 @@ def test_a_rootfs_mounted_elsewhere_is_refused(daemon: ctd.Daemon, ns: str, tmp_
         elsewhere.mkdir()
         host.mount(r.snapshot_file("busy"), elsewhere, "ext4", ["loop"])
         try:
-            proc = r.ctr("task", "start", "busy")
+            proc = r.ctr("task", "start", "--fifo-dir", str(r.fifo_dir), "busy")
             assert proc.returncode != 0
             assert "is also mounted" in proc.stderr and "unmount it there first" in proc.stderr, proc.stderr
         finally:
@@ -189,7 +191,8 @@ def test_a_rootfs_mounted_elsewhere_is_refused(daemon: ctd.Daemon, ns: str, tmp_
             Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
         ]])
         private.import_image(ns, plain, "overlayfs")
-        proc = r.ctr("run", "--rm", "--snapshotter", "overlayfs", "ukrun/plain-busybox:1", "p2",
+        proc = r.ctr("run", "--rm", "--fifo-dir", str(r.fifo_dir), "--snapshotter", "overlayfs",
+                     "ukrun/plain-busybox:1", "p2",
                      "/bin/sh", "-c", "echo via runc")
         assert proc.stdout.strip() == "via runc" and proc.returncode == 0, proc.stderr
     finally:
