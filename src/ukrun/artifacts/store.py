@@ -418,7 +418,7 @@ class ArtifactStore:
             (self._view_dir(vid) / "users" / container_id).unlink(missing_ok=True)
             if not [u for u in state.users if u != container_id]:
                 self._teardown(vid, state)
-            with contextlib.suppress(errors.NotFound):
+            with self._unless_unreachable(f"the label of container {container_id}"):
                 self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
 
     def _teardown(self, vid: str, state: ViewState) -> None:
@@ -426,10 +426,21 @@ class ArtifactStore:
         target = self._view_dir(vid) / "rootfs"
         while os.path.ismount(target):
             host.umount(target)
-        with contextlib.suppress(errors.NotFound):
+        with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
         shutil.rmtree(self._view_dir(vid), ignore_errors=True)
         (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _unless_unreachable(self, what: str) -> Iterator[None]:
+        """Releasing must not wedge on a containerd that is down. What it could not remove there stays held
+        only by a label on a container record: containerd's GC takes it with that record, `ukrun gc` sooner."""
+        try:
+            yield
+        except errors.NotFound:
+            pass
+        except errors.ContainerdUnavailable as exc:
+            log.warning("containerd unreachable, %s left to its GC or `ukrun gc`: %s", what, exc)
 
     # -- listing and garbage collection -------------------------------------------------------------
     def views(self) -> list[ViewState]:
