@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ukrun.errors import ImageError
+from ukrun.image.oci import load_json
 
 PREFIX = "com.urunc.unikernel."
 TYPES = ("rumprun", "unikraft", "mirage", "mewz", "hermit", "linux")
@@ -130,12 +131,7 @@ def parse_urunc_json(data: bytes) -> UnikernelConfig:
     """Parses `/urunc.json`: a flat JSON object whose values are base64 strings."""
     if len(data) > URUNC_JSON_LIMIT:
         raise ImageError(f"{URUNC_JSON} is {len(data)} bytes, over the {URUNC_JSON_LIMIT}-byte limit")
-    try:
-        obj = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ImageError(f"{URUNC_JSON} is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ImageError(f"{URUNC_JSON} must be a JSON object of base64 strings")
+    obj = load_json(data, URUNC_JSON)
     values = {}
     for key, value in obj.items():
         if not key.startswith(PREFIX):
