@@ -89,10 +89,8 @@ def bench_size(version: str, size_mib: int, count: int, work: Path, snapshotter:
         return rows
     finally:
         for target in rootfs:
-            while os.path.ismount(target):
-                host.umount(target)
-        while os.path.ismount(state):
-            host.umount(state)
+            host.unmount_all(target)
+        host.unmount_all(state)
         ctd.stop(daemon.dir)
 
 

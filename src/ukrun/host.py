@@ -79,6 +79,18 @@ def mount_of(path: str | Path) -> MountEntry | None:
     return best
 
 
+def is_mounted(path: str | Path) -> bool:
+    """Whether something is mounted at `path`. Unlike os.path.ismount, this sees a bind mount of a folder
+    of the same filesystem (same device number on both sides)."""
+    return bool(mounts_at(path))
+
+
+def unmount_all(path: str | Path) -> None:
+    """Unmounts every mount stacked at `path`."""
+    while is_mounted(path):
+        umount(path)
+
+
 def mounts_at(path: str | Path) -> list[MountEntry]:
     target = os.path.realpath(path)
     return [m for m in mountinfo() if m.mount_point == target]

@@ -321,3 +321,22 @@ def test_release_completes_when_containerd_is_down_and_gc_finishes_the_job(
     assert views(client) == [art.view_key]  # containerd still has it, held by the container's label
     daemon.delete_container(ns, "c1")  # the label's holder goes: containerd's own GC takes the view
     assert ctd.wait_for(lambda: views(client) == [], timeout=GC_WAIT)
+
+
+@pytest.mark.parametrize("snapshotter", ["overlayfs", "native"])
+def test_views_on_directory_snapshotters(daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore,
+                                         basic_image: Path, image_dir: Path, snapshotter: str) -> None:
+    # Views of directory snapshotters come back as bind (one layer) or overlay (several) mounts.
+    daemon.import_image(ns, basic_image, snapshotter)
+    for cid in ("d1", "d2"):
+        daemon.create_container(ns, "ukrun/basic:1", cid, snapshotter)
+    a1, a2 = store.acquire("d1"), store.acquire("d2")
+    assert a1.view_key == a2.view_key and a1.snapshotter == snapshotter
+    assert a1.kernel.read_bytes() == source_kernel(image_dir)
+    assert [s.name for s in client.list_snapshots(snapshotter, ["kind==view"])] == [a1.view_key]
+    with pytest.raises(OSError):
+        (a1.mount_point / "x").write_text("no")  # type: ignore[operator]
+    store.release("d1")
+    store.release("d2")
+    assert not host.mounts_at(a1.mount_point)  # type: ignore[arg-type]
+    assert client.list_snapshots(snapshotter, ["kind==view"]) == []

@@ -174,7 +174,7 @@ class ArtifactStore:
         users = d / "users"
         state.users = sorted(os.listdir(users)) if users.is_dir() else []
         state.mount_point = str(d / "rootfs")
-        state.mounted = os.path.ismount(d / "rootfs")
+        state.mounted = host.is_mounted(d / "rootfs")
         return state
 
     def _save_view(self, state: ViewState) -> None:
@@ -334,7 +334,7 @@ class ArtifactStore:
 
     def _ensure_mounted(self, state: ViewState) -> None:
         target = self._view_dir(state.id) / "rootfs"
-        if os.path.ismount(target):
+        if host.is_mounted(target):
             return
         target.mkdir(parents=True, exist_ok=True)
         for m in state.mounts:
@@ -391,8 +391,7 @@ class ArtifactStore:
                 host.mount(m.source, target, m.type, [*(o for o in m.options if o != "rw"), "ro"])
             yield target
         finally:
-            while os.path.ismount(target):
-                host.umount(target)
+            host.unmount_all(target)
             target.rmdir()
 
     # -- release ------------------------------------------------------------------------------------
@@ -424,8 +423,7 @@ class ArtifactStore:
     def _teardown(self, vid: str, state: ViewState) -> None:
         """Unmount, then remove the view, then its folder. Caller holds the view's lock."""
         target = self._view_dir(vid) / "rootfs"
-        while os.path.ismount(target):
-            host.umount(target)
+        host.unmount_all(target)
         with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
         shutil.rmtree(self._view_dir(vid), ignore_errors=True)
@@ -467,8 +465,7 @@ class ArtifactStore:
                 if state is None:
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
-                        while os.path.ismount(d / "rootfs"):
-                            host.umount(d / "rootfs")
+                        host.unmount_all(d / "rootfs")
                         shutil.rmtree(d, ignore_errors=True)
                     continue
                 if state.namespace != self.namespace:

@@ -120,8 +120,7 @@ def unmount(info: RootfsInfo, owner_pid: int) -> None:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise HostError(f"cannot unmount {info.mount_point} in the shim's mount namespace: {proc.stderr.strip()}")
-    while os.path.ismount(info.mount_point):
-        host.umount(info.mount_point)
+    host.unmount_all(info.mount_point)
 
 
 def verify_unmounted(info: RootfsInfo, timeout: float = 2.0) -> None:
