@@ -1,9 +1,10 @@
 """A real Linux guest for the demo and the tests: the cached Debian kernel, a busybox initramfs, and an
 image whose rootfs holds a static busybox and the application.
 
-The initramfs's init loads the virtio and ext4 modules, mounts /dev/vda (the container's rootfs, handed
-over by ukrun), switches root to it and runs `/.ukrun/process.sh` (written by ukrun: the spec's cwd, env
-and args). A non-zero exit code is written to I/O port 0xf4 (qemu's isa-debug-exit); 0 powers off.
+The initramfs's init loads the virtio, ext4 and 9p modules, mounts what `ukrun.root=` names (/dev/vda,
+the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p), switches root to
+it and runs `/.ukrun/process.sh` (written by ukrun: the spec's cwd, env and args). A non-zero exit code
+is written to I/O port 0xf4 (qemu's isa-debug-exit); 0 powers off.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ukrun.unikernel import UnikernelConfig
 
 BUSYBOX = Path("/bin/busybox")
 MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
-           "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4")
+           "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4", "9pnet", "netfs", "fscache", "9p",
+           "9pnet_virtio")
 
 # Runs in the guest after switch_root, from the image's own busybox.
 AFTER_SWITCH = (
@@ -49,11 +51,18 @@ INIT = init_prelude(MODULES) + f"""fail() {{
   printf '\\001' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
   poweroff -f
 }}
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-[ -b /dev/vda ] || fail "no /dev/vda: the rootfs device did not arrive"
+root=$(sed -n 's/.*ukrun.root=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 mkdir -p /newroot
-mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
+case "$root" in
+  9p:*)
+    opts=trans=virtio,version=9p2000.L,msize=262144
+    mount -t 9p -o $opts "${{root#9p:}}" /newroot || fail "cannot mount $root" ;;
+  *)
+    i=0
+    while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    [ -b /dev/vda ] || fail "no /dev/vda: the rootfs device did not arrive"
+    mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda" ;;
+esac
 [ -x /newroot/bin/busybox ] || fail "the image has no /bin/busybox"
 [ -f /newroot/.ukrun/process.sh ] || fail "ukrun wrote no /.ukrun/process.sh"
 umount /proc /sys /dev

@@ -57,14 +57,17 @@ class Runner:
             return c.mounts(self.snapshotter, cid)[0].source
 
     def read_snapshot(self, cid: str, path: str, workdir: Path) -> str:
+        """Reads a file of the container's snapshot, mounted read-only the way containerd describes it."""
         target = workdir / f"look-{cid}"
         target.mkdir(exist_ok=True)
-        source = self.snapshot_file(cid)
-        host.mount(source, target, "ext4", ["loop", "ro"] if Path(source).is_file() else ["ro"])
+        with Client(self.daemon.address, self.ns) as c:
+            mounts = c.mounts(self.snapshotter, cid)
+        for m in mounts:
+            host.mount(m.source, target, m.type, [*m.options, "ro"])
         try:
             return (target / path.lstrip("/")).read_text()
         finally:
-            host.umount(target)
+            host.unmount_all(target)
 
     def assert_clean(self, cid: str) -> None:
         """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""

@@ -225,3 +225,14 @@ def test_a_guest_does_not_hold_other_containers_mounts(runner: Runner, tmp_path:
         runner.ctr("containers", "delete", cid)
     shutil.rmtree(other.parent, ignore_errors=True)
     runner.assert_clean("g1")
+
+
+def test_a_guest_boots_from_a_folder_rootfs_over_9p(runner: Runner, guest_image: Path, tmp_path: Path) -> None:
+    # overlayfs gives no block device: the rootfs folder is shared with the guest over virtio-9p.
+    runner.daemon.import_image(runner.ns, guest_image, "overlayfs")
+    overlay = Runner(runner.daemon, runner.ns, runner.runc_root, runner.state_root, snapshotter="overlayfs")
+    proc = overlay.run("o1", "/bin/sh", "/app/run.sh", "exit", "ninep", "6")
+    assert "guest says ninep" in proc.stdout and proc.returncode == 6, proc.stdout + proc.stderr
+    assert overlay.read_snapshot("o1", "/guest-file", tmp_path) == "ninep\n"
+    assert overlay.ctr("containers", "delete", "o1").returncode == 0
+    overlay.assert_clean("o1")

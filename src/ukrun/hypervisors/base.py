@@ -21,6 +21,14 @@ class BlockDevice:
 
 
 @dataclass(frozen=True)
+class Share:
+    """A host folder the guest mounts over virtio-9p under `tag`."""
+
+    tag: str
+    path: str
+
+
+@dataclass(frozen=True)
 class MonitorSpec:
     kernel: str
     cmdline: str
@@ -28,6 +36,7 @@ class MonitorSpec:
     memory_mib: int = 256
     vcpus: int = 1
     blocks: tuple[BlockDevice, ...] = ()
+    shares: tuple[Share, ...] = ()
     accel: str = "tcg"  # "kvm" only where a probe showed it works
     exit_device: bool = False  # guest reports its exit code through an I/O port
     extra: tuple[str, ...] = field(default_factory=tuple)

@@ -40,6 +40,11 @@ class Qemu(Hypervisor):
                 "-drive", f"file={_escape(dev.path)},format=raw,if=none,id={dev.id},cache=none,aio=threads{ro}",
                 "-device", f"virtio-blk-pci,drive={dev.id},serial={dev.id}",
             ]
+        for share in spec.shares:
+            argv += [
+                "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap",
+                "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
+            ]
         if spec.exit_device:
             argv += ["-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"]
         return argv + list(spec.extra)

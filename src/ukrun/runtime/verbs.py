@@ -133,10 +133,10 @@ def create(ctx: Context, container_id: str, bundle: Path, pid_file: Path | None,
 def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  # type: ignore[no-untyped-def]
             store: ArtifactStore, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
     from ukrun import kvm
-    from ukrun.hypervisors.base import BlockDevice, MonitorSpec
+    from ukrun.hypervisors.base import BlockDevice, MonitorSpec, Share
     from ukrun.hypervisors.base import get as get_hypervisor
     from ukrun.runtime import rootfs as rootfsmod
-    from ukrun.unikernels.base import GuestProcess
+    from ukrun.unikernels.base import ROOT_TAG, GuestProcess
     from ukrun.unikernels.base import get as get_type
 
     guest = get_type(uk_config.unikernel_type)
@@ -145,8 +145,10 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     binary = hypervisor.find()
     info = rootfsmod.inspect(spec.rootfs)
     block_root = uk_config.mount_rootfs and info.kind != "dir"
-    if uk_config.mount_rootfs and not block_root:
-        log.warning("%s: the rootfs is not a block device (%s); the guest boots without it", record.id, info.fstype)
+    shared_root = uk_config.mount_rootfs and info.kind == "dir" and guest.shares_root
+    if uk_config.mount_rootfs and not (block_root or shared_root):
+        log.warning("%s: a %s guest cannot use a folder rootfs (%s); it boots without it", record.id, guest.name,
+                    info.fstype or "not a mount")
     if block_root:
         if info.fstype not in guest.block_fs_types:
             raise UkrunError(f"a {guest.name} guest cannot boot from a {info.fstype} rootfs; "
@@ -164,10 +166,14 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     timer.mark("artifacts")
     process = GuestProcess(spec.process.args, spec.process.env, spec.process.cwd)
     blocks: tuple[BlockDevice, ...] = ()
-    if block_root:
+    shares: tuple[Share, ...] = ()
+    if block_root or shared_root:
         binds = [(m.destination, m.source) for m in spec.mounts if m.type == "bind" or "bind" in m.options
                  or "rbind" in m.options]
         rootfsmod.write_guest_files(info, binds, guest.rootfs_files(process))
+    if shared_root:
+        shares = (Share(ROOT_TAG, info.mount_point),)
+    if block_root:
         rootfsmod.unmount(info, os.getppid())
         rootfsmod.verify_unmounted(info)
         blocks = (BlockDevice("rootfs", info.handoff_path),)
@@ -178,9 +184,10 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         accel = "kvm" if accel_args and kvm.kvm_works(binary, accel_args("kvm"), ctx.artifacts_root) else "tcg"
     memory = spec.memory_limit // (1 << 20) if spec.memory_limit else monitor_conf.memory_mb
     vcpus = -(-spec.cpu_quota // spec.cpu_period) if spec.cpu_quota > 0 and spec.cpu_period > 0 else monitor_conf.vcpus
+    root = "block" if block_root else "9p" if shared_root else ""
     mspec = MonitorSpec(
-        kernel=str(art.kernel), initrd=str(art.initrd or ""), cmdline=guest.cmdline(uk_config, process, block_root),
-        memory_mib=memory, vcpus=max(1, vcpus), blocks=blocks, accel=accel,
+        kernel=str(art.kernel), initrd=str(art.initrd or ""), cmdline=guest.cmdline(uk_config, process, root),
+        memory_mib=memory, vcpus=max(1, vcpus), blocks=blocks, shares=shares, accel=accel,
         exit_device=guest.reports_exit_code and bool(hypervisor.exit_code_map),
     )
     record.cgroups = _make_cgroups(spec.cgroups_path, ctx.systemd_cgroup)
@@ -193,7 +200,7 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         "exit_code_map": hypervisor.exit_code_map if mspec.exit_device else "",
         "timing_log": record.timing_log, "id": record.id,
         "views": str(ctx.artifacts_root / "views"),  # a new mount namespace keeps only this container's view
-        "keep_mounts": [str(art.mount_point)] if art.mount_point else [],
+        "keep_mounts": [str(p) for p in (art.mount_point, *(s.path for s in shares)) if p],
     }
     (d / "launch.json").write_text(json.dumps(launch))
     record.pid = _spawn_launcher(d, spec.process.terminal, console_socket)

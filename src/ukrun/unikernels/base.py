@@ -21,16 +21,19 @@ class GuestProcess:
 class UnikernelType(ABC):
     name: ClassVar[str]
     block_fs_types: ClassVar[tuple[str, ...]] = ()
+    shares_root: ClassVar[bool] = False  # can boot from a folder rootfs shared over virtio-9p
     reports_exit_code: ClassVar[bool] = False
 
     @abstractmethod
-    def cmdline(self, config: UnikernelConfig, process: GuestProcess, block_root: bool) -> str: ...
+    def cmdline(self, config: UnikernelConfig, process: GuestProcess, root: str) -> str:
+        """`root`: "block" (the rootfs is /dev/vda), "9p" (shared under the tag ROOT_TAG), or ""."""
 
     def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
         """Files (path in the rootfs -> content) to write into a block rootfs before the handoff."""
         return {}
 
 
+ROOT_TAG = "rootfs"
 REGISTRY: dict[str, type[UnikernelType]] = {}
 
 

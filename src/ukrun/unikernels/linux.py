@@ -1,8 +1,10 @@
-"""A Linux guest booting from the container's rootfs as /dev/vda.
+"""A Linux guest booting from the container's rootfs: its block device as /dev/vda, or, for a folder
+rootfs (overlayfs, native), the folder shared over virtio-9p.
 
-Contract with the guest's init (the image's initrd): mount /dev/vda as the root, run
-`/.ukrun/process.sh` there (written by ukrun: the spec's cwd, env and args), and report a non-zero exit
-code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power off for exit code 0.
+Contract with the guest's init (the image's initrd): mount what `ukrun.root=` names (`/dev/vda`, or
+`9p:<tag>`) as the root, run `/.ukrun/process.sh` there (written by ukrun: the spec's cwd, env and
+args), and report a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power
+off for exit code 0.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import shlex
 
 from ukrun.unikernel import UnikernelConfig
-from ukrun.unikernels.base import GuestProcess, UnikernelType, register
+from ukrun.unikernels.base import ROOT_TAG, GuestProcess, UnikernelType, register
 
 PROCESS_SCRIPT = "/.ukrun/process.sh"
 
@@ -19,12 +21,16 @@ PROCESS_SCRIPT = "/.ukrun/process.sh"
 class Linux(UnikernelType):
     name = "linux"
     block_fs_types = ("ext2", "ext3", "ext4")
+    shares_root = True
     reports_exit_code = True
 
-    def cmdline(self, config: UnikernelConfig, process: GuestProcess, block_root: bool) -> str:
+    def cmdline(self, config: UnikernelConfig, process: GuestProcess, root: str) -> str:
         parts = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
-        if block_root:
-            parts += ["root=/dev/vda", "rw", f"ukrun.process={PROCESS_SCRIPT}"]
+        if root == "block":
+            parts += ["root=/dev/vda", "rw", "ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
+        elif root == "9p":
+            parts += [f"root={ROOT_TAG}", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L", "rw",
+                      f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
         if config.cmdline:
             parts.append(config.cmdline)
         return " ".join(parts)
