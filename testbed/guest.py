@@ -22,7 +22,7 @@ from ukrun.unikernel import UnikernelConfig
 BUSYBOX = Path("/bin/busybox")
 MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4", "9pnet", "netfs", "fscache", "9p",
-           "9pnet_virtio")
+           "9pnet_virtio", "pvpanic", "pvpanic-pci")
 
 # Runs in the guest after switch_root, from the image's own busybox.
 AFTER_SWITCH = (

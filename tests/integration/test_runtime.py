@@ -23,6 +23,7 @@ APP = """#!/bin/sh
 case "$1" in
   exit) echo "guest says $2, GREETING=$GREETING"; echo "$2" > /guest-file; exit "$3" ;;
   sleep) echo "guest sleeping"; exec /bin/busybox sleep 600 ;;
+  panic) echo c > /proc/sysrq-trigger ;;
 esac
 echo "unknown command $1"; exit 99
 """
@@ -236,3 +237,9 @@ def test_a_guest_boots_from_a_folder_rootfs_over_9p(runner: Runner, guest_image:
     assert overlay.read_snapshot("o1", "/guest-file", tmp_path) == "ninep\n"
     assert overlay.ctr("containers", "delete", "o1").returncode == 0
     overlay.assert_clean("o1")
+
+
+def test_a_guest_kernel_panic_fails_the_container(runner: Runner) -> None:
+    proc = runner.run("p1", "/bin/sh", "/app/run.sh", "panic", flags=("--rm",))
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:])  # not 0, as a reboot would give
+    runner.assert_clean("p1")

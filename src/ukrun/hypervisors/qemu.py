@@ -47,4 +47,7 @@ class Qemu(Hypervisor):
             ]
         if spec.exit_device:
             argv += ["-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"]
+        # A guest that panics (and has the pvpanic driver) makes qemu fail instead of exiting 0 at the
+        # reboot that -no-reboot turns into an exit.
+        argv += ["-device", "pvpanic-pci", "-action", "panic=exit-failure"]
         return argv + list(spec.extra)
