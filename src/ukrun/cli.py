@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gc", help="reclaim views, mounts, leases and labels whose users are gone")
     g.add_argument("--dry-run", action="store_true")
+    g.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace containerd has")
     return p
 
 
@@ -144,8 +145,14 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 1 if any(c.status == "fail" for c in checks) else 0
     store = _operator_store(args, cfg)
     if args.verb == "gc":
-        for action in store.gc(dry_run=args.dry_run):
-            print(("would " if args.dry_run else "") + action)
+        namespaces = store.client.namespaces() if args.all_namespaces else [store.namespace]
+        for ns in namespaces:
+            if ns != store.namespace:
+                args.namespace = ns
+                store = _operator_store(args, cfg)
+            for action in store.gc(dry_run=args.dry_run):
+                prefix = f"[{ns}] " if args.all_namespaces else ""
+                print(prefix + ("would " if args.dry_run else "") + action)
         return 0
     if args.view_verb == "acquire":
         art = store.acquire(args.container, mode=args.mode or cfg.artifact_mode, rootfs=args.rootfs)

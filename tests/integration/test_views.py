@@ -340,3 +340,20 @@ def test_views_on_directory_snapshotters(daemon: ctd.Daemon, ns: str, client: Cl
     store.release("d2")
     assert not host.mounts_at(a1.mount_point)  # type: ignore[arg-type]
     assert client.list_snapshots(snapshotter, ["kind==view"]) == []
+
+
+def test_gc_all_namespaces(daemon: ctd.Daemon, ns: str, basic_image: Path, state_root: Path) -> None:
+    other = ns + "b"
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
+    for namespace in (ns, other):
+        load(daemon, namespace, basic_image, "ukrun/basic:1", ["c1"])
+        crash = subprocess.run([*base, "--namespace", namespace, "view", "acquire", "c1"],
+                               env={**env, "UKRUN_CRASH_AT": "after-label"}, capture_output=True)
+        assert crash.returncode == -9
+    out = subprocess.run([*base, "gc", "--all-namespaces"], env=env, capture_output=True, text=True, check=True).stdout
+    assert f"[{ns}] remove view" in out and f"[{other}] remove view" in out
+    for namespace in (ns, other):
+        with Client(daemon.address, namespace) as c:
+            assert views(c) == [] and user_label(SNAPSHOTTER) not in c.get_container("c1").labels
+    assert list((state_root / "views").iterdir()) == []

@@ -162,10 +162,13 @@ class Client:
             for p in resp.plugins
         ]
 
-    def namespace_exists(self) -> bool:
+    def namespaces(self) -> list[str]:
         resp = self._unary(self._namespaces.List, namespaces_pb2.ListNamespacesRequest(), "Namespaces.List",
                            namespaced=False)
-        return any(n.name == self.namespace for n in resp.namespaces)
+        return [n.name for n in resp.namespaces]
+
+    def namespace_exists(self) -> bool:
+        return self.namespace in self.namespaces()
 
     def require_namespace(self) -> None:
         if not self.namespace_exists():
