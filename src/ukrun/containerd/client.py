@@ -235,10 +235,6 @@ class Client:
             self._fail(exc, f"list of {snapshotter} snapshots")
         return out
 
-    def snapshot_usage(self, snapshotter: str, key: str) -> int:
-        req = snapshots_pb2.UsageRequest(snapshotter=snapshotter, key=key)
-        return int(self._unary(self._snapshots.Usage, req, f"usage of snapshot {key!r}").size)
-
     # -- leases -------------------------------------------------------------------------------------
     def create_lease(self, lease_id: str, labels: Mapping[str, str] | None = None,
                      expire: timedelta | None = None) -> Lease:
@@ -263,12 +259,6 @@ class Client:
         res = leases_pb2.Resource(id=key, type=snapshot_resource_type(snapshotter))
         req = leases_pb2.AddResourceRequest(id=lease_id, resource=res)
         self._unary(self._leases.AddResource, req, f"adding snapshot {key!r} to lease {lease_id!r}")
-
-    def lease_resources(self, lease_id: str) -> list[tuple[str, str]]:
-        """(type, id) of every resource the lease holds."""
-        req = leases_pb2.ListResourcesRequest(id=lease_id)
-        resp = self._unary(self._leases.ListResources, req, f"resources of lease {lease_id!r}")
-        return [(r.type, r.id) for r in resp.resources]
 
     # -- images and content -------------------------------------------------------------------------
     def get_image(self, name: str) -> ImageRecord:

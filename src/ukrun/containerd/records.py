@@ -78,5 +78,4 @@ def gc_ref_snapshot_label(snapshotter: str, suffix: str = "") -> str:
     return f"{key}/{suffix}" if suffix else key
 
 
-GC_ROOT_LABEL = "containerd.io/gc.root"
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"

@@ -55,16 +55,6 @@ class LeasesStub:
                 request_serializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.AddResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
-        self.DeleteResource = channel.unary_unary(
-                '/containerd.services.leases.v1.Leases/DeleteResource',
-                request_serializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                _registered_method=True)
-        self.ListResources = channel.unary_unary(
-                '/containerd.services.leases.v1.Leases/ListResources',
-                request_serializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesRequest.SerializeToString,
-                response_deserializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesResponse.FromString,
-                _registered_method=True)
 
 
 class LeasesServicer:
@@ -94,18 +84,6 @@ class LeasesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DeleteResource(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListResources(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_LeasesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,16 +106,6 @@ def add_LeasesServicer_to_server(servicer, server):
                     servicer.AddResource,
                     request_deserializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.AddResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            ),
-            'DeleteResource': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteResource,
-                    request_deserializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.DeleteResourceRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            ),
-            'ListResources': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListResources,
-                    request_deserializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesRequest.FromString,
-                    response_serializer=ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,60 +216,6 @@ class Leases:
             '/containerd.services.leases.v1.Leases/AddResource',
             ukrun_dot_containerd_dot_proto_dot_leases__pb2.AddResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteResource(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/containerd.services.leases.v1.Leases/DeleteResource',
-            ukrun_dot_containerd_dot_proto_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListResources(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/containerd.services.leases.v1.Leases/ListResources',
-            ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesRequest.SerializeToString,
-            ukrun_dot_containerd_dot_proto_dot_leases__pb2.ListResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,11 +60,6 @@ class SnapshotsStub:
                 request_serializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsRequest.SerializeToString,
                 response_deserializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsResponse.FromString,
                 _registered_method=True)
-        self.Usage = channel.unary_unary(
-                '/containerd.services.snapshots.v1.Snapshots/Usage',
-                request_serializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageRequest.SerializeToString,
-                response_deserializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageResponse.FromString,
-                _registered_method=True)
 
 
 class SnapshotsServicer:
@@ -100,12 +95,6 @@ class SnapshotsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Usage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_SnapshotsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,11 +122,6 @@ def add_SnapshotsServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsRequest.FromString,
                     response_serializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsResponse.SerializeToString,
-            ),
-            'Usage': grpc.unary_unary_rpc_method_handler(
-                    servicer.Usage,
-                    request_deserializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageRequest.FromString,
-                    response_serializer=ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,33 +259,6 @@ class Snapshots:
             '/containerd.services.snapshots.v1.Snapshots/List',
             ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsRequest.SerializeToString,
             ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.ListSnapshotsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Usage(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/containerd.services.snapshots.v1.Snapshots/Usage',
-            ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageRequest.SerializeToString,
-            ukrun_dot_containerd_dot_proto_dot_snapshots__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
