@@ -49,8 +49,15 @@ class Context:
         # The shim exports the address of the containerd that runs this container: the surest source.
         return self.address or os.environ.get("GRPC_ADDRESS") or self.config.address
 
-    def containerd_namespace(self) -> str:
-        return self.namespace or os.environ.get("NAMESPACE") or self.root.name or self.config.namespace
+    def containerd_namespace(self, bundle: Path | None = None) -> str:
+        """--namespace, else the shim's NAMESPACE, else the bundle's place in containerd's layout
+        (<state>/io.containerd.runtime.v2.task/<namespace>/<id>), else --root's last component
+        (/run/containerd/runc/<namespace>), else the config."""
+        if self.namespace or os.environ.get("NAMESPACE"):
+            return self.namespace or os.environ["NAMESPACE"]
+        if bundle is not None and bundle.parent.parent.name.startswith("io.containerd.runtime"):
+            return bundle.parent.name
+        return self.root.name or self.config.namespace
 
     def timer(self, container: str, verb: str) -> Timer:
         return Timer(self.config.timing_log, container, verb)
@@ -69,11 +76,10 @@ def exec_runc(ctx: Context) -> NoReturn:
     os.execv(runc, [runc, *ctx.argv])
 
 
-def _store(ctx: Context) -> ArtifactStore:
+def _store(ctx: Context, namespace: str) -> ArtifactStore:
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.containerd import connector
 
-    namespace = ctx.containerd_namespace()
     connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
     return ArtifactStore(ctx.artifacts_root, namespace, connect)
 
@@ -112,11 +118,11 @@ def create(ctx: Context, container_id: str, bundle: Path, pid_file: Path | None,
     if d.exists():
         raise UkrunError(f"container {container_id} already exists in {ctx.root}")
     d.mkdir(parents=True)
-    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(),
+    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(bundle),
                                annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log)
     store: ArtifactStore | None = None
     try:
-        store = _store(ctx)
+        store = _store(ctx, record.namespace)
         _create(ctx, spec, uk_config, record, d, store, pid_file, console_socket, timer)
     except BaseException:
         if store is not None and record.artifacts:
@@ -292,7 +298,7 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
 
     cgroups.remove(record.cgroups)
     if record.artifacts:
-        _store(ctx).release(container_id)
+        _store(ctx, record.namespace).release(container_id)  # where create acquired, whoever deletes
     timer.mark("released")
     shutil.rmtree(st.container_dir(ctx.root, container_id), ignore_errors=True)
     timer.mark("done")
