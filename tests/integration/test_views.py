@@ -357,3 +357,19 @@ def test_gc_all_namespaces(daemon: ctd.Daemon, ns: str, basic_image: Path, state
         with Client(daemon.address, namespace) as c:
             assert views(c) == [] and user_label(SNAPSHOTTER) not in c.get_container("c1").labels
     assert list((state_root / "views").iterdir()) == []
+
+
+def test_gc_leaves_alone_what_another_state_root_holds(
+    daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, basic_image: Path, tmp_path: Path
+) -> None:
+    # An operator's gc run with another state root (say the default /run/ukrun while the runtime's config
+    # names another) must not take views, labels or leases that the runtime's root is using.
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
+    art = store.acquire("c1")
+    other = ArtifactStore(tmp_path / "other-root", ns, lambda: Client(daemon.address, ns))
+    assert other.gc() == []
+    assert views(client) == [art.view_key]
+    assert client.get_container("c1").labels[user_label(SNAPSHOTTER)] == art.view_key
+    assert art.kernel.read_bytes() == source_kernel(basic_image.parent)
+    store.release("c1")
+    assert views(client) == []

@@ -51,6 +51,7 @@ MODES = ("shared", "per-container", "copy")
 VIEW_LABEL = "ukrun.io/view"
 MODE_LABEL = "ukrun.io/mode"
 ACQUIRE_LABEL = "ukrun.io/acquire"
+ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
 USER_LABEL_SUFFIX = "ukrun-view"
 ACQUIRE_TTL = timedelta(minutes=10)
 CRASH_ENV = "UKRUN_CRASH_AT"  # test hook: SIGKILL ourselves at a named step, to prove crash safety
@@ -124,6 +125,10 @@ class ArtifactStore:
         self.namespace = _safe_name(namespace, "namespace")
         self._connect = connect
         self._client: Client | None = None
+
+    @property
+    def _root_id(self) -> str:
+        return str(self.root.resolve())
 
     @property
     def client(self) -> Client:
@@ -311,11 +316,13 @@ class ArtifactStore:
     def _create_and_label(self, record: ContainerRecord, vid: str, key: str, parent: str, mode: str) -> ViewState:
         sn = record.snapshotter
         lease = self.client.create_lease(
-            f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid}, expire=ACQUIRE_TTL
+            f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid, ROOT_LABEL: self._root_id},
+            expire=ACQUIRE_TTL,
         )
         try:
             try:
-                mounts = self.client.view(sn, key, parent, labels={VIEW_LABEL: vid, MODE_LABEL: mode}, lease=lease.id)
+                labels = {VIEW_LABEL: vid, MODE_LABEL: mode, ROOT_LABEL: self._root_id}
+                mounts = self.client.view(sn, key, parent, labels=labels, lease=lease.id)
             except errors.AlreadyExists:
                 self.client.lease_add_snapshot(lease.id, sn, key)
                 mounts = self.client.mounts(sn, key)
@@ -498,6 +505,13 @@ class ArtifactStore:
                 if got and not self._view_dir(vid).exists():
                     lock.unlink(missing_ok=True)
 
+    def _view_exists(self, snapshotter: str, key: str) -> bool:
+        try:
+            self.client.stat_snapshot(snapshotter, key)
+        except errors.NotFound:
+            return False
+        return True
+
     def _container_exists(self, container_id: str) -> bool:
         try:
             self.client.get_container(container_id)
@@ -510,10 +524,12 @@ class ArtifactStore:
         c = self.client
         snapshotters = [p.id for p in c.plugins(["type==io.containerd.snapshotter.v1"]) if not p.init_error]
         for sn in snapshotters:
+            owned: dict[str, str] = {}  # view key -> id, for the views this state root made
             for info in c.list_snapshots(sn, [f'labels."{VIEW_LABEL}"']):
                 vid = info.labels.get(VIEW_LABEL, "")
-                if not vid:
+                if not vid or info.labels.get(ROOT_LABEL) != self._root_id:
                     continue
+                owned[info.name] = vid
                 with self._lock(vid, wait=False) as got:
                     if not got:
                         continue
@@ -527,6 +543,8 @@ class ArtifactStore:
                                 c.remove_snapshot(sn, info.name)
             for rec in c.list_containers([f'labels."{user_label(sn)}"']):
                 key = rec.labels.get(user_label(sn), "")
+                if key not in owned and self._view_exists(sn, key):
+                    continue  # another state root's view: its users are recorded there
                 vid = view_id(self.namespace, sn, key)
                 with self._lock(vid, wait=False) as got:
                     if not got:
@@ -538,6 +556,8 @@ class ArtifactStore:
                             with contextlib.suppress(errors.NotFound):
                                 c.update_container_labels(rec.id, {user_label(sn): None})
         for lease in c.list_leases([f'labels."{ACQUIRE_LABEL}"']):
+            if lease.labels.get(ROOT_LABEL) != self._root_id:
+                continue
             with self._lock(lease.labels.get(ACQUIRE_LABEL, "") or "-", wait=False) as got:
                 if got:
                     actions.append(f"delete lease {lease.id} (its acquire is over)")
