@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +186,8 @@ def stop(folder: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(folder)], check=True)
 
 
-def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    assert callable(predicate)
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Polls `predicate` until it holds or `timeout` seconds pass; returns its last answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
