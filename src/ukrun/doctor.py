@@ -82,13 +82,13 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
             out.append(Check(f"monitor {name}", "fail", str(exc), f"apt-get install the package providing {hv.binary}"))
             continue
         out.append(Check(f"monitor {name}", "ok", binary))
-        accel_args = getattr(hv, "accel_args", None)
-        if accel_args is None:
+        probe = hv.kvm_probe_args()
+        if probe is None:
             continue
         if not os.path.exists("/dev/kvm"):
             out.append(Check("kvm", "warn", "no /dev/kvm: guests run under TCG, 10-50x slower",
                              "enable virtualisation (nested, if this is a VM) and load kvm_intel or kvm_amd"))
-        elif kvm.kvm_works(binary, accel_args("kvm"), state_root):
+        elif kvm.kvm_works(binary, probe, state_root):
             out.append(Check("kvm", "ok", "a guest really runs under KVM with the launch's CPU flags"))
         else:
             out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "

@@ -65,6 +65,11 @@ class Hypervisor(ABC):
     @abstractmethod
     def argv(self, spec: MonitorSpec, binary: str) -> list[str]: ...
 
+    def kvm_probe_args(self) -> list[str] | None:
+        """The accelerator and CPU arguments a KVM launch uses, for the probe that checks KVM really runs
+        a guest (see ukrun.kvm); None for a monitor that cannot fall back from KVM."""
+        return None
+
 
 REGISTRY: dict[str, type[Hypervisor]] = {}
 

@@ -24,6 +24,9 @@ class Qemu(Hypervisor):
         """The accelerator and CPU model; the KVM probe boots with exactly these."""
         return ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
 
+    def kvm_probe_args(self) -> list[str]:
+        return self.accel_args("kvm")
+
     def argv(self, spec: MonitorSpec, binary: str) -> list[str]:
         argv = [
             binary, *self.accel_args(spec.accel),

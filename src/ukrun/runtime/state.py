@@ -9,7 +9,7 @@ import os
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "artifacts", "timing_log")
+          "timing_log")
 
 
 class ContainerState:
@@ -17,10 +17,10 @@ class ContainerState:
 
     def __init__(self, id: str, bundle: str, pid: int = 0, pid_start: str = "", created: str = "",
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
-                 cgroups: list[str] | None = None, artifacts: bool = False, timing_log: str = "") -> None:
+                 cgroups: list[str] | None = None, timing_log: str = "") -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
-        self.cgroups, self.artifacts, self.timing_log = cgroups or [], artifacts, timing_log
+        self.cgroups, self.timing_log = cgroups or [], timing_log
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}

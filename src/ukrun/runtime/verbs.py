@@ -125,8 +125,8 @@ def create(ctx: Context, container_id: str, bundle: Path, pid_file: Path | None,
         store = _store(ctx, record.namespace)
         _create(ctx, spec, uk_config, record, d, store, pid_file, console_socket, timer)
     except BaseException:
-        if store is not None and record.artifacts:
-            store.release(container_id)
+        if store is not None:
+            store.release(container_id)  # idempotent: nothing to do when nothing was acquired
         from ukrun import cgroups
 
         cgroups.remove(record.cgroups)
@@ -168,7 +168,6 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     if mode not in configmod.MODES:
         raise UkrunError(f"annotation {MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
     art = store.acquire(record.id, mode=mode, spec_annotations=spec.annotations, rootfs=spec.rootfs)
-    record.artifacts = True
     timer.mark("artifacts")
     process = GuestProcess(spec.process.args, spec.process.env, spec.process.cwd)
     blocks: tuple[BlockDevice, ...] = ()
@@ -186,8 +185,8 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         timer.mark("rootfs-handoff")
     accel = monitor_conf.accel
     if accel == "auto":
-        accel_args = getattr(hypervisor, "accel_args", None)
-        accel = "kvm" if accel_args and kvm.kvm_works(binary, accel_args("kvm"), ctx.artifacts_root) else "tcg"
+        probe = hypervisor.kvm_probe_args()
+        accel = "kvm" if probe is not None and kvm.kvm_works(binary, probe, ctx.artifacts_root) else "tcg"
     memory = spec.memory_limit // (1 << 20) if spec.memory_limit else monitor_conf.memory_mb
     vcpus = -(-spec.cpu_quota // spec.cpu_period) if spec.cpu_quota > 0 and spec.cpu_period > 0 else monitor_conf.vcpus
     root = "block" if block_root else "9p" if shared_root else ""
@@ -297,8 +296,8 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
     from ukrun import cgroups
 
     cgroups.remove(record.cgroups)
-    if record.artifacts:
-        _store(ctx, record.namespace).release(container_id)  # where create acquired, whoever deletes
+    # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
+    _store(ctx, record.namespace).release(container_id)
     timer.mark("released")
     shutil.rmtree(st.container_dir(ctx.root, container_id), ignore_errors=True)
     timer.mark("done")
