@@ -51,5 +51,9 @@ class UnsafePath(ImageError):
     """A path inside an image would leave the image's root filesystem."""
 
 
+class MissingInImage(ImageError):
+    """A path names nothing in the image."""
+
+
 class HostError(UkrunError):
     """A host operation (mount, umount, loop device) failed."""

@@ -123,7 +123,7 @@ def test_unmarked_image_uses_the_top_chain(
 @pytest.mark.parametrize(
     ("link", "message"),
     [("/etc/shadow", "does not exist in the image"), ("../../..", "climbs above"),
-     ("../../../../../../../etc/passwd", "climbs above")],
+     ("../../../../../../../etc/passwd", "climbs above"), ("/boot/" + "x" * 300, "a file name holds at most 255")],
 )
 def test_hostile_kernel_symlink_is_refused_and_leaves_nothing(
     daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, image_dir: Path, link: str, message: str
@@ -132,8 +132,9 @@ def test_hostile_kernel_symlink_is_refused_and_leaves_nothing(
     name = f"ukrun/hostile-{len(link)}:1"
     tar = images.raw_image(image_dir, name, [[Entry(images.KERNEL_PATH, symlink=link)]], cfg)
     load(daemon, ns, tar, name, ["c1"])
-    with pytest.raises(errors.ImageError, match=message):
+    with pytest.raises(errors.ImageError, match=message) as exc:
         store.acquire("c1")
+    assert str(store.root) not in str(exc.value), "an image's error never shows the host's paths"
     assert views(client) == [] and store.views() == []
     assert user_label(SNAPSHOTTER) not in client.get_container("c1").labels
 
@@ -221,6 +222,26 @@ def test_gc_reclaims_everything_after_a_crash(
     assert list((state_root / "views").iterdir()) == []
     again = subprocess.run([*base, "gc"], env=env, capture_output=True, text=True, check=True).stdout
     assert again == ""
+
+
+@pytest.mark.parametrize("step", ["before-user", "after-user"])
+def test_release_reclaims_an_acquire_killed_around_recording_its_user(
+    daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path, step: str
+) -> None:
+    # The container still exists, so gc must leave its hold alone: release (the shim's delete) takes it.
+    load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CRASH_AT": step}
+    base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
+    proc = subprocess.run([*base, "view", "acquire", "c1"], env=env, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert views(client) and user_label(SNAPSHOTTER) in client.get_container("c1").labels
+    env.pop("UKRUN_CRASH_AT")
+    out = subprocess.run([*base, "view", "release", "c1"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "holds no artifacts" not in out.stderr, out.stderr
+    assert views(client) == []
+    assert user_label(SNAPSHOTTER) not in client.get_container("c1").labels
+    assert not [m for m in host.mountinfo() if m.mount_point.startswith(str(state_root))]
+    assert subprocess.run([*base, "gc"], env=env, capture_output=True, text=True, check=True).stdout == ""
 
 
 def test_view_of_a_deleted_container_is_reclaimed(

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ukrun.artifacts.paths import read_limited, resolve, resolve_file
-from ukrun.errors import ImageError, UnsafePath
+from ukrun.errors import ImageError, MissingInImage, UnsafePath
 
 
 @pytest.fixture
@@ -58,3 +58,19 @@ def test_read_limited(root: Path) -> None:
     assert read_limited(root / "boot" / "vmlinuz-6.1", 10, "kernel") == b"kernel"
     with pytest.raises(ImageError, match="limit"):
         read_limited(root / "boot" / "vmlinuz-6.1", 3, "kernel")
+
+
+def test_names_too_long_for_a_file_system_are_the_images_error(root: Path) -> None:
+    with pytest.raises(ImageError, match="component of 300 bytes") as exc:
+        resolve(root, "/boot/" + "a" * 300, "kernel")
+    assert str(root) not in str(exc.value)  # never the host's path
+    with pytest.raises(ImageError, match="over the 4096"):
+        resolve(root, "/a" * 2100, "kernel")
+    os.symlink("/" + "b" * 256, root / "longlink")
+    with pytest.raises(ImageError, match="target of symlink 'longlink'"):
+        resolve(root, "/longlink", "kernel")
+
+
+def test_a_missing_path_is_its_own_error(root: Path) -> None:
+    with pytest.raises(MissingInImage):
+        resolve(root, "/nothing/here", "kernel")

@@ -13,9 +13,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ukrun.errors import ImageError, UnsafePath
+from ukrun.errors import ImageError, MissingInImage, UnsafePath
 
 MAX_LINKS = 40
+NAME_MAX = 255  # bytes in one path component, as Linux file systems allow
+PATH_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Resolved:
 def resolve(root: Path, image_path: str, what: str = "path") -> Resolved:
     if not image_path.startswith("/"):
         raise ImageError(f"{what} {image_path!r} must be an absolute path inside the image")
+    _check_length(image_path, f"{what} {_short(image_path)!r}")
     pending = [c for c in image_path.split("/") if c not in ("", ".")]
     pending.reverse()
     parts: list[str] = []
@@ -42,14 +45,19 @@ def resolve(root: Path, image_path: str, what: str = "path") -> Resolved:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            raise ImageError(f"{what} {image_path!r} does not exist in the image ('{comp}' is missing)") from None
+            via = f", following {links} symlink(s) inside the image" if links else ""
+            raise MissingInImage(f"{what} {image_path!r} does not exist in the image ('{comp}' is missing{via}; "
+                                 "links are followed inside the image, never on the host)") from None
         except NotADirectoryError:
             raise ImageError(f"{what} {image_path!r}: '{parts[-1] if parts else '/'}' is not a folder") from None
+        except OSError as exc:  # the message names the image's path only, never the host's
+            raise ImageError(f"{what} {image_path!r} cannot be read in the image: {exc.strerror}") from None
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if links > MAX_LINKS:
                 raise UnsafePath(f"{what} {image_path!r} goes through more than {MAX_LINKS} symlinks; refused")
             target = os.readlink(current)
+            _check_length(target, f"{what} {_short(image_path)!r}: the target of symlink {_short(comp)!r}")
             if target.startswith("/"):
                 parts = []
             follow = [c for c in target.split("/") if c not in ("", ".")]
@@ -60,6 +68,22 @@ def resolve(root: Path, image_path: str, what: str = "path") -> Resolved:
             raise ImageError(f"{what} {image_path!r}: '{comp}' is not a folder")
         parts.append(comp)
     return Resolved(root.joinpath(*parts), links)
+
+
+def _short(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else text[:keep] + "..."
+
+
+def _check_length(path: str, what: str) -> None:
+    """Names longer than a file system allows are the image's error, told before the host is asked."""
+    size = len(path.encode(errors="surrogateescape"))
+    if size > PATH_MAX:
+        raise ImageError(f"{what} is {size} bytes long, over the {PATH_MAX} a path may have: shorten it")
+    for comp in path.split("/"):
+        size = len(comp.encode(errors="surrogateescape"))
+        if size > NAME_MAX:
+            raise ImageError(f"{what} has a component of {size} bytes ({_short(comp, 24)!r}); "
+                             f"a file name holds at most {NAME_MAX}: shorten it")
 
 
 def resolve_file(root: Path, image_path: str, what: str) -> Resolved:

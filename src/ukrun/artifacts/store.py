@@ -29,14 +29,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ukrun import errors, host
+from ukrun import crashpoints, errors, host
 from ukrun.artifacts import layers, paths
 from ukrun.containerd.records import ContainerRecord, gc_ref_snapshot_label
 from ukrun.image.oci import ImageLayers
@@ -54,14 +53,6 @@ ACQUIRE_LABEL = "ukrun.io/acquire"
 ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
 USER_LABEL_SUFFIX = "ukrun-view"
 ACQUIRE_TTL = timedelta(minutes=10)
-CRASH_ENV = "UKRUN_CRASH_AT"  # test hook: SIGKILL ourselves at a named step, to prove crash safety
-
-
-def _crashpoint(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def view_id(namespace: str, snapshotter: str, key: str) -> str:
     return hashlib.sha256(f"{namespace}\0{snapshotter}\0{key}".encode()).hexdigest()[:24]
 
@@ -190,12 +181,14 @@ class ArtifactStore:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, d / "view.json")
 
-    def _write_record(self, art: Artifacts) -> None:
-        """Records what the container holds as a symlink, `view:<id>` or `copy`: it costs an inode, no data."""
-        path = self._record_path(art.container)
+    def _write_record(self, container_id: str, held: str) -> None:
+        """Records what the container holds as a symlink, `view:<id>` or `copy`: it costs an inode, no data.
+        Written before the hold is taken, so that a crash at any later step leaves a record that `release`
+        follows; releasing what was not taken yet is a no-op."""
+        path = self._record_path(container_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        os.symlink(f"view:{art.view_id}" if art.view_id else "copy", tmp)
+        os.symlink(held, tmp)
         os.replace(tmp, path)
 
     # -- acquire ------------------------------------------------------------------------------------
@@ -217,6 +210,9 @@ class ArtifactStore:
             spec_config = from_annotations(_spec_annotations(record.spec))
         if mode == "copy":
             return self._acquire_copy(container_id, spec_config, rootfs, record)
+        if not record.snapshot_key and rootfs is not None:
+            log.info("container %s has no snapshot to view (a rootfs of its own): copying its artifacts", record.id)
+            return self._acquire_copy(container_id, spec_config, rootfs, record)
         return self._acquire_view(record, mode, spec_config)
 
     def _acquire_view(self, record: ContainerRecord, mode: str, spec_config: UnikernelConfig | None) -> Artifacts:
@@ -236,7 +232,6 @@ class ArtifactStore:
             art = self._open_view(record, mode, choice, spec_config)
             assert art is not None
         _store_choice(cache, choice)
-        self._write_record(art)
         return art
 
     def _image_layers(self, record: ContainerRecord) -> ImageLayers | None:
@@ -308,7 +303,10 @@ class ArtifactStore:
             else:
                 state = self._create_and_label(record, vid, key, parent, mode)
             self._ensure_mounted(state)
+            self._write_record(record.id, f"view:{vid}")
+            crashpoints.point("before-user")
             (self._view_dir(vid) / "users" / record.id).touch()
+            crashpoints.point("after-user")
             loaded = self._load_view(vid)
             assert loaded is not None
             return loaded
@@ -326,14 +324,14 @@ class ArtifactStore:
             except errors.AlreadyExists:
                 self.client.lease_add_snapshot(lease.id, sn, key)
                 mounts = self.client.mounts(sn, key)
-            _crashpoint("after-view")
+            crashpoints.point("after-view")
             state = ViewState(
                 id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
                 mounts=[asdict(m) for m in mounts],
             )
             self._save_view(state)
             self.client.update_container_labels(record.id, {user_label(sn): key})
-            _crashpoint("after-label")
+            crashpoints.point("after-label")
             return state
         finally:
             with contextlib.suppress(errors.ContainerdError):
@@ -349,12 +347,13 @@ class ArtifactStore:
             if "ro" not in opts:
                 opts.append("ro")
             host.mount(m["source"], target, m["type"], opts)
-        _crashpoint("after-mount")
+        crashpoints.point("after-mount")
 
     # -- copy mode ----------------------------------------------------------------------------------
     def _acquire_copy(self, container_id: str, spec_config: UnikernelConfig | None, rootfs: Path | None,
                       record: ContainerRecord | None) -> Artifacts:
         dest = self.root / "copies" / self.namespace / container_id
+        self._write_record(container_id, "copy")
         with self._source_root(rootfs, record) as src:
             config = spec_config or _read_config(src)
             shutil.rmtree(dest, ignore_errors=True)
@@ -379,7 +378,6 @@ class ArtifactStore:
             snapshotter=record.snapshotter if record else "",
             bytes_copied=copied,
         )
-        self._write_record(art)
         return art
 
     @contextlib.contextmanager
