@@ -2,9 +2,10 @@
 image whose rootfs holds a static busybox and the application.
 
 The initramfs's init loads the virtio, ext4 and 9p modules, mounts what `ukrun.root=` names (/dev/vda,
-the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p), switches root to
-it and runs `/.ukrun/process.sh` (written by ukrun: the spec's cwd, env and args). A non-zero exit code
-is written to I/O port 0xf4 (qemu's isa-debug-exit); 0 powers off.
+the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p), reads the script
+`ukrun.process=` names (written by ukrun: the spec's cwd, env and args) from that root or from the
+read-only share `ukrun.files=` names, switches root and runs it. A non-zero exit code is written to I/O
+port 0xf4 (qemu's isa-debug-exit); 0 powers off.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "
 AFTER_SWITCH = (
     "b=/bin/busybox; $b mkdir -p /proc /dev /sys /tmp; $b mount -t proc proc /proc; "
     "$b mount -t devtmpfs dev /dev; $b mount -t sysfs sys /sys; "
-    "$b sh /.ukrun/process.sh; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; "
+    's=$UKRUN_SCRIPT; unset UKRUN_SCRIPT; $b sh -c "$s"; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; '
     'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | '
     "$b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; "
     "echo 0 > /proc/sys/kernel/printk; $b poweroff -f"
@@ -64,7 +65,18 @@ case "$root" in
     mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda" ;;
 esac
 [ -x /newroot/bin/busybox ] || fail "the image has no /bin/busybox"
-[ -f /newroot/.ukrun/process.sh ] || fail "ukrun wrote no /.ukrun/process.sh"
+script=$(sed -n 's/.*ukrun.process=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+files=$(sed -n 's/.*ukrun.files=9p:\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$files" ]; then
+  mkdir -p /files
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro "$files" /files || fail "cannot mount the files share $files"
+  script="/files$script"
+else
+  script="/newroot$script"
+fi
+[ -f "$script" ] || fail "ukrun wrote no $script"
+export UKRUN_SCRIPT="$(cat "$script")"
+[ -n "$files" ] && umount /files
 umount /proc /sys /dev
 exec switch_root /newroot /bin/busybox sh -c '{AFTER_SWITCH}'
 """

@@ -63,3 +63,14 @@ def kill_all(folders: list[str], sig: int) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), sig)
+
+
+def populated(folders: list[str]) -> bool:
+    """Whether any process is still in one of the folders."""
+    for folder in folders:
+        try:
+            if Path(folder, "cgroup.procs").read_text().strip():
+                return True
+        except OSError:
+            continue
+    return False

@@ -145,6 +145,12 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 1 if any(c.status == "fail" for c in checks) else 0
     store = _operator_store(args, cfg)
     if args.verb == "gc":
+        from ukrun.runtime import verbs
+
+        ctx = verbs.Context(root=args.root, config=cfg, argv=[], address=args.address or "",
+                            state_root=args.state_root)
+        for action in verbs.gc(ctx, args.dry_run):
+            print(("would " if args.dry_run else "") + action)
         namespaces = store.client.namespaces() if args.all_namespaces else [store.namespace]
         for ns in namespaces:
             if ns != store.namespace:

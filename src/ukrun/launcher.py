@@ -1,8 +1,12 @@
-"""The container's init: `python -m ukrun.launcher STATE_DIR SYNC_FD`, started by `ukrun create`.
+"""The container's init: `python -m ukrun.launcher STATE_DIR SYNC_FD COMMIT_FD`, started by `ukrun create`.
 
-It joins the container's cgroups and namespaces (a new PID namespace makes it fork, the child being
-PID 1 there), reports the init PID on SYNC_FD, waits until `ukrun start` opens the exec FIFO, then runs
-the monitor and stays as its parent: it forwards signals, reaps, and exits with the guest's exit code.
+It joins the container's cgroups and namespaces, then forks: the child is the init (PID 1 in a new PID
+namespace), the first process reports the child's PID on SYNC_FD and exits, so `create` never waits on
+the init itself and the shim (a subreaper) adopts it. The init waits for `create` to commit (a byte on
+COMMIT_FD, written once the container's state is saved): end of file instead means `create` died before
+anyone could know the init, and the init exits, so a crashed create never leaves an orphan. Then it
+waits until `ukrun start` opens the exec FIFO, runs the monitor and stays as its parent: it forwards
+signals, reaps, and exits with the guest's exit code.
 Standard library only: it runs once per container and must start fast.
 """
 
@@ -108,13 +112,19 @@ def enter(conf: dict[str, Any], sync_fd: int) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if new_pid:
         unshare(FLAGS["pid"])
-        child = os.fork()
-        if child:
-            os.write(sync_fd, f"{child}\n".encode())
-            os._exit(0)
-    else:
-        os.write(sync_fd, f"{os.getpid()}\n".encode())
+    child = os.fork()
+    if child:
+        os.write(sync_fd, f"{child}\n".encode())
+        os._exit(0)
     os.close(sync_fd)
+
+
+def committed(commit_fd: int) -> bool:
+    """Whether `create` saved the container's state (a byte), rather than dying first (end of file)."""
+    try:
+        return os.read(commit_fd, 1) == b"1"
+    finally:
+        os.close(commit_fd)
 
 
 def supervise(conf: dict[str, Any]) -> int:
@@ -143,12 +153,14 @@ def supervise(conf: dict[str, Any]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    state_dir, sync_fd = Path(argv[1]), int(argv[2])
+    state_dir, sync_fd, commit_fd = Path(argv[1]), int(argv[2]), int(argv[3])
     conf = json.loads((state_dir / "launch.json").read_text())
     try:
         enter(conf, sync_fd)
     except Exception as exc:  # reported to `create`, which fails with it
         os.write(sync_fd, f"error {exc}\n".encode())
+        return 1
+    if not committed(commit_fd):
         return 1
     fd = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
     os.write(fd, b"0")

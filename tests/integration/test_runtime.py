@@ -13,6 +13,7 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed import guest, images
+from testbed import host as tbhost
 from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
 from tests.integration.runner import IMAGE, UKRUN, Runner
 from ukrun import host
@@ -77,7 +78,7 @@ def test_two_running_guests_share_one_view_and_stop_on_kill(runner: Runner) -> N
     assert len(qemu) == 1
     cgroups = Path(f"/proc/{qemu[0]}/cgroup").read_text()
     assert any(line.split(":")[1] == "memory" and line.endswith(f"/{runner.ns}/s1") for line in cgroups.splitlines())
-    assert not (runner.state_root / "copies").exists()  # no artifact byte was copied
+    assert not list((runner.state_root / "copies" / runner.ns).glob("*"))  # no artifact byte was copied
     for cid in ("s1", "s2"):
         assert runner.ctr("task", "kill", cid).returncode == 0  # SIGTERM reaches qemu through the init
     for cid in ("s1", "s2"):
@@ -243,3 +244,77 @@ def test_a_guest_kernel_panic_fails_the_container(runner: Runner) -> None:
     proc = runner.run("p1", "/bin/sh", "/app/run.sh", "panic", flags=("--rm",))
     assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:])  # not 0, as a reboot would give
     runner.assert_clean("p1")
+
+
+def _launchers(runc_root: Path) -> list[int]:
+    return [p for p in tbhost.processes_with_argument(str(runc_root))
+            if b"ukrun.launcher" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_a_create_killed_before_saving_its_init_leaves_nothing_through_the_shim(
+    daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path
+) -> None:
+    # Every create of this daemon's shims is killed after spawning the init, before saving its PID.
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    private = ctd.start(daemon.version, tmp_path / "d",
+                        env={"UKRUN_CONFIG": str(config), "UKRUN_CRASH_AT": "before-save"})
+    try:
+        r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+        private.import_image(ns, guest_image, SNAPSHOTTER)
+        for attempt in range(2):  # the second create of the same ID is not blocked by the first
+            proc = r.run("k1", "/bin/sh", "/app/run.sh", "sleep", flags=("--rm",))
+            assert proc.returncode != 0 and "already exists" not in proc.stderr, (attempt, proc.stderr)
+            assert ctd.wait_for(lambda: not _launchers(r.runc_root), timeout=10), "the init was orphaned"
+            assert not (r.runc_root / ns / "k1").exists()
+            assert not Path(f"/sys/fs/cgroup/memory/{ns}/k1").exists()
+            r.ctr("containers", "delete", "k1")
+            r.assert_clean("k1")
+    finally:
+        ctd.stop(private.dir)
+
+
+def test_gc_reclaims_a_create_killed_before_saving_its_init(runner: Runner, tmp_path: Path) -> None:
+    # A create whose delete never comes (its shim died too): `ukrun gc` finds and removes what it made.
+    assert runner.ctr("containers", "create", "--snapshotter", SNAPSHOTTER, IMAGE, "k2").returncode == 0
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    backing = runner.snapshot_file("k2")
+    host.mount(backing, bundle / "rootfs", "ext4", ["loop"])
+    spec = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"args": ["/bin/sh", "/app/run.sh", "sleep"], "env": [], "cwd": "/"},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "cgroupsPath": f"/{runner.ns}/k2"}}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    env = {**runner.daemon.env(), "NAMESPACE": runner.ns, "UKRUN_CRASH_AT": "before-save",
+           "UKRUN_CONFIG": str(write_ukrun_config(tmp_path / "ukrun.toml", runner.state_root))}
+    base = [UKRUN, "--root", str(runner.runc_root)]
+    try:
+        proc = subprocess.run([*base, "create", "--bundle", str(bundle), "k2"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == -9, proc.stderr
+        env.pop("UKRUN_CRASH_AT")
+        assert (runner.runc_root / "k2").exists() and [v for v in runner.views() if "k2" in v["users"]]  # type: ignore[operator]
+        out = subprocess.run([*base, "--state-root", str(runner.state_root), "gc"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert "remove container k2" in out.stdout, out.stdout + out.stderr
+        assert ctd.wait_for(lambda: not _launchers(runner.runc_root), timeout=10), "the init was orphaned"
+        assert not (runner.runc_root / "k2").exists()
+        assert not Path(f"/sys/fs/cgroup/memory/{runner.ns}/k2").exists()
+        assert not [v for v in runner.views() if "k2" in v["users"]]  # type: ignore[operator]
+    finally:
+        tbhost.unmount_below(bundle)
+    runner.ctr("containers", "delete", "k2")
+    runner.assert_clean("k2")
+
+
+def test_an_image_whose_urunc_json_links_to_a_host_file_is_refused(runner: Runner, image_dir: Path) -> None:
+    tar = images.raw_image(image_dir, "ukrun/link-urunc:1", [[
+        Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
+        Entry("/urunc.json", symlink="/etc/os-release"),
+    ]])
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    proc = runner.run("l1", "/bin/sh", "-c", "echo ran as a plain container", image="ukrun/link-urunc:1",
+                      flags=("--rm",))
+    assert proc.returncode != 0 and "ran as a plain container" not in proc.stdout, proc.stdout
+    assert "urunc.json '/urunc.json' does not exist in the image" in proc.stderr, proc.stderr
+    runner.ctr("containers", "delete", "l1")
+    runner.assert_clean("l1")

@@ -26,6 +26,7 @@ class Share:
 
     tag: str
     path: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,9 @@ class Qemu(Hypervisor):
                 "-device", f"virtio-blk-pci,drive={dev.id},serial={dev.id}",
             ]
         for share in spec.shares:
+            ro = ",readonly=on" if share.read_only else ""
             argv += [
-                "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap",
+                "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
                 "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
             ]
         if spec.exit_device:

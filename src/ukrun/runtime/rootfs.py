@@ -2,7 +2,8 @@
 
 Kinds: `devmapper` (a dm device), `blockfile` (a loop device over a file; the loop device vanishes at
 unmount, so the monitor gets the backing file), `block` (another block device) and `dir` (not a
-block device). Before the handoff, files the guest needs are written into the block filesystem; then
+block device). Whether the device may go to the VM at all is `runtime.handoff`'s rule, from the facts
+gathered here. Before the handoff, files the guest needs are written into the block filesystem; then
 the rootfs is unmounted in the mount namespace of the process that mounted it (the shim) and the
 device is checked to be mounted nowhere: a VM writing to a device the host still mounts corrupts it.
 """
@@ -14,24 +15,16 @@ import os
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from ukrun import host
 from ukrun.artifacts import paths
-from ukrun.errors import HostError, UkrunError
+from ukrun.containerd.records import Mount
+from ukrun.errors import HostError, MissingInImage
+from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
 
 GUEST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
-
-
-@dataclass(frozen=True)
-class RootfsInfo:
-    mount_point: str
-    kind: str  # devmapper, blockfile, block, dir
-    fstype: str
-    source: str  # what is mounted: /dev/loopN, /dev/mapper/..., or a folder
-    device: str  # major:minor of the mounted filesystem
-    handoff_path: str = ""  # what the monitor opens after the unmount
 
 
 def inspect(rootfs: Path) -> RootfsInfo:
@@ -40,18 +33,37 @@ def inspect(rootfs: Path) -> RootfsInfo:
     target = os.path.realpath(rootfs)
     entries = host.mounts_at(target)
     if not entries:
-        return RootfsInfo(target, "dir", "", target, "")
+        return RootfsInfo(target, RootfsKind.DIR, "", target, "")
     m = entries[-1]
     rdev = _block_rdev(m.source)
     if rdev is None:
-        return RootfsInfo(target, "dir", m.fstype, m.source, m.device)
+        return RootfsInfo(target, RootfsKind.DIR, m.fstype, m.source, m.device, m.root)
     sysfs = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
     if (sysfs / "loop" / "backing_file").exists():
         backing = (sysfs / "loop" / "backing_file").read_text().strip()
-        return RootfsInfo(target, "blockfile", m.fstype, m.source, m.device, backing)
-    if (sysfs / "dm").is_dir():
-        return RootfsInfo(target, "devmapper", m.fstype, m.source, m.device, m.source)
-    return RootfsInfo(target, "block", m.fstype, m.source, m.device, m.source)
+        return RootfsInfo(target, RootfsKind.BLOCKFILE, m.fstype, m.source, m.device, m.root, backing,
+                          _file_id(backing))
+    kind = RootfsKind.DEVMAPPER if (sysfs / "dm").is_dir() else RootfsKind.BLOCK
+    return RootfsInfo(target, kind, m.fstype, m.source, m.device, m.root)
+
+
+def snapshot_facts(mounts: Sequence[Mount]) -> tuple[SnapshotMount, ...]:
+    """containerd's mounts for a snapshot, with what each source is on this host."""
+    out = []
+    for m in mounts:
+        rdev = _block_rdev(m.source)
+        out.append(SnapshotMount(m.type, m.source, tuple(m.options),
+                                 f"{os.major(rdev)}:{os.minor(rdev)}" if rdev is not None else "",
+                                 _file_id(m.source)))
+    return tuple(out)
+
+
+def _file_id(path: str) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _block_rdev(path: str) -> int | None:
@@ -66,16 +78,17 @@ def other_mounts(info: RootfsInfo) -> list[str]:
     """Other users of the rootfs's storage: mount points of the same filesystem in this mount namespace,
     and (blockfile) other loop devices over the same file, which may be mounted in any namespace."""
     found = [m.mount_point for m in host.mountinfo() if m.device == info.device and m.mount_point != info.mount_point]
-    if info.kind == "blockfile":
+    if info.kind is RootfsKind.BLOCKFILE:
         own = os.path.realpath(info.source)
-        found += [f"{dev} (a loop device over {info.handoff_path})" for dev, backing in host.loop_devices().items()
-                  if backing == info.handoff_path and os.path.realpath(dev) != own]
+        found += [f"{dev} (a loop device over {info.backing_file})" for dev, backing in host.loop_devices().items()
+                  if backing == info.backing_file and os.path.realpath(dev) != own]
     return found
 
 
-def write_guest_files(info: RootfsInfo, spec_mounts: list[tuple[str, str]], extra: dict[str, bytes]) -> None:
-    """Copies the spec's bind-mounted /etc files and writes `extra` into the mounted block filesystem."""
-    root = Path(info.mount_point)
+def write_guest_files(root: Path, spec_mounts: list[tuple[str, str]], extra: dict[str, bytes]) -> None:
+    """Copies the spec's bind-mounted /etc files and writes `extra` into the folder `root` (the mounted
+    block filesystem, or the guest's own files share), never through a link the image put there."""
+    root.mkdir(exist_ok=True)
     for destination, source in spec_mounts:
         if destination in GUEST_FILES and os.path.isfile(source):
             extra = {destination: Path(source).read_bytes(), **extra}
@@ -96,9 +109,8 @@ def _inside(root: Path, folder: str) -> Path:
     """A folder of the image, resolved without leaving the root; created if missing."""
     try:
         return paths.resolve(root, folder or "/", "folder").path
-    except UkrunError as exc:
-        if "does not exist" not in str(exc):
-            raise
+    except MissingInImage:
+        pass
     parent = _inside(root, os.path.dirname(folder.rstrip("/")))
     made = parent / os.path.basename(folder.rstrip("/"))
     made.mkdir(exist_ok=True)
@@ -139,15 +151,15 @@ def verify_unmounted(info: RootfsInfo, timeout: float = 2.0) -> None:
 
 
 def _still_in_use(info: RootfsInfo) -> str:
-    if info.kind == "blockfile":
-        loops = [d for d, b in host.loop_devices().items() if b == info.handoff_path]
-        return f"loop device {', '.join(loops)} still backed by {info.handoff_path}" if loops else ""
-    if info.kind in ("devmapper", "block"):
+    if info.kind is RootfsKind.BLOCKFILE:
+        loops = [d for d, b in host.loop_devices().items() if b == info.backing_file]
+        return f"loop device {', '.join(loops)} still backed by {info.backing_file}" if loops else ""
+    if info.kind in (RootfsKind.DEVMAPPER, RootfsKind.BLOCK):
         try:
-            fd = os.open(info.handoff_path, os.O_RDONLY | os.O_EXCL)
+            fd = os.open(info.source, os.O_RDONLY | os.O_EXCL)
         except OSError as exc:
             if exc.errno == errno.EBUSY:
-                return f"{info.handoff_path} is busy (mounted or held open)"
-            raise HostError(f"cannot open {info.handoff_path}: {exc}") from None
+                return f"{info.source} is busy (mounted or held open)"
+            raise HostError(f"cannot open {info.source}: {exc}") from None
         os.close(fd)
     return ""

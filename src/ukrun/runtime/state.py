@@ -9,7 +9,7 @@ import os
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "timing_log")
+          "timing_log", "creator", "creator_start")
 
 
 class ContainerState:
@@ -17,10 +17,14 @@ class ContainerState:
 
     def __init__(self, id: str, bundle: str, pid: int = 0, pid_start: str = "", created: str = "",
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
-                 cgroups: list[str] | None = None, timing_log: str = "") -> None:
+                 cgroups: list[str] | None = None, timing_log: str = "", creator: int = 0,
+                 creator_start: str = "") -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
+        # The `create` process that wrote the record, while it runs: a record whose creator is gone and
+        # whose init is not alive is what a crashed create left (see runtime.verbs.create).
+        self.creator, self.creator_start = creator, creator_start
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}
@@ -70,6 +74,11 @@ def process_start(pid: int) -> str:
 
 def alive(st: ContainerState) -> bool:
     return st.pid > 0 and process_start(st.pid) == st.pid_start
+
+
+def creating(st: ContainerState) -> bool:
+    """Whether the `create` that wrote this record still runs."""
+    return st.creator > 0 and process_start(st.creator) == st.creator_start
 
 
 def status(root: str | os.PathLike[str], st: ContainerState) -> str:

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ukrun import config as configmod
+from ukrun import crashpoints
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
 if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.runtime.handoff import RootDecision, RootfsInfo
     from ukrun.unikernel import UnikernelConfig
 
 log = logging.getLogger("ukrun")
@@ -86,20 +88,20 @@ def _store(ctx: Context, namespace: str) -> ArtifactStore:
 
 # -- create -------------------------------------------------------------------------------------------
 def unikernel_config(spec_annotations: dict[str, str], rootfs: Path) -> UnikernelConfig | None:
-    """The spec's annotations, else `/urunc.json` in the rootfs, else None: not a unikernel."""
+    """The spec's annotations, else `/urunc.json` in the rootfs, else None: not a unikernel.
+
+    An image that carries a `/urunc.json` is a unikernel image whatever that entry is: one ukrun cannot
+    use (a link out of the image, a folder, bad content) is refused with the reason, never handed to runc.
+    """
     from ukrun.artifacts import paths
-    from ukrun.errors import ImageError
     from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, from_annotations, parse_urunc_json
 
     found = from_annotations(spec_annotations)
     if found is not None:
         return found
-    try:
-        res = paths.resolve_file(rootfs, URUNC_JSON, "urunc.json")
-    except ImageError as exc:
-        if "does not exist" in str(exc):
-            return None
-        raise
+    if not os.path.lexists(rootfs / URUNC_JSON.lstrip("/")):
+        return None
+    res = paths.resolve_file(rootfs, URUNC_JSON, "urunc.json")
     return parse_urunc_json(paths.read_limited(res.path, URUNC_JSON_LIMIT, "urunc.json"))
 
 
@@ -116,24 +118,32 @@ def create(ctx: Context, container_id: str, bundle: Path, pid_file: Path | None,
     timer.mark("spec")
     d = Path(st.container_dir(ctx.root, container_id))
     if d.exists():
-        raise UkrunError(f"container {container_id} already exists in {ctx.root}")
+        _reclaim_leftover(ctx, container_id)
     d.mkdir(parents=True)
+    me = os.getpid()
     record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(bundle),
-                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log)
-    store: ArtifactStore | None = None
+                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
+                               creator=me, creator_start=st.process_start(me))
+    st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
     try:
-        store = _store(ctx, record.namespace)
-        _create(ctx, spec, uk_config, record, d, store, pid_file, console_socket, timer)
+        _create(ctx, spec, uk_config, record, d, _store(ctx, record.namespace), pid_file, console_socket, timer)
     except BaseException:
-        if store is not None:
-            store.release(container_id)  # idempotent: nothing to do when nothing was acquired
-        from ukrun import cgroups
-
-        cgroups.remove(record.cgroups)
-        shutil.rmtree(d, ignore_errors=True)
+        teardown(ctx, record)
         raise
     finally:
         timer.flush()
+
+
+def _reclaim_leftover(ctx: Context, container_id: str) -> None:
+    """A state folder for this ID: a create that crashed before its delete ran is reclaimed; anything
+    alive, or not ours, is an error."""
+    if not st.is_ours(ctx.root, container_id):
+        raise UkrunError(f"container {container_id} already exists in {ctx.root}")
+    old = st.load(ctx.root, container_id)
+    if st.alive(old) or st.creating(old) or old.started:
+        raise UkrunError(f"container {container_id} already exists in {ctx.root}: delete it first")
+    log.warning("%s: reclaiming what an earlier create of this ID left", container_id)
+    teardown(ctx, old)
 
 
 def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  # type: ignore[no-untyped-def]
@@ -142,7 +152,8 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     from ukrun.hypervisors.base import BlockDevice, MonitorSpec, Share
     from ukrun.hypervisors.base import get as get_hypervisor
     from ukrun.runtime import rootfs as rootfsmod
-    from ukrun.unikernels.base import ROOT_TAG, GuestProcess
+    from ukrun.runtime.handoff import Handoff
+    from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestProcess
     from ukrun.unikernels.base import get as get_type
 
     guest = get_type(uk_config.unikernel_type)
@@ -150,11 +161,13 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     hypervisor = get_hypervisor(uk_config.hypervisor, monitor_conf.path)
     binary = hypervisor.find()
     info = rootfsmod.inspect(spec.rootfs)
-    block_root = uk_config.mount_rootfs and info.kind != "dir"
-    shared_root = uk_config.mount_rootfs and info.kind == "dir" and guest.shares_root
-    if uk_config.mount_rootfs and not (block_root or shared_root):
-        log.warning("%s: a %s guest cannot use a folder rootfs (%s); it boots without it", record.id, guest.name,
-                    info.fstype or "not a mount")
+    decision = _root_decision(store, record.id, info) if uk_config.mount_rootfs else None
+    block_root = decision is not None and decision.handoff is Handoff.BLOCK
+    shared_root = decision is not None and decision.handoff is Handoff.FOLDER
+    if shared_root and not guest.shares_root:
+        assert decision is not None
+        raise UkrunError(f"a {guest.name} guest boots only from a block rootfs, and this rootfs is not handed to "
+                         f"a VM as a device: {decision.rule}; use a block snapshotter (devmapper, blockfile)")
     if block_root:
         if info.fstype not in guest.block_fs_types:
             raise UkrunError(f"a {guest.name} guest cannot boot from a {info.fstype} rootfs; "
@@ -172,17 +185,20 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
     process = GuestProcess(spec.process.args, spec.process.env, spec.process.cwd)
     blocks: tuple[BlockDevice, ...] = ()
     shares: tuple[Share, ...] = ()
-    if block_root or shared_root:
+    if block_root:
+        assert decision is not None
         binds = [(m.destination, m.source) for m in spec.mounts if m.type == "bind" or "bind" in m.options
                  or "rbind" in m.options]
-        rootfsmod.write_guest_files(info, binds, guest.rootfs_files(process))
-    if shared_root:
-        shares = (Share(ROOT_TAG, info.mount_point),)
-    if block_root:
+        rootfsmod.write_guest_files(Path(info.mount_point), binds, guest.rootfs_files(process))
         rootfsmod.unmount(info, os.getppid())
         rootfsmod.verify_unmounted(info)
-        blocks = (BlockDevice("rootfs", info.handoff_path),)
+        blocks = (BlockDevice("rootfs", decision.device),)
         timer.mark("rootfs-handoff")
+    if shared_root:
+        # The folder may be the host's: ukrun writes nothing into it. The guest's files come on a share
+        # of their own, read-only, from the container's state folder.
+        rootfsmod.write_guest_files(d / "guest", [], guest.rootfs_files(process))
+        shares = (Share(ROOT_TAG, info.mount_point), Share(FILES_TAG, str(d / "guest"), read_only=True))
     accel = monitor_conf.accel
     if accel == "auto":
         probe = hypervisor.kvm_probe_args()
@@ -196,6 +212,7 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         exit_device=guest.reports_exit_code and bool(hypervisor.exit_code_map),
     )
     record.cgroups = _make_cgroups(spec.cgroups_path, ctx.systemd_cgroup)
+    st.save(ctx.root, record)
     timer.mark("monitor")
     os.mkfifo(d / st.FIFO, 0o600)
     launch = {
@@ -208,15 +225,40 @@ def _create(ctx: Context, spec, uk_config, record: st.ContainerState, d: Path,  
         "keep_mounts": [str(p) for p in (art.mount_point, *(s.path for s in shares)) if p],
     }
     (d / "launch.json").write_text(json.dumps(launch))
-    record.pid = _spawn_launcher(d, spec.process.terminal, console_socket)
-    record.pid_start = st.process_start(record.pid)
-    timer.mark("launcher")
-    st.save(ctx.root, record)
+    record.pid, commit_fd = _spawn_launcher(d, spec.process.terminal, console_socket)
+    try:
+        record.pid_start = st.process_start(record.pid)
+        timer.mark("launcher")
+        crashpoints.point("before-save")
+        st.save(ctx.root, record)
+        os.write(commit_fd, b"1")  # the init runs on only once its PID is saved (see ukrun.launcher)
+    finally:
+        os.close(commit_fd)
     if pid_file is not None:
         tmp = pid_file.with_name(f".{pid_file.name}.tmp")
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _root_decision(store: ArtifactStore, container_id: str, info: RootfsInfo) -> RootDecision:
+    """Whether the rootfs goes to the VM as a device, proven against what containerd says the container's
+    snapshot mounts are (see runtime.handoff)."""
+    from ukrun.errors import ContainerdUnavailable
+    from ukrun.runtime import handoff
+    from ukrun.runtime.rootfs import snapshot_facts
+
+    snapshot = None
+    if info.kind is not handoff.RootfsKind.DIR:
+        try:
+            c = store.client.get_container(container_id)
+            if c.snapshotter and c.snapshot_key:
+                snapshot = snapshot_facts(store.client.mounts(c.snapshotter, c.snapshot_key))
+        except ContainerdUnavailable as exc:
+            log.warning("%s: containerd unreachable, the rootfs is treated as a folder: %s", container_id, exc)
+    decision = handoff.decide(info, snapshot)
+    log.info("%s: rootfs %s: %s", container_id, decision.handoff.value, decision.rule)
+    return decision
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
@@ -236,34 +278,40 @@ def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
     return made
 
 
-def _spawn_launcher(d: Path, terminal: bool, console_socket: str) -> int:
+def _spawn_launcher(d: Path, terminal: bool, console_socket: str) -> tuple[int, int]:
+    """Starts the container's init; returns its PID and the pipe on which `create` commits it."""
     import subprocess
 
     read_fd, write_fd = os.pipe()
+    commit_read, commit_write = os.pipe()
+    os.set_inheritable(commit_write, False)
     stdio: int | None = None
     master = slave = -1
-    if terminal:
-        if not console_socket:
-            raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
-        master, slave = os.openpty()
-        _send_console(console_socket, master)
-        stdio = slave
     try:
+        if terminal:
+            if not console_socket:
+                raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
+            master, slave = os.openpty()
+            _send_console(console_socket, master)
+            stdio = slave
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ukrun.launcher", str(d), str(write_fd)],
-            pass_fds=(write_fd,), close_fds=True, stdin=stdio, stdout=stdio, stderr=stdio,
+            [sys.executable, "-m", "ukrun.launcher", str(d), str(write_fd), str(commit_read)],
+            pass_fds=(write_fd, commit_read), close_fds=True, stdin=stdio, stdout=stdio, stderr=stdio,
         )
+    except BaseException:
+        os.close(commit_write)
+        raise
     finally:
-        os.close(write_fd)
-        for fd in (master, slave):
+        for fd in (write_fd, commit_read, master, slave):
             if fd >= 0:
                 os.close(fd)
     with os.fdopen(read_fd) as r:
         line = r.readline().strip()
     if proc.wait() != 0 or not line.isdigit():
+        os.close(commit_write)
         reason = line.removeprefix("error ").strip() or f"the launcher exited with {proc.returncode}"
         raise UkrunError(f"cannot start the container's init: {reason}")
-    return int(line)
+    return int(line), commit_write
 
 
 def _send_console(path: str, fd: int) -> None:
@@ -286,22 +334,45 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
     timer = ctx.timer(container_id, "delete")
     timer.mark("start")
     record = st.load(ctx.root, container_id)
-    if st.alive(record):
-        if not force and st.status(ctx.root, record) == "running":
-            raise UkrunError(f"container {container_id} is running: stop it first or use delete --force")
-        os.kill(record.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while st.alive(record) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    from ukrun import cgroups
-
-    cgroups.remove(record.cgroups)
-    # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
-    _store(ctx, record.namespace).release(container_id)
-    timer.mark("released")
-    shutil.rmtree(st.container_dir(ctx.root, container_id), ignore_errors=True)
+    if not force and st.alive(record) and st.status(ctx.root, record) == "running":
+        raise UkrunError(f"container {container_id} is running: stop it first or use delete --force")
+    teardown(ctx, record)
     timer.mark("done")
     timer.flush()
+
+
+def teardown(ctx: Context, record: st.ContainerState) -> None:
+    """Removes everything a create made, whatever step it reached: the init and anything else in the
+    container's cgroups (a create killed before it saved the init's PID leaves only those to find), the
+    cgroups, the artifacts and the state folder. Idempotent."""
+    from ukrun import cgroups
+
+    if st.alive(record):
+        os.kill(record.pid, signal.SIGKILL)
+    cgroups.kill_all(record.cgroups, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (st.alive(record) or cgroups.populated(record.cgroups)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cgroups.remove(record.cgroups)
+    # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
+    _store(ctx, record.namespace).release(record.id)
+    shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
+
+
+def gc(ctx: Context, dry_run: bool) -> list[str]:
+    """Reclaims what creates that crashed left under the runtime root: a container never started, whose
+    create and init are both gone."""
+    actions = []
+    for name in sorted(os.listdir(ctx.root)) if ctx.root.is_dir() else []:
+        if not st.is_ours(ctx.root, name):
+            continue
+        record = st.load(ctx.root, name)
+        if record.started or st.alive(record) or st.creating(record):
+            continue
+        actions.append(f"remove container {name} (its create did not finish) from {ctx.root}")
+        if not dry_run:
+            teardown(ctx, record)
+    return actions
 
 
 def features() -> dict[str, object]:

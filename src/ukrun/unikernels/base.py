@@ -26,14 +26,17 @@ class UnikernelType(ABC):
 
     @abstractmethod
     def cmdline(self, config: UnikernelConfig, process: GuestProcess, root: str) -> str:
-        """`root`: "block" (the rootfs is /dev/vda), "9p" (shared under the tag ROOT_TAG), or ""."""
+        """`root`: "block" (the rootfs is /dev/vda, with `rootfs_files` written into it), "9p" (shared under
+        the tag ROOT_TAG, `rootfs_files` on the read-only share FILES_TAG), or ""."""
 
     def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
-        """Files (path in the rootfs -> content) to write into a block rootfs before the handoff."""
+        """Files (path -> content) the guest needs: written into a block rootfs before the handoff, or put
+        on the FILES_TAG share beside a folder rootfs."""
         return {}
 
 
 ROOT_TAG = "rootfs"
+FILES_TAG = "ukrun"  # a folder rootfs: the guest's files (rootfs_files) come on this read-only share
 REGISTRY: dict[str, type[UnikernelType]] = {}
 
 

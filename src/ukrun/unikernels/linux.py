@@ -2,9 +2,10 @@
 rootfs (overlayfs, native), the folder shared over virtio-9p.
 
 Contract with the guest's init (the image's initrd): mount what `ukrun.root=` names (`/dev/vda`, or
-`9p:<tag>`) as the root, run `/.ukrun/process.sh` there (written by ukrun: the spec's cwd, env and
-args), and report a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power
-off for exit code 0.
+`9p:<tag>`) as the root, and run the script `ukrun.process=` names (the spec's cwd, env and args,
+written by ukrun): in the root, or, when `ukrun.files=9p:<tag>` is given (a folder rootfs, into which
+ukrun writes nothing), on that read-only share. Report a non-zero exit code by writing it to I/O port
+0xf4 (qemu's isa-debug-exit); power off for exit code 0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import shlex
 
 from ukrun.unikernel import UnikernelConfig
-from ukrun.unikernels.base import ROOT_TAG, GuestProcess, UnikernelType, register
+from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestProcess, UnikernelType, register
 
 PROCESS_SCRIPT = "/.ukrun/process.sh"
 
@@ -30,7 +31,7 @@ class Linux(UnikernelType):
             parts += ["root=/dev/vda", "rw", "ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
         elif root == "9p":
             parts += [f"root={ROOT_TAG}", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L", "rw",
-                      f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
+                      f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
         if config.cmdline:
             parts.append(config.cmdline)
         return " ".join(parts)
