@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     ls = vs.add_parser("ls", help="list the views under the state root")
     ls.add_argument("--json", action="store_true")
 
+    pl = sub.add_parser("plan", help="print what create would do for a bundle, changing nothing")
+    pl.add_argument("--bundle", "-b", type=Path, default=Path("."))
+    pl.add_argument("--id", help="the container's ID (default: the bundle folder's name)")
+    pl.add_argument("--json", action="store_true")
+
     dr = sub.add_parser("doctor", help="check what ukrun needs on this node, with the fix for what fails")
     dr.add_argument("--json", action="store_true")
 
@@ -110,7 +115,9 @@ def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -
         verbs.exec_runc(ctx)
     root = str(args.root)
     if args.verb == "create":
-        verbs.create(ctx, args.id, args.bundle.resolve(), args.pid_file, args.console_socket)
+        from ukrun.runtime.create import create
+
+        create(ctx, args.id, args.bundle.resolve(), args.pid_file, args.console_socket)
     elif args.verb == "start":
         hot.start(root, args.id)
     elif args.verb == "state":
@@ -132,6 +139,8 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         digest = build_from_spec(args.spec, args.output)
         print(f"{args.output}: manifest {digest}")
         return 0
+    if args.verb == "plan":
+        return _plan(args, cfg)
     if args.verb == "doctor":
         from ukrun import doctor
 
@@ -183,6 +192,35 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
     print(f"{'VIEW':<60} {'SNAPSHOTTER':<11} {'USERS':<5} {'MOUNTED':<7} MOUNT POINT")
     for v in views:
         print(f"{v.key:<60} {v.snapshotter:<11} {len(v.users):<5} {'yes' if v.mounted else 'no':<7} {v.mount_point}")
+    return 0
+
+
+def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
+    from ukrun.runtime import verbs
+    from ukrun.runtime.create import plan_bundle
+
+    bundle = args.bundle.resolve()
+    ctx = verbs.Context(root=args.root, config=cfg, argv=[], address=args.address or "",
+                        namespace=args.namespace or "", state_root=args.state_root)
+    plan = plan_bundle(ctx, bundle, args.id or bundle.name).to_json()
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return 0
+    root = plan["root"]
+    print(f"guest      {plan['guest']} on {plan['monitor']} ({plan['accel']}, {plan['memory_mib']} MiB, "
+          f"{plan['vcpus']} vCPU, seccomp {'on' if plan['seccomp'] else 'off'})")
+    print(f"root       {root['mode']}{' ' + root['device'] if root['device'] else ''}: {root['rule']}")
+    print(f"cmdline    {plan['cmdline']}")
+    for b in plan["blocks"]:
+        print(f"block      {b['id']} = {b['path']}{' (read-only)' if b['read_only'] else ''}")
+    for sh in plan["shares"]:
+        print(f"share      {sh['tag']} = {sh['path']}{' (read-only)' if sh['read_only'] else ''}")
+    for name in plan["guest_files"]["files"]:
+        print(f"file       {name} -> {plan['guest_files']['target']}")
+    print(f"argv       {' '.join(plan['argv'])}")
+    print(f"exit code  {plan['exit_decoding']}")
+    for note in plan["notes"]:
+        print(f"note       {note}")
     return 0
 
 

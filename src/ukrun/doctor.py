@@ -76,10 +76,14 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
     out = []
     for name in sorted(REGISTRY):
         hv = get_hypervisor(name, cfg.monitor(name).path)
-        try:
-            binary = hv.find()
-        except errors.UkrunError as exc:
-            out.append(Check(f"monitor {name}", "fail", str(exc), f"apt-get install the package providing {hv.binary}"))
+        binary = hv.find()
+        if not binary:
+            out.append(Check(f"monitor {name}", "warn", hv.missing() + ": images that name it fail at create",
+                             f"install {hv.binary}, or set path under [monitors.{name}]"))
+            continue
+        if hv.needs_kvm and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            out.append(Check(f"monitor {name}", "warn", f"{binary}, but it needs /dev/kvm, which is not usable here",
+                             "enable virtualisation and load kvm_intel or kvm_amd"))
             continue
         out.append(Check(f"monitor {name}", "ok", binary))
         probe = hv.kvm_probe_args()

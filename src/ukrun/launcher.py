@@ -13,13 +13,12 @@ Standard library only: it runs once per container and must start fast.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
+from ukrun.launchconfig import LaunchConfig
 from ukrun.timing import Timer
 
 FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
@@ -64,31 +63,37 @@ def isolate_mounts(views: str, keep: list[str]) -> None:
             _libc.umount2(point.encode(), MNT_DETACH)  # a mount already gone with its parent is fine
 
 
-def exit_code(status: int, mapping: str) -> int:
+UNIKRAFT_EXITS = {83: 0, 85: 1}  # Unikraft writes 41 to isa-debug-exit at a clean halt, 42 at a crash
+
+
+def exit_code(status: int, decoding: str) -> int:
+    """The container's exit code from the monitor's wait status (see hypervisors.base.ExitDecoding)."""
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         return 128 - code
-    if mapping == "qemu-isa-debug-exit" and code > 1 and code % 2 == 1:
+    if decoding == "isa-debug-exit" and code > 1 and code % 2 == 1:
         # isa-debug-exit makes qemu exit with (code << 1) | 1. Guests write only non-zero codes, so an
         # odd status above 1 is the guest's code; 0 is a clean power-off; 1 is qemu's own failure.
         return code >> 1
+    if decoding == "unikraft":
+        return UNIKRAFT_EXITS.get(code, code)
     return code
 
 
-def enter(conf: dict[str, Any], sync_fd: int) -> None:
+def enter(conf: LaunchConfig, sync_fd: int) -> None:
     placed, failures = 0, []
-    for folder in conf["cgroups"]:
+    for folder in conf.cgroups:
         try:
             Path(folder, "cgroup.procs").write_text(str(os.getpid()))
             placed += 1
         except OSError as exc:  # a v2 hierarchy mounted beside v1 controllers may refuse; v1 suffices
             failures.append(f"{folder}: {exc.strerror}")
-    if conf["cgroups"] and not placed:
+    if conf.cgroups and not placed:
         raise OSError(f"cannot join any cgroup: {'; '.join(failures)}")
     new_pid = False
     flags = 0
-    for ns in conf["namespaces"]:
-        kind, path = ns["type"], ns.get("path", "")
+    for ns in conf.namespaces:
+        kind, path = ns.type, ns.path
         if kind not in FLAGS:
             continue
         if path:
@@ -100,11 +105,11 @@ def enter(conf: dict[str, Any], sync_fd: int) -> None:
     if flags:
         unshare(flags)
     if flags & FLAGS["mount"]:
-        isolate_mounts(conf.get("views", ""), conf.get("keep_mounts", []))
-    if conf.get("hostname") and flags & FLAGS["uts"]:
-        name = conf["hostname"].encode()
+        isolate_mounts(conf.views, conf.keep_mounts)
+    if conf.hostname and flags & FLAGS["uts"]:
+        name = conf.hostname.encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
-    if conf.get("terminal"):
+    if conf.terminal:
         import fcntl
         import termios
 
@@ -127,9 +132,9 @@ def committed(commit_fd: int) -> bool:
         os.close(commit_fd)
 
 
-def supervise(conf: dict[str, Any]) -> int:
-    argv, env, mapping = conf["monitor"], conf["env"], conf.get("exit_code_map", "")
-    timer = Timer(conf.get("timing_log", ""), conf.get("id", ""), "init")
+def supervise(conf: LaunchConfig) -> int:
+    argv, env, decoding = conf.monitor, conf.env, conf.exit_decoding
+    timer = Timer(conf.timing_log, conf.id, "init")
     timer.mark("monitor-exec")
     timer.flush()
     child = os.fork()
@@ -149,12 +154,12 @@ def supervise(conf: dict[str, Any]) -> int:
         except ChildProcessError:
             return 1
         if pid == child:
-            return exit_code(status, mapping)
+            return exit_code(status, decoding)
 
 
 def main(argv: list[str]) -> int:
     state_dir, sync_fd, commit_fd = Path(argv[1]), int(argv[2]), int(argv[3])
-    conf = json.loads((state_dir / "launch.json").read_text())
+    conf = LaunchConfig.read(state_dir)
     try:
         enter(conf, sync_fd)
     except Exception as exc:  # reported to `create`, which fails with it

@@ -18,7 +18,7 @@ from ukrun.image.oci import load_json
 
 PREFIX = "com.urunc.unikernel."
 TYPES = ("rumprun", "unikraft", "mirage", "mewz", "hermit", "linux")
-HYPERVISORS = ("qemu", "firecracker", "hvt", "spt")
+HYPERVISORS = ("qemu", "firecracker", "cloud-hypervisor", "hvt", "spt")
 URUNC_JSON = "/urunc.json"
 URUNC_JSON_LIMIT = 64 * 1024
 REQUIRED = ("unikernelType", "hypervisor", "binary")

@@ -135,7 +135,7 @@ def _broken_image(runner: Runner, image_dir: Path, name: str, config: UnikernelC
 @pytest.mark.parametrize(
     ("binary", "hypervisor", "message"),
     [("/boot/missing", "qemu", "kernel '/boot/missing' does not exist in the image"),
-     ("/boot/vmlinuz", "firecracker", "unknown monitor 'firecracker'")],
+     ("/boot/vmlinuz", "firecracker", "monitor firecracker: binary 'firecracker' is not installed")],
 )
 def test_broken_images_fail_at_create_with_the_reason(runner: Runner, image_dir: Path, binary: str,
                                                       hypervisor: str, message: str) -> None:

@@ -94,6 +94,7 @@ class Artifacts:
     kernel: Path
     initrd: Path | None
     urunc_json: Path | None
+    block: Path | None = None  # com.urunc.unikernel.block
     snapshotter: str = ""
     view_key: str = ""
     view_id: str = ""
@@ -193,14 +194,15 @@ class ArtifactStore:
 
     # -- acquire ------------------------------------------------------------------------------------
     def acquire(self, container_id: str, *, mode: str = "shared", spec_annotations: Mapping[str, str] | None = None,
-                rootfs: Path | None = None) -> Artifacts:
-        """Artifacts of a container. `rootfs` is its mounted rootfs, for copy mode and the fallback."""
+                rootfs: Path | None = None, record: ContainerRecord | None = None) -> Artifacts:
+        """Artifacts of a container. `rootfs` is its mounted rootfs, for copy mode and the fallback;
+        `record`, containerd's record of the container when the caller already has it."""
         if mode not in MODES:
             raise errors.ConfigError(f"unknown artifact mode {mode!r}; use one of {', '.join(MODES)}")
         _safe_name(container_id, "container ID")
         spec_config = from_annotations(spec_annotations) if spec_annotations is not None else None
         try:
-            record = self.client.get_container(container_id)
+            record = record or self.client.get_container(container_id)
         except errors.ContainerdUnavailable as exc:
             if rootfs is None:
                 raise
@@ -274,6 +276,7 @@ class ArtifactStore:
             kernel=resolved[config.binary].path,
             initrd=resolved[config.initrd].path if config.initrd else None,
             urunc_json=resolved[URUNC_JSON].path if URUNC_JSON in resolved else None,
+            block=resolved[config.block].path if config.block else None,
             snapshotter=record.snapshotter,
             view_key=key,
             view_id=state.id,
@@ -375,6 +378,7 @@ class ArtifactStore:
             kernel=out[config.binary],
             initrd=out.get(config.initrd) if config.initrd else None,
             urunc_json=out.get(URUNC_JSON),
+            block=out.get(config.block) if config.block else None,
             snapshotter=record.snapshotter if record else "",
             bytes_copied=copied,
         )

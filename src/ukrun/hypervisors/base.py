@@ -1,13 +1,16 @@
-"""What every monitor builder shares: a plain description of the VM in, an argv out.
+"""What every monitor builder shares: a plain description of the VM in, an argv (and the files the
+monitor reads, such as firecracker's configuration) out.
 
-Builders know nothing of containerd or OCI; `runtime` composes them.
+Builders are pure and know nothing of containerd or OCI; `runtime.plan` composes them. What a monitor
+cannot do (share a folder, load an initrd) is refused here with one sentence naming the fix.
 """
 
 from __future__ import annotations
 
+import enum
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ukrun.errors import UkrunError
@@ -30,41 +33,76 @@ class Share:
 
 
 @dataclass(frozen=True)
+class ExitDevice:
+    """qemu's isa-debug-exit: a guest writing v to the port makes qemu exit with (v << 1) | 1."""
+
+    iobase: int
+    iosize: int = 4
+
+
+class ExitDecoding(enum.Enum):
+    """How the container's init turns the monitor's exit status into the container's exit code
+    (see launcher.exit_code). Values cross into the launcher's configuration."""
+
+    RAW = "raw"  # the status is the code (solo5's tenders: the unikernel's solo5_exit status)
+    DEBUG_EXIT = "isa-debug-exit"  # an odd status above 1 is (code << 1) | 1; 0 a clean power-off
+    UNIKRAFT = "unikraft"  # Unikraft writes 41 at a clean halt (status 83) and 42 at a crash (85)
+
+
+@dataclass(frozen=True)
 class MonitorSpec:
     kernel: str
     cmdline: str
-    initrd: str = ""
+    initrds: tuple[str, ...] = ()  # the image's initrd, then any the guest type adds (urunit's config)
     memory_mib: int = 256
     vcpus: int = 1
     blocks: tuple[BlockDevice, ...] = ()
     shares: tuple[Share, ...] = ()
     accel: str = "tcg"  # "kvm" only where a probe showed it works
-    exit_device: bool = False  # guest reports its exit code through an I/O port
-    extra: tuple[str, ...] = field(default_factory=tuple)
+    exit_device: ExitDevice | None = None
+    seccomp: bool = True  # the monitor's own sandbox (qemu -sandbox, cloud-hypervisor --seccomp, ...)
+    workdir: str = ""  # the container's state folder: where a monitor's configuration file goes
+
+
+@dataclass(frozen=True)
+class MonitorLaunch:
+    argv: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # (path, text) written before the monitor starts
 
 
 class Hypervisor(ABC):
     name: ClassVar[str]
     binary: ClassVar[str]
-    # How the container's init turns this monitor's exit status into the guest's exit code, when the
-    # guest reports one (see launcher.exit_code); empty: the status is the code.
-    exit_code_map: ClassVar[str] = ""
+    needs_kvm: ClassVar[bool] = False  # cannot run without /dev/kvm (no emulation fallback)
+    can_share: ClassVar[bool] = False  # virtio-9p folders
+    max_initrds: ClassVar[int] = 1
 
     def __init__(self, path: str = "") -> None:
         self.path = path
 
     def find(self) -> str:
-        """The monitor binary: the configured path, else the first on PATH."""
-        found = shutil.which(self.path or self.binary)
-        if not found:
-            raise UkrunError(
-                f"monitor {self.name}: binary {self.path or self.binary!r} is not installed; "
-                f"install it or set path under [monitors.{self.name}] in ukrun's config.toml"
-            )
-        return found
+        """The monitor binary: the configured path, else the first on PATH; "" when there is none."""
+        return shutil.which(self.path or self.binary) or ""
+
+    def missing(self) -> str:
+        return (f"monitor {self.name}: binary {self.path or self.binary!r} is not installed; "
+                f"install it or set path under [monitors.{self.name}] in ukrun's config.toml")
+
+    def launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
+        if spec.shares and not self.can_share:
+            raise UkrunError(f"monitor {self.name} cannot share a folder with the guest; use a block snapshotter "
+                             "(devmapper, blockfile) or a monitor that shares folders (qemu)")
+        if len(spec.initrds) > self.max_initrds:
+            raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
+                             f"{len(spec.initrds)}: {', '.join(spec.initrds)}")
+        return self._launch(spec, binary)
 
     @abstractmethod
-    def argv(self, spec: MonitorSpec, binary: str) -> list[str]: ...
+    def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch: ...
+
+    def exit_decoding(self, spec: MonitorSpec, guest: ExitDecoding) -> ExitDecoding:
+        """What the guest's exit means under this monitor: only qemu has the debug-exit device."""
+        return ExitDecoding.RAW
 
     def kvm_probe_args(self) -> list[str] | None:
         """The accelerator and CPU arguments a KVM launch uses, for the probe that checks KVM really runs
@@ -81,7 +119,7 @@ def register(cls: type[Hypervisor]) -> type[Hypervisor]:
 
 
 def get(name: str, path: str = "") -> Hypervisor:
-    from ukrun.hypervisors import qemu  # noqa: F401 - registers itself
+    from ukrun.hypervisors import cloud_hypervisor, firecracker, qemu, solo5  # noqa: F401 - they register
 
     try:
         return REGISTRY[name](path)

@@ -1,12 +1,17 @@
-"""qemu-system: kernel, initrd, virtio block devices, serial console on the container's stdio."""
+"""qemu-system: kernel, initrd, virtio block devices and 9p folders, serial console on the container's stdio.
+
+Where urunc starts qemu with `-sandbox` (the spec carries a seccomp profile), ukrun does too, with the
+same values; a spec without one (`seccomp=unconfined`) turns it off. Unlike urunc, ukrun does not
+assume KVM: `accel` is "kvm" only where a probe booted a guest with these very flags (ukrun.kvm).
+"""
 
 from __future__ import annotations
 
 import platform
 
-from ukrun.hypervisors.base import Hypervisor, MonitorSpec, register
+from ukrun.hypervisors.base import ExitDecoding, Hypervisor, MonitorLaunch, MonitorSpec, register
 
-EXIT_PORT = 0xF4
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 def _escape(value: str) -> str:
@@ -17,7 +22,7 @@ def _escape(value: str) -> str:
 class Qemu(Hypervisor):
     name = "qemu"
     binary = f"qemu-system-{platform.machine()}"
-    exit_code_map = "qemu-isa-debug-exit"
+    can_share = True
 
     @staticmethod
     def accel_args(accel: str) -> list[str]:
@@ -27,16 +32,21 @@ class Qemu(Hypervisor):
     def kvm_probe_args(self) -> list[str]:
         return self.accel_args("kvm")
 
-    def argv(self, spec: MonitorSpec, binary: str) -> list[str]:
+    def exit_decoding(self, spec: MonitorSpec, guest: ExitDecoding) -> ExitDecoding:
+        return guest if spec.exit_device is not None else ExitDecoding.RAW
+
+    def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
         argv = [
             binary, *self.accel_args(spec.accel),
             "-m", str(spec.memory_mib), "-smp", str(spec.vcpus),
             "-nodefaults", "-no-user-config", "-no-reboot",
             "-display", "none", "-serial", "stdio", "-monitor", "none",
-            "-kernel", spec.kernel, "-append", spec.cmdline,
         ]
-        if spec.initrd:
-            argv += ["-initrd", spec.initrd]
+        if spec.seccomp:
+            argv += ["-sandbox", SANDBOX]
+        argv += ["-kernel", spec.kernel, "-append", spec.cmdline]
+        for initrd in spec.initrds:
+            argv += ["-initrd", initrd]
         for dev in spec.blocks:
             ro = ",readonly=on" if dev.read_only else ""
             argv += [
@@ -49,9 +59,10 @@ class Qemu(Hypervisor):
                 "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
                 "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
             ]
-        if spec.exit_device:
-            argv += ["-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=0x04"]
+        if spec.exit_device is not None:
+            argv += ["-device", f"isa-debug-exit,iobase={spec.exit_device.iobase:#x},"
+                                f"iosize={spec.exit_device.iosize:#x}"]
         # A guest that panics (and has the pvpanic driver) makes qemu fail instead of exiting 0 at the
         # reboot that -no-reboot turns into an exit.
         argv += ["-device", "pvpanic-pci", "-action", "panic=exit-failure"]
-        return argv + list(spec.extra)
+        return MonitorLaunch(tuple(argv))

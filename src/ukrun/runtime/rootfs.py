@@ -24,8 +24,6 @@ from ukrun.containerd.records import Mount
 from ukrun.errors import HostError, MissingInImage
 from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
 
-GUEST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
-
 
 def inspect(rootfs: Path) -> RootfsInfo:
     """What the shim mounted at `rootfs`, told by the kernel (sysfs), not by device names: a device-mapper
@@ -85,19 +83,16 @@ def other_mounts(info: RootfsInfo) -> list[str]:
     return found
 
 
-def write_guest_files(root: Path, spec_mounts: list[tuple[str, str]], extra: dict[str, bytes]) -> None:
-    """Copies the spec's bind-mounted /etc files and writes `extra` into the folder `root` (the mounted
-    block filesystem, or the guest's own files share), never through a link the image put there."""
+def write_guest_files(root: Path, files: dict[str, bytes]) -> None:
+    """Writes `files` into the folder `root` (the mounted block filesystem, or the guest's own files
+    share), resolving their folders inside it and never writing through a link the image put there."""
     root.mkdir(exist_ok=True)
-    for destination, source in spec_mounts:
-        if destination in GUEST_FILES and os.path.isfile(source):
-            extra = {destination: Path(source).read_bytes(), **extra}
-    for image_path, data in extra.items():
+    for image_path, data in files.items():
         parent = _inside(root, os.path.dirname(image_path))
         parent.mkdir(parents=True, exist_ok=True)
         target = parent / os.path.basename(image_path)
         if target.is_symlink():
-            target.unlink()  # never write through a link the image put there
+            target.unlink()
         tmp = parent / f".{target.name}.ukrun"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as f:

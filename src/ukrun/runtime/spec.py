@@ -18,6 +18,8 @@ class Process:
     env: tuple[str, ...] = ()
     cwd: str = "/"
     terminal: bool = False
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Spec:
     cpu_quota: int = 0
     cpu_period: int = 0
     hostname: str = ""
+    seccomp: bool = False  # the spec carries a seccomp profile (none: `seccomp=unconfined`)
 
     @property
     def rootfs(self) -> Path:
@@ -86,6 +89,8 @@ def parse(bundle: Path, doc: dict[str, Any]) -> Spec:
             env=tuple(str(e) for e in proc.get("env") or ()),
             cwd=str(proc.get("cwd") or "/"),
             terminal=bool(proc.get("terminal", False)),
+            uid=int(_d(proc.get("user")).get("uid") or 0),
+            gid=int(_d(proc.get("user")).get("gid") or 0),
         ),
         root_path=str(_d(doc.get("root")).get("path") or "rootfs"),
         mounts=tuple(
@@ -102,4 +107,5 @@ def parse(bundle: Path, doc: dict[str, Any]) -> Spec:
         cpu_quota=int(cpu.get("quota") or 0),
         cpu_period=int(cpu.get("period") or 0),
         hostname=str(doc.get("hostname") or ""),
+        seccomp=linux.get("seccomp") is not None,
     )

@@ -1,14 +1,29 @@
-"""What a guest type decides: its kernel command line, which root filesystems it can boot from, and
-what it needs written into a block rootfs before the VM gets it."""
+"""What a guest type decides: the monitors it runs on, the root filesystems it can boot from, its kernel
+command line in its framework's own convention, and what it needs beside the kernel (files written
+into its rootfs, an extra initrd).
+
+Guest types are pure and know nothing of containerd or of the host; `runtime.plan` composes them.
+"""
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ukrun.errors import UkrunError
+from ukrun.hypervisors.base import ExitDecoding, ExitDevice
 from ukrun.unikernel import UnikernelConfig
+
+
+class RootMode(enum.Enum):
+    """Where the guest's root filesystem comes from."""
+
+    NONE = "none"  # the kernel alone (and its initrd, if any, as an initrd)
+    BLOCK = "block"  # the container's snapshot device, handed over
+    SHARED = "9p"  # the container's rootfs folder over virtio-9p, tag ROOT_TAG
+    INITRD = "initrd"  # the image's initrd is the root filesystem
 
 
 @dataclass(frozen=True)
@@ -16,27 +31,60 @@ class GuestProcess:
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class GuestBlock:
+    """A block device as the guest sees it: its id (a virtio serial, a solo5 device name) and where the
+    guest mounts it ("" when it mounts nothing)."""
+
+    id: str
+    mount_point: str = ""
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    config: UnikernelConfig
+    process: GuestProcess
+    root: RootMode
+    monitor: str
+    blocks: tuple[GuestBlock, ...] = ()
+
+
+ROOT_TAG = "fs0"  # the 9p tag of a shared rootfs, as urunc names it
+FILES_TAG = "ukrun"  # a shared rootfs: the guest's files (rootfs_files) come on this read-only share
 
 
 class UnikernelType(ABC):
     name: ClassVar[str]
-    block_fs_types: ClassVar[tuple[str, ...]] = ()
-    shares_root: ClassVar[bool] = False  # can boot from a folder rootfs shared over virtio-9p
-    reports_exit_code: ClassVar[bool] = False
+    monitors: ClassVar[tuple[str, ...]]  # the monitors it runs on
+    block_fs_types: ClassVar[tuple[str, ...]] = ()  # file systems it boots from as a block rootfs
+    raw_block: ClassVar[bool] = False  # takes the rootfs device raw: any file system, nothing written
+    shares_root: ClassVar[bool] = False  # boots from a folder rootfs over virtio-9p
+    initrd_root: ClassVar[bool] = False  # boots with the image's initrd as its root filesystem
+    rootfs_id: ClassVar[str] = "rootfs"  # the id of the rootfs block device
+    block_id: ClassVar[str] = "annot_vol"  # the id of the image's block (`com.urunc.unikernel.block`)
+    exit_device: ClassVar[ExitDevice | None] = None  # on qemu
+    exit_decoding: ClassVar[ExitDecoding] = ExitDecoding.RAW
 
     @abstractmethod
-    def cmdline(self, config: UnikernelConfig, process: GuestProcess, root: str) -> str:
-        """`root`: "block" (the rootfs is /dev/vda, with `rootfs_files` written into it), "9p" (shared under
-        the tag ROOT_TAG, `rootfs_files` on the read-only share FILES_TAG), or ""."""
+    def cmdline(self, req: GuestRequest) -> str: ...
 
-    def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
+    def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
         """Files (path -> content) the guest needs: written into a block rootfs before the handoff, or put
         on the FILES_TAG share beside a folder rootfs."""
         return {}
 
+    def extra_initrd(self, req: GuestRequest) -> bytes | None:
+        """An initrd the guest reads its configuration from, beside the image's (urunit's)."""
+        return None
 
-ROOT_TAG = "rootfs"
-FILES_TAG = "ukrun"  # a folder rootfs: the guest's files (rootfs_files) come on this read-only share
+    def check(self, req: GuestRequest) -> None:  # noqa: B027 - most guests refuse nothing beyond the plan's rules
+        """Refuses what this guest cannot boot, with one sentence naming the fix."""
+
+
 REGISTRY: dict[str, type[UnikernelType]] = {}
 
 
@@ -46,7 +94,7 @@ def register(cls: type[UnikernelType]) -> type[UnikernelType]:
 
 
 def get(name: str) -> UnikernelType:
-    from ukrun.unikernels import linux  # noqa: F401 - registers itself
+    from ukrun.unikernels import hermit, linux, mewz, mirage, rumprun, unikraft  # noqa: F401 - they register
 
     try:
         return REGISTRY[name]()

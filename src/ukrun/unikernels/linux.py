@@ -1,42 +1,94 @@
-"""A Linux guest booting from the container's rootfs: its block device as /dev/vda, or, for a folder
-rootfs (overlayfs, native), the folder shared over virtio-9p.
+"""A Linux guest, as urunc runs it and with ukrun's own init contract beside it.
 
-Contract with the guest's init (the image's initrd): mount what `ukrun.root=` names (`/dev/vda`, or
-`9p:<tag>`) as the root, and run the script `ukrun.process=` names (the spec's cwd, env and args,
-written by ukrun): in the root, or, when `ukrun.files=9p:<tag>` is given (a folder rootfs, into which
-ukrun writes nothing), on that read-only share. Report a non-zero exit code by writing it to I/O port
-0xf4 (qemu's isa-debug-exit); power off for exit code 0.
+The command line follows urunc's (its `unikernels/linux.go`; the kernel's `admin-guide/kernel-parameters`
+for the meaning): `panic=-1 console=ttyS0`, the root (`root=/dev/vda rw` for the container's block
+device, `root=/dev/ram0 rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a shared
+folder), then the process: `init=<argv0> -- <args>` (`rdinit=` for an initrd root), an argument holding
+spaces in single quotes (urunc's init, urunit, joins them again). The environment goes as bare
+`K=V` parameters, which the kernel hands to init as its environment; when argv0 is urunit, it goes in
+urunit's configuration instead (environment, uid, gid, working folder, block mounts), handed over as
+an extra initrd that the kernel keeps (`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
+
+ukrun's own contract rides along, before the `--`: an init that knows it mounts what `ukrun.root=`
+names (`/dev/vda` or `9p:<tag>`) and runs the script `ukrun.process=` names (the spec's cwd, env and
+args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a folder rootfs, into which
+ukrun writes nothing), on that read-only share. It reports a non-zero exit code by writing it to I/O
+port 0xf4 (qemu's isa-debug-exit); power-off is 0. An init that does not know it ignores those
+parameters (the kernel keeps dotted parameters from init's environment).
 """
 
 from __future__ import annotations
 
 import shlex
 
-from ukrun.unikernel import UnikernelConfig
-from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestProcess, UnikernelType, register
+from ukrun.errors import UkrunError
+from ukrun.hypervisors.base import ExitDecoding, ExitDevice
+from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestRequest, RootMode, UnikernelType, register
 
 PROCESS_SCRIPT = "/.ukrun/process.sh"
+URUNIT_CONFIG = "/sys/firmware/initrd"
+SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
+               "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
+
+
+def process_args(req: GuestRequest) -> tuple[str, ...]:
+    """The spec's args; the image's `cmdline` when there are none (as urunc does)."""
+    return req.process.args or tuple(req.config.cmdline.split())
+
+
+def is_urunit(req: GuestRequest) -> bool:
+    args = process_args(req)
+    return bool(args) and "urunit" in args[0]
 
 
 @register
 class Linux(UnikernelType):
     name = "linux"
+    monitors = ("qemu", "firecracker", "cloud-hypervisor")
     block_fs_types = ("ext2", "ext3", "ext4")
     shares_root = True
-    reports_exit_code = True
+    initrd_root = True
+    exit_device = ExitDevice(0xF4, 4)
+    exit_decoding = ExitDecoding.DEBUG_EXIT
 
-    def cmdline(self, config: UnikernelConfig, process: GuestProcess, root: str) -> str:
-        parts = ["console=ttyS0", "panic=-1", "quiet", "loglevel=3"]
-        if root == "block":
-            parts += ["root=/dev/vda", "rw", "ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
-        elif root == "9p":
-            parts += [f"root={ROOT_TAG}", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L", "rw",
-                      f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
-        if config.cmdline:
-            parts.append(config.cmdline)
+    def check(self, req: GuestRequest) -> None:
+        if is_urunit(req) and req.root is RootMode.INITRD:
+            raise UkrunError("urunit's configuration cannot be added to an initrd root yet; "
+                             "boot from the container's rootfs (mountRootfs) or run without urunit")
+        if not is_urunit(req):
+            for item in req.process.env:
+                if any(c.isspace() for c in item):
+                    raise UkrunError(f"environment variable {item.split('=', 1)[0]!r} holds white space, which "
+                                     "a kernel command line cannot carry; use urunit as the image's init")
+
+    def cmdline(self, req: GuestRequest) -> str:
+        parts = ["panic=-1", "console=ttyS0"]
+        if req.root is RootMode.BLOCK:
+            parts += ["root=/dev/vda", "rw"]
+        elif req.root is RootMode.INITRD:
+            parts += ["root=/dev/ram0", "rw"]
+        elif req.root is RootMode.SHARED:
+            parts.append(SHARED_ROOT)
+        if is_urunit(req):
+            parts += ["retain_initrd", f"URUNIT_CONFIG={URUNIT_CONFIG}"]
+        else:
+            parts += [e for e in req.process.env if "=" in e]
+        parts += ["quiet", "loglevel=3"]
+        if req.root is RootMode.BLOCK:
+            parts += ["ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
+        elif req.root is RootMode.SHARED:
+            parts += [f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
+        args = process_args(req)
+        if args:
+            init = "rdinit" if req.root is RootMode.INITRD else "init"
+            quoted = [f"'{a}'" if any(c.isspace() for c in a) else a for a in (s.strip() for s in args[1:])]
+            parts.append(f"{init}={args[0]} -- {' '.join(quoted)}".rstrip())
         return " ".join(parts)
 
-    def rootfs_files(self, process: GuestProcess) -> dict[str, bytes]:
+    def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
+        if req.root not in (RootMode.BLOCK, RootMode.SHARED):
+            return {}
+        process = req.process
         lines = ["# written by ukrun: the container's process, run by the guest's init", "set -e"]
         lines.append(f"cd {shlex.quote(process.cwd or '/')}")
         for item in process.env:
@@ -44,6 +96,21 @@ class Linux(UnikernelType):
             if key.isidentifier():
                 lines.append(f"export {key}={shlex.quote(value)}")
         lines.append("set +e")
-        if process.args:
-            lines.append("exec " + " ".join(shlex.quote(a) for a in process.args))
+        args = process_args(req)
+        if args:
+            lines.append("exec " + " ".join(shlex.quote(a) for a in args))
         return {PROCESS_SCRIPT: ("\n".join(lines) + "\n").encode()}
+
+    def extra_initrd(self, req: GuestRequest) -> bytes | None:
+        """urunit's configuration: sections UES/UEE (environment), UCS/UCE (uid, gid, working folder) and
+        UBS/UBE (block devices by id, and where to mount them), as urunit's README describes them."""
+        if not is_urunit(req):
+            return None
+        p = req.process
+        lines = ["UES", *p.env, "UEE", "UCS", f"UID:{p.uid}", f"GID:{p.gid}", f"WD:{p.cwd or '/'}", "UCE", "UBS"]
+        prefix = "FC" if req.monitor == "firecracker" else ""
+        for block in req.blocks:
+            if block.mount_point and block.id != self.rootfs_id:
+                lines += [f"ID:{prefix}{block.id}", f"MP:{block.mount_point}"]
+        lines.append("UBE")
+        return ("\n".join(lines) + "\n").encode()

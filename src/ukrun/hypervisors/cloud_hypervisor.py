@@ -1,0 +1,29 @@
+"""cloud-hypervisor: everything on its command line.
+
+Options as cloud-hypervisor's `--help` and `docs/` describe them: `--kernel`, `--cmdline`,
+`--initramfs` (one), `--memory size=<n>M`, `--cpus boot=<n>`, `--disk path=<p>,readonly=on|off,id=<id>`,
+`--console off --serial tty` (the guest's serial console on the container's stdio) and
+`--seccomp true|false` (urunc's opt-out: a spec without a seccomp profile). It needs KVM; folders go
+through virtio-fs only, which ukrun does not offer on it yet.
+"""
+
+from __future__ import annotations
+
+from ukrun.hypervisors.base import Hypervisor, MonitorLaunch, MonitorSpec, register
+
+
+@register
+class CloudHypervisor(Hypervisor):
+    name = "cloud-hypervisor"
+    binary = "cloud-hypervisor"
+    needs_kvm = True
+
+    def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
+        argv = [binary, "--kernel", spec.kernel, "--memory", f"size={spec.memory_mib}M",
+                "--cpus", f"boot={spec.vcpus}", "--console", "off", "--serial", "tty",
+                "--seccomp", "true" if spec.seccomp else "false"]
+        for initrd in spec.initrds:
+            argv += ["--initramfs", initrd]
+        for dev in spec.blocks:
+            argv += ["--disk", f"path={dev.path},readonly={'on' if dev.read_only else 'off'},id={dev.id}"]
+        return MonitorLaunch(tuple([*argv, "--cmdline", spec.cmdline]))

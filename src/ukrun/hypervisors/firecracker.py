@@ -1,0 +1,40 @@
+"""Firecracker: one JSON configuration file, `--no-api --config-file <file>`.
+
+Keys as Firecracker's configuration file documents them (its `docs/getting-started.md` and the
+`vmm_config` schemas): `boot-source` (kernel_image_path, boot_args, initrd_path), `machine-config`
+(vcpu_count, mem_size_mib, smt), `drives` (drive_id, path_on_host, is_root_device, is_read_only) and,
+with a network, `network-interfaces`. Firecracker has no shared folders and loads one initrd. Its own
+seccomp filters apply unless the spec has none (`--no-seccomp`, as urunc does). It needs KVM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ukrun.hypervisors.base import Hypervisor, MonitorLaunch, MonitorSpec, register
+
+CONFIG_FILE = "firecracker.json"
+
+
+@register
+class Firecracker(Hypervisor):
+    name = "firecracker"
+    binary = "firecracker"
+    needs_kvm = True
+
+    def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
+        boot: dict[str, object] = {"kernel_image_path": spec.kernel, "boot_args": spec.cmdline}
+        if spec.initrds:
+            boot["initrd_path"] = spec.initrds[0]
+        config = {
+            "boot-source": boot,
+            "machine-config": {"vcpu_count": spec.vcpus, "mem_size_mib": spec.memory_mib, "smt": False},
+            "drives": [{"drive_id": dev.id, "path_on_host": dev.path, "is_root_device": False,
+                        "is_read_only": dev.read_only} for dev in spec.blocks],
+        }
+        path = os.path.join(spec.workdir, CONFIG_FILE)
+        argv = [binary, "--no-api", "--config-file", path]
+        if not spec.seccomp:
+            argv.append("--no-seccomp")
+        return MonitorLaunch(tuple(argv), ((path, json.dumps(config, indent=1) + "\n"),))

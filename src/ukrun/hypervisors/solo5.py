@@ -1,0 +1,37 @@
+"""Solo5's tenders: `solo5-spt` (a seccomp-sandboxed process, no KVM) and `solo5-hvt` (KVM).
+
+A Solo5 unikernel declares its devices by name in its manifest (`solo5-elftool query-manifest`); the
+tender attaches each with `--block:<name>=<path>` or `--net:<name>=<tap>`, and refuses to start when a
+declared device is not attached. The guest type names its devices (MirageOS: `storage`, `service`;
+Rumprun: `rootfs`, `tap`). Everything after the kernel is the unikernel's command line (the tender
+joins its words with spaces). The tender's exit status is the unikernel's (`solo5_exit`), 255 for
+`solo5_abort` and fatal traps, 1 when the tender itself refuses. Memory is in MiB. The tenders apply
+their own seccomp filters; there is no shared folder and no initrd.
+"""
+
+from __future__ import annotations
+
+from ukrun.hypervisors.base import Hypervisor, MonitorLaunch, MonitorSpec, register
+
+
+class _Solo5(Hypervisor):
+    max_initrds = 0
+
+    def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
+        argv = [binary, f"--mem={spec.memory_mib}"]
+        argv += [f"--block:{dev.id}={dev.path}" for dev in spec.blocks]
+        argv += ["--", spec.kernel]
+        return MonitorLaunch(tuple(argv + ([spec.cmdline] if spec.cmdline else [])))
+
+
+@register
+class Spt(_Solo5):
+    name = "spt"
+    binary = "solo5-spt"
+
+
+@register
+class Hvt(_Solo5):
+    name = "hvt"
+    binary = "solo5-hvt"
+    needs_kvm = True

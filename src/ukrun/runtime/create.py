@@ -1,0 +1,226 @@
+"""`create`: gather the facts, acquire the artifacts, plan (runtime.plan, pure), then apply the plan.
+
+What must stay true: the container's record is saved before anything else, so that `delete` and `gc`
+find whatever a crash at any later step leaves (`teardown` reclaims it, idempotently); the rootfs is
+handed to a VM only as the plan's handoff rule decided, and only once it is unmounted everywhere; the
+container's init runs on only after its PID is saved (ukrun.launcher's commit pipe).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ukrun import config as configmod
+from ukrun import crashpoints
+from ukrun.errors import UkrunError
+from ukrun.runtime import state as st
+from ukrun.runtime import verbs
+from ukrun.timing import Timer
+
+if TYPE_CHECKING:
+    from ukrun.artifacts.store import Artifacts, ArtifactStore
+    from ukrun.runtime.plan import Facts, LaunchPlan
+    from ukrun.runtime.spec import Spec
+    from ukrun.unikernel import UnikernelConfig
+
+MONITOR_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+
+
+def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path | None, console_socket: str) -> None:
+    from ukrun.runtime import spec as specmod
+
+    timer = ctx.timer(container_id, "create")
+    timer.mark("start")
+    spec = specmod.load(bundle)
+    uk_config = verbs.unikernel_config(spec.annotations, spec.rootfs)
+    if uk_config is None:
+        timer.flush()
+        verbs.exec_runc(ctx)
+    timer.mark("spec")
+    d = Path(st.container_dir(ctx.root, container_id))
+    if d.exists():
+        verbs.reclaim_leftover(ctx, container_id)
+    d.mkdir(parents=True)
+    me = os.getpid()
+    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(bundle),
+                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
+                               creator=me, creator_start=st.process_start(me))
+    st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
+    try:
+        from ukrun.runtime.plan import plan
+
+        facts, art = _gather(ctx, spec, uk_config, record, d, verbs.store(ctx, record.namespace), timer)
+        launch_plan = plan(facts)
+        timer.mark("plan")
+        _apply(ctx, launch_plan, facts, spec, record, d, art, pid_file, console_socket, timer)
+    except BaseException:
+        verbs.teardown(ctx, record)
+        raise
+    finally:
+        timer.flush()
+
+
+def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: st.ContainerState, d: Path,
+            store: ArtifactStore, timer: Timer) -> tuple[Facts, Artifacts]:
+    from ukrun.runtime import facts as gather
+    from ukrun.runtime.plan import ArtifactPaths
+
+    found = gather.host(ctx.config, spec, uk_config, record.id, store.client, ctx.artifacts_root)
+    timer.mark("checks")
+    mode = spec.annotations.get(verbs.MODE_ANNOTATION, ctx.config.artifact_mode)
+    if mode not in configmod.MODES:
+        raise UkrunError(f"annotation {verbs.MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
+    art = store.acquire(record.id, mode=mode, spec_annotations=spec.annotations, rootfs=spec.rootfs,
+                        record=found.container)
+    timer.mark("artifacts")
+    paths = ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""))
+    return gather.facts(found, spec, uk_config, record.id, str(d), paths), art
+
+
+def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPlan:
+    """The plan `create` would make for a bundle, with no effect: no view, no unmount, no monitor. The
+    artifacts are resolved in place in the bundle's rootfs (create reads them from a view instead)."""
+    from ukrun.artifacts import paths
+    from ukrun.containerd import connector
+    from ukrun.errors import ContainerdUnavailable
+    from ukrun.runtime import facts as gather
+    from ukrun.runtime import spec as specmod
+    from ukrun.runtime.plan import ArtifactPaths, plan
+
+    spec = specmod.load(bundle)
+    uk_config = verbs.unikernel_config(spec.annotations, spec.rootfs)
+    if uk_config is None:
+        raise UkrunError(f"{bundle} is not a unikernel (no com.urunc.unikernel.* annotations, no /urunc.json): "
+                         "ukrun would hand it to runc")
+    try:
+        client = connector(ctx.containerd_address(), ctx.containerd_namespace(bundle), ctx.config.timeout)()
+    except ContainerdUnavailable:
+        client = None
+    found = gather.host(ctx.config, spec, uk_config, container_id, client, ctx.artifacts_root)
+
+    def resolve(image_path: str, what: str) -> str:
+        return str(paths.resolve_file(spec.rootfs, image_path, what).path) if image_path else ""
+
+    artifacts = ArtifactPaths(resolve(uk_config.binary, "kernel"), resolve(uk_config.initrd, "initrd"),
+                              resolve(uk_config.block, "block image"))
+    state_dir = st.container_dir(ctx.root, container_id)
+    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, artifacts))
+
+
+def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
+           art: Artifacts, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
+    from ukrun.launchconfig import LaunchConfig, Namespace
+    from ukrun.runtime import rootfs as rootfsmod
+    from ukrun.runtime.plan import FilesTarget
+    from ukrun.unikernels.base import RootMode
+
+    info = facts.rootfs
+    if plan.files_target is FilesTarget.ROOTFS:
+        rootfsmod.write_guest_files(Path(info.mount_point), dict(plan.guest_files))
+    elif plan.files_target is FilesTarget.SHARE:
+        rootfsmod.write_guest_files(Path(plan.files_dir), dict(plan.guest_files))
+    if plan.root is RootMode.BLOCK:
+        rootfsmod.unmount(info, os.getppid())
+        rootfsmod.verify_unmounted(info)
+        timer.mark("rootfs-handoff")
+    for path, data in plan.files:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    record.cgroups = _make_cgroups(spec.cgroups_path, ctx.systemd_cgroup)
+    st.save(ctx.root, record)
+    timer.mark("monitor")
+    os.mkfifo(d / st.FIFO, 0o600)
+    LaunchConfig(
+        id=record.id, monitor=list(plan.argv), env=MONITOR_ENV, cgroups=record.cgroups,
+        namespaces=[Namespace(n.type, n.path) for n in spec.namespaces], hostname=spec.hostname,
+        terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
+        views=str(ctx.artifacts_root / "views"),
+        keep_mounts=[str(p) for p in (art.mount_point, *(s.path for s in plan.shares)) if p],
+    ).write(d)
+    record.pid, commit_fd = _spawn_launcher(d, spec.process.terminal, console_socket)
+    try:
+        record.pid_start = st.process_start(record.pid)
+        timer.mark("launcher")
+        crashpoints.point("before-save")
+        st.save(ctx.root, record)
+        os.write(commit_fd, b"1")  # the init runs on only once its PID is saved (see ukrun.launcher)
+    finally:
+        os.close(commit_fd)
+    if pid_file is not None:
+        tmp = pid_file.with_name(f".{pid_file.name}.tmp")
+        tmp.write_text(str(record.pid))
+        os.replace(tmp, pid_file)
+    timer.mark("done")
+
+
+def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
+    from ukrun import cgroups
+
+    if not cgroups_path:
+        return []
+    rel = cgroups.relative_path(cgroups_path, systemd).lstrip("/")
+    made = []
+    for base in cgroups.hierarchies():
+        target = base / rel
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        made.append(str(target))
+    return made
+
+
+def _spawn_launcher(d: Path, terminal: bool, console_socket: str) -> tuple[int, int]:
+    """Starts the container's init; returns its PID and the pipe on which `create` commits it."""
+    import subprocess
+
+    read_fd, write_fd = os.pipe()
+    commit_read, commit_write = os.pipe()
+    os.set_inheritable(commit_write, False)
+    stdio: int | None = None
+    master = slave = -1
+    try:
+        if terminal:
+            if not console_socket:
+                raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
+            master, slave = os.openpty()
+            _send_console(console_socket, master)
+            stdio = slave
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ukrun.launcher", str(d), str(write_fd), str(commit_read)],
+            pass_fds=(write_fd, commit_read), close_fds=True, stdin=stdio, stdout=stdio, stderr=stdio,
+        )
+    except BaseException:
+        os.close(commit_write)
+        raise
+    finally:
+        for fd in (write_fd, commit_read, master, slave):
+            if fd >= 0:
+                os.close(fd)
+    with os.fdopen(read_fd) as r:
+        line = r.readline().strip()
+    if proc.wait() != 0 or not line.isdigit():
+        os.close(commit_write)
+        reason = line.removeprefix("error ").strip() or f"the launcher exited with {proc.returncode}"
+        raise UkrunError(f"cannot start the container's init: {reason}")
+    return int(line), commit_write
+
+
+def _send_console(path: str, fd: int) -> None:
+    import array
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        name = os.ttyname(fd).encode() if os.isatty(fd) else b"/dev/ptmx"
+        s.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"

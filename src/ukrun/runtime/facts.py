@@ -1,0 +1,116 @@
+"""Gathering the facts that `runtime.plan` decides from: the host, the spec, containerd and the monitor
+are asked here, and only here, so that the plan itself reads nothing. `create` and `ukrun plan` gather
+the same facts; only `create` then acquires the artifacts and applies the plan."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ukrun import config as configmod
+from ukrun.containerd.records import ContainerRecord
+from ukrun.errors import ContainerdUnavailable, NotFound
+from ukrun.runtime import rootfs as rootfsmod
+from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
+from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
+from ukrun.runtime.spec import Spec
+from ukrun.unikernel import UnikernelConfig
+from ukrun.unikernels.base import GuestProcess
+
+if TYPE_CHECKING:
+    from ukrun.containerd.client import Client
+
+log = logging.getLogger("ukrun")
+ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+ETC_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host and containerd say, before the artifacts are acquired."""
+
+    monitor: MonitorFacts
+    rootfs: RootfsInfo
+    container: ContainerRecord | None
+    snapshot: tuple[SnapshotMount, ...] | None
+    elsewhere: tuple[str, ...]
+
+
+def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
+         client: Client | None, cache_dir: Path) -> HostFacts:
+    info = rootfsmod.inspect(spec.rootfs)
+    record = container(client, container_id) if client is not None else None
+    return HostFacts(
+        monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
+        snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
+        elsewhere=elsewhere(info) if uk_config.mount_rootfs else (),
+    )
+
+
+def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,
+          artifacts: ArtifactPaths) -> Facts:
+    return Facts(
+        container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
+        rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
+        artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec),
+    )
+
+
+def process(spec: Spec) -> GuestProcess:
+    p = spec.process
+    return GuestProcess(p.args, p.env, p.cwd, p.uid, p.gid)
+
+
+def resources(spec: Spec) -> Resources:
+    return Resources(spec.memory_limit, spec.cpu_quota, spec.cpu_period, spec.seccomp)
+
+
+def monitor(cfg: configmod.Config, name: str, cache_dir: Path) -> MonitorFacts:
+    from ukrun import kvm
+    from ukrun.hypervisors.base import get
+
+    conf = cfg.monitor(name)
+    hypervisor = get(name, conf.path)
+    binary = hypervisor.find()
+    works = False
+    if conf.accel == "auto" and binary:
+        probe = hypervisor.kvm_probe_args()
+        works = probe is not None and kvm.kvm_works(binary, probe, cache_dir)
+    return MonitorFacts(name, binary, conf.memory_mb, conf.vcpus, conf.accel, works, os.path.exists("/dev/kvm"),
+                        conf.path)
+
+
+def container(client: Client, container_id: str) -> ContainerRecord | None:
+    """containerd's record of the container; None when containerd cannot be reached or does not know it."""
+    try:
+        return client.get_container(container_id)
+    except ContainerdUnavailable as exc:
+        log.warning("%s: containerd unreachable, the rootfs is treated as a folder: %s", container_id, exc)
+    except NotFound:
+        log.warning("%s: containerd does not know this container: its rootfs is treated as a folder", container_id)
+    return None
+
+
+def snapshot(client: Client, record: ContainerRecord | None, info: RootfsInfo) -> tuple[SnapshotMount, ...] | None:
+    """containerd's mounts for the container's snapshot, for the handoff rule (runtime.handoff)."""
+    if record is None or info.kind is RootfsKind.DIR or not (record.snapshotter and record.snapshot_key):
+        return None
+    return rootfsmod.snapshot_facts(client.mounts(record.snapshotter, record.snapshot_key))
+
+
+def elsewhere(info: RootfsInfo) -> tuple[str, ...]:
+    return tuple(rootfsmod.other_mounts(info)) if info.kind is not RootfsKind.DIR else ()
+
+
+def etc_files(spec: Spec) -> tuple[tuple[str, bytes], ...]:
+    """The spec's bind-mounted /etc files (hosts, resolv.conf, hostname), which a block rootfs receives."""
+    out = []
+    for m in spec.mounts:
+        is_bind = m.type == "bind" or "bind" in m.options or "rbind" in m.options
+        if is_bind and m.destination in ETC_FILES and os.path.isfile(m.source):
+            with open(m.source, "rb") as f:
+                out.append((m.destination, f.read(ETC_LIMIT)))
+    return tuple(out)

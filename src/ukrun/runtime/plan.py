@@ -1,0 +1,260 @@
+"""`create`, decided: every choice about a container's VM, made by one pure function from gathered facts.
+
+`plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
+installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
+container's own snapshot), the block devices, shares and initrds, the guest's command line and files,
+memory, vCPUs, accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
+nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
+cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from ukrun.errors import UkrunError
+from ukrun.hypervisors import base as hv
+from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
+from ukrun.unikernel import UnikernelConfig
+from ukrun.unikernels import base as guests
+from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
+
+CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
+EXTRA_INITRD = "guest-initrd"  # in the container's state folder
+
+
+class PlanError(UkrunError):
+    """What the container asks for cannot run; the message names the fix."""
+
+
+class FilesTarget(enum.Enum):
+    NONE = "none"
+    ROOTFS = "rootfs"  # written into the mounted block rootfs before the handoff
+    SHARE = "share"  # a read-only share beside a folder rootfs (ukrun never writes into such a folder)
+
+
+@dataclass(frozen=True)
+class MonitorFacts:
+    name: str
+    binary: str  # "" when not installed
+    memory_mib: int  # the configured default
+    vcpus: int
+    accel: str  # configured: auto, kvm or tcg
+    kvm_works: bool  # auto: whether the probe booted a guest under KVM (see ukrun.kvm)
+    kvm_device: bool = True  # /dev/kvm exists
+    path: str = ""  # the configured binary ([monitors.<name>] path), for messages
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """Host paths of the image's artifacts, where the monitor reads them."""
+
+    kernel: str
+    initrd: str = ""
+    block: str = ""  # com.urunc.unikernel.block
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_limit: int = 0  # bytes, from the spec
+    cpu_quota: int = 0
+    cpu_period: int = 0
+    seccomp: bool = True  # the spec carries a seccomp profile; without one, monitors run unsandboxed
+
+
+@dataclass(frozen=True)
+class Facts:
+    container_id: str
+    config: UnikernelConfig
+    process: GuestProcess
+    resources: Resources
+    rootfs: RootfsInfo
+    snapshot: tuple[SnapshotMount, ...] | None  # containerd's mounts for the container's snapshot
+    rootfs_elsewhere: tuple[str, ...]  # other users of the rootfs's storage
+    monitor: MonitorFacts
+    artifacts: ArtifactPaths
+    state_dir: str  # the container's state folder
+    etc_files: tuple[tuple[str, bytes], ...] = ()  # the spec's bind-mounted /etc files, for a block rootfs
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    container_id: str
+    guest: str
+    monitor: str
+    root: RootMode
+    root_rule: str  # why: the rule that decided the root filesystem
+    handoff_device: str  # BLOCK: the device the monitor opens once the rootfs is unmounted
+    files_target: FilesTarget
+    files_dir: str  # SHARE: the host folder shared read-only
+    guest_files: tuple[tuple[str, bytes], ...]
+    cmdline: str
+    memory_mib: int
+    vcpus: int
+    accel: str
+    seccomp: bool
+    blocks: tuple[hv.BlockDevice, ...]
+    shares: tuple[hv.Share, ...]
+    initrds: tuple[str, ...]
+    argv: tuple[str, ...]
+    files: tuple[tuple[str, bytes], ...]  # (path, content) written before the monitor starts
+    exit_decoding: hv.ExitDecoding
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        def show(data: bytes) -> str:
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                return "base64:" + base64.b64encode(data).decode()
+
+        return {
+            "container": self.container_id, "guest": self.guest, "monitor": self.monitor,
+            "root": {"mode": self.root.value, "rule": self.root_rule, "device": self.handoff_device},
+            "guest_files": {"target": self.files_target.value, "dir": self.files_dir,
+                            "files": {p: show(d) for p, d in self.guest_files}},
+            "cmdline": self.cmdline, "memory_mib": self.memory_mib, "vcpus": self.vcpus, "accel": self.accel,
+            "seccomp": self.seccomp,
+            "blocks": [{"id": b.id, "path": b.path, "read_only": b.read_only} for b in self.blocks],
+            "shares": [{"tag": s.tag, "path": s.path, "read_only": s.read_only} for s in self.shares],
+            "initrds": list(self.initrds), "argv": list(self.argv),
+            "files": {p: show(d) for p, d in self.files}, "exit_decoding": self.exit_decoding.value,
+            "notes": list(self.notes),
+        }
+
+
+def plan(facts: Facts) -> LaunchPlan:
+    cfg = facts.config
+    guest = guests.get(cfg.unikernel_type)
+    monitor = hv.get(cfg.hypervisor, facts.monitor.path)
+    if monitor.name not in guest.monitors:
+        raise PlanError(f"a {guest.name} guest does not run on {monitor.name}; it runs on "
+                        f"{', '.join(guest.monitors)}: set com.urunc.unikernel.hypervisor to one of them")
+    if not facts.monitor.binary:
+        raise PlanError(monitor.missing())
+    if monitor.needs_kvm and not facts.monitor.kvm_device:
+        raise PlanError(f"monitor {monitor.name} needs KVM and this host has no /dev/kvm; "
+                        "use qemu or solo5-spt, or run on a host with KVM")
+    root, decision, notes = _root(facts, guest, monitor)
+    blocks, guest_blocks = _blocks(facts, guest, root, decision)
+    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks)
+    guest.check(req)
+    files = guest.rootfs_files(req)
+    target = FilesTarget.NONE
+    shares: tuple[hv.Share, ...] = ()
+    files_dir = ""
+    if root is RootMode.SHARED:
+        shares = (hv.Share(guests.ROOT_TAG, facts.rootfs.mount_point),)
+        if files:
+            files_dir = f"{facts.state_dir}/guest"
+            shares += (hv.Share(guests.FILES_TAG, files_dir, read_only=True),)
+            target = FilesTarget.SHARE
+    elif root is RootMode.BLOCK and not guest.raw_block:
+        files = {**dict(facts.etc_files), **files}  # urunc copies them into a block rootfs too
+        target = FilesTarget.ROOTFS if files else FilesTarget.NONE
+    initrds: tuple[str, ...] = (facts.artifacts.initrd,) if facts.artifacts.initrd else ()
+    monitor_files: list[tuple[str, bytes]] = []
+    extra = guest.extra_initrd(req)
+    if extra is not None:
+        path = f"{facts.state_dir}/{EXTRA_INITRD}"
+        initrds += (path,)
+        monitor_files.append((path, extra))
+    cmdline = guest.cmdline(req)
+    if len(cmdline.encode()) > CMDLINE_LIMIT:
+        raise PlanError(f"the guest's command line is {len(cmdline.encode())} bytes, over the kernel's "
+                        f"{CMDLINE_LIMIT}: shorten the process's arguments and environment")
+    spec = hv.MonitorSpec(
+        kernel=facts.artifacts.kernel, cmdline=cmdline, initrds=initrds,
+        memory_mib=_memory(facts), vcpus=_vcpus(facts), blocks=blocks, shares=shares, accel=_accel(facts),
+        exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
+    )
+    launch = monitor.launch(spec, facts.monitor.binary)
+    monitor_files += [(p, text.encode()) for p, text in launch.files]
+    return LaunchPlan(
+        container_id=facts.container_id, guest=guest.name, monitor=monitor.name, root=root,
+        root_rule=decision.rule if decision else _no_rootfs_rule(root),
+        handoff_device=decision.device if root is RootMode.BLOCK and decision else "",
+        files_target=target, files_dir=files_dir,
+        guest_files=tuple(sorted(files.items())) if target is not FilesTarget.NONE else (),
+        cmdline=cmdline, memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,
+        seccomp=spec.seccomp, blocks=blocks, shares=shares, initrds=initrds, argv=launch.argv,
+        files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding), notes=notes,
+    )
+
+
+def _root(facts: Facts, guest: guests.UnikernelType,
+          monitor: hv.Hypervisor) -> tuple[RootMode, RootDecision | None, tuple[str, ...]]:
+    """The guest's root filesystem: with mountRootfs, the container's rootfs (its device when proven, else
+    its folder); else the image's initrd for a guest that boots from one; else none."""
+    cfg = facts.config
+    if not cfg.mount_rootfs:
+        return (RootMode.INITRD if cfg.initrd and guest.initrd_root else RootMode.NONE), None, ()
+    decision = decide(facts.rootfs, facts.snapshot)
+    info = facts.rootfs
+    if decision.handoff is Handoff.BLOCK and (guest.raw_block or guest.block_fs_types):
+        if not guest.raw_block and info.fstype not in guest.block_fs_types:
+            raise PlanError(f"a {guest.name} guest cannot boot from a {info.fstype} rootfs; it reads "
+                            f"{', '.join(guest.block_fs_types)}: set the snapshotter's fs_type to "
+                            f"{guest.block_fs_types[0]}")
+        if facts.rootfs_elsewhere:
+            raise PlanError(f"the rootfs device {info.source} is also mounted at {', '.join(facts.rootfs_elsewhere)}; "
+                            "unmount it there first: a VM must be the device's only user")
+        return RootMode.BLOCK, decision, ()
+    notes: tuple[str, ...] = ()
+    if decision.handoff is Handoff.BLOCK:
+        notes = (f"a {guest.name} guest reads no block device: the rootfs's folder is shared instead",)
+        decision = RootDecision(Handoff.FOLDER, decision.rule + f"; a {guest.name} guest boots from a folder")
+    if not guest.shares_root:
+        raise PlanError(f"a {guest.name} guest cannot boot from a folder rootfs, and this rootfs is not handed to "
+                        f"a VM as a device ({decision.rule}): use a block snapshotter (devmapper, blockfile)")
+    if not monitor.can_share:
+        raise PlanError(f"this rootfs is a folder ({decision.rule}), and monitor {monitor.name} cannot share "
+                        "folders: use a block snapshotter (devmapper, blockfile) or qemu")
+    return RootMode.SHARED, decision, notes
+
+
+def _no_rootfs_rule(root: RootMode) -> str:
+    if root is RootMode.INITRD:
+        return "mountRootfs is unset: the image's initrd is the guest's root filesystem"
+    return "mountRootfs is unset: the guest gets no root filesystem"
+
+
+def _blocks(facts: Facts, guest: guests.UnikernelType, root: RootMode,
+            decision: RootDecision | None) -> tuple[tuple[hv.BlockDevice, ...], tuple[GuestBlock, ...]]:
+    blocks: list[hv.BlockDevice] = []
+    seen: list[GuestBlock] = []
+    if root is RootMode.BLOCK and decision is not None:
+        blocks.append(hv.BlockDevice(guest.rootfs_id, decision.device))
+        seen.append(GuestBlock(guest.rootfs_id, "/"))
+    if facts.artifacts.block:
+        if not (guest.raw_block or guest.block_fs_types):
+            raise PlanError(f"a {guest.name} guest reads no block device: drop com.urunc.unikernel.block "
+                            "from the image")
+        if root is RootMode.BLOCK and guest.block_id == guest.rootfs_id:
+            raise PlanError(f"a {guest.name} guest takes one block device: the image's block "
+                            f"({facts.config.block}) and the container's rootfs (mountRootfs) cannot both be it")
+        blocks.append(hv.BlockDevice(guest.block_id, facts.artifacts.block))
+        seen.append(GuestBlock(guest.block_id, facts.config.block_mount_point))
+    return tuple(blocks), tuple(seen)
+
+
+def _memory(facts: Facts) -> int:
+    limit = facts.resources.memory_limit
+    return limit // (1 << 20) if limit > 0 else facts.monitor.memory_mib
+
+
+def _vcpus(facts: Facts) -> int:
+    r = facts.resources
+    if r.cpu_quota > 0 and r.cpu_period > 0:
+        return max(1, -(-r.cpu_quota // r.cpu_period))
+    return max(1, facts.monitor.vcpus)
+
+
+def _accel(facts: Facts) -> str:
+    accel = facts.monitor.accel
+    if accel == "auto":
+        return "kvm" if facts.monitor.kvm_works else "tcg"
+    return accel

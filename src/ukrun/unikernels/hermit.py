@@ -1,0 +1,16 @@
+"""A Hermit (hermit-rs) unikernel on qemu: its application's arguments follow `--` when kernel
+parameters precede them; its files come in its initrd."""
+
+from __future__ import annotations
+
+from ukrun.unikernels.base import GuestRequest, UnikernelType, register
+
+
+@register
+class Hermit(UnikernelType):
+    name = "hermit"
+    monitors = ("qemu",)
+    initrd_root = True
+
+    def cmdline(self, req: GuestRequest) -> str:
+        return " ".join(req.process.args or tuple(req.config.cmdline.split()))

@@ -1,0 +1,46 @@
+"""A Unikraft unikernel on qemu or firecracker.
+
+Its command line is Unikraft's: library parameters (`uklibparam`), then `--`, then the application's
+arguments; urunc's shape is `Unikraft [env.vars=[ K=V ... ]] [netdev.ip=...] [vfs.fstab=[ ... ]] -- <args>`
+for `unikernelVersion` 0.16.1 and later (and when the version is not given), and
+`vfs.rootfs=initrd` with no environment before that. Its root filesystem is the image's initrd
+(extracted into a RAM file system) or the container's rootfs folder over 9p (tag fs0); it reads no
+block device. On qemu it reports through isa-debug-exit at 0x501: 41 at a clean halt, 42 at a crash.
+"""
+
+from __future__ import annotations
+
+from ukrun.hypervisors.base import ExitDecoding, ExitDevice
+from ukrun.unikernels.base import ROOT_TAG, GuestRequest, RootMode, UnikernelType, register
+
+NEW_FORM = (0, 16, 1)
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in text.strip().lstrip("v").split("."))
+    except ValueError:
+        return None
+
+
+@register
+class Unikraft(UnikernelType):
+    name = "unikraft"
+    monitors = ("qemu", "firecracker")
+    shares_root = True
+    initrd_root = True
+    exit_device = ExitDevice(0x501, 2)
+    exit_decoding = ExitDecoding.UNIKRAFT
+
+    def cmdline(self, req: GuestRequest) -> str:
+        version = _version(req.config.version)
+        new = version is None or version >= NEW_FORM
+        parts = ["Unikraft"]
+        if new and req.process.env:
+            parts.append(f"env.vars=[ {' '.join(req.process.env)} ]")
+        if req.root is RootMode.INITRD:
+            parts.append('vfs.fstab=[ "initrd0:/:extract:::" ]' if new else "vfs.rootfs=initrd")
+        elif req.root is RootMode.SHARED and new:
+            parts.append(f'vfs.fstab=[ "{ROOT_TAG}:/:9pfs:::" ]')
+        args = req.process.args or tuple(req.config.cmdline.split())
+        return " ".join([*parts, "--", *args])

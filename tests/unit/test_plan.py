@@ -1,0 +1,227 @@
+"""Golden plans: for every (guest, monitor, root filesystem) that urunc v0.8 supports, the plan ukrun makes
+from facts, checked against what each framework and monitor documents.
+
+Sources of the expectations (facts, not code):
+  qemu        `qemu-system-x86_64 --help`, docs/system/invocation: -kernel -append -initrd -drive/-device
+              virtio-blk-pci, -fsdev/-device virtio-9p-pci mount_tag, -sandbox, isa-debug-exit iobase/iosize
+  firecracker docs/getting-started.md: --no-api --config-file; boot-source, machine-config, drives
+  cloud-hyp.  docs (and --help): --kernel --cmdline --initramfs --memory size= --cpus boot= --disk path=
+              --serial tty --console off --seccomp
+  solo5       docs/building.md, tenders' --help: --mem=, --block:<name>=, kernel, then the guest's args
+  linux       admin-guide/kernel-parameters: root=, rootfstype=, rootflags=, init=/rdinit=, `--`, K=V to init
+  unikraft    uklibparam: library parameters, `--`, application args; vfscore's vfs.fstab entries
+  rumprun     doc/config.md: JSON configuration with cmdline, env, blk (source etfs, path /dev/ld0a)
+  urunc       docs/hypervisor-support.md and unikernel-support.md: the supported pairs and rootfs modes
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ukrun.errors import UkrunError
+from ukrun.hypervisors.base import ExitDecoding
+from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
+from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, PlanError, Resources, plan
+from ukrun.unikernel import UnikernelConfig
+from ukrun.unikernels.base import GuestProcess, RootMode
+
+SNAP = "/var/lib/containerd/blockfile/snapshots/7"
+BLOCK_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.BLOCKFILE, "ext4", "/dev/loop4", "7:4", "/", SNAP, (2049, 11))
+SNAPSHOT = (SnapshotMount("ext4", SNAP, ("rw", "loop"), "", (2049, 11)),)
+EXT2_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.BLOCKFILE, "ext2", "/dev/loop4", "7:4", "/", SNAP, (2049, 11))
+DIR_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.DIR, "overlay", "overlay", "0:70")
+NO_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.DIR, "", "/run/b/c1/rootfs", "")
+BINARIES = {"qemu": "/usr/bin/qemu-system-x86_64", "firecracker": "/usr/local/bin/firecracker",
+            "cloud-hypervisor": "/usr/local/bin/cloud-hypervisor", "hvt": "/usr/local/bin/solo5-hvt",
+            "spt": "/usr/local/bin/solo5-spt"}
+STATE = "/run/ukrun/runtime/c1"
+
+
+def facts(guest: str, monitor: str, *, rootfs: RootfsInfo = NO_ROOT, mount_rootfs: bool = False, initrd: str = "",
+          args: tuple[str, ...] = ("/app", "run"), env: tuple[str, ...] = ("A=1",), version: str = "",
+          block: str = "", installed: bool = True, seccomp: bool = False, kvm_device: bool = True) -> Facts:
+    config = UnikernelConfig(guest, monitor, "/kernel", initrd=initrd, block=block, block_mount_point="/data" if block
+                             else "", version=version, mount_rootfs=mount_rootfs)
+    return Facts(
+        container_id="c1", config=config, process=GuestProcess(args, env, "/"), resources=Resources(seccomp=seccomp),
+        rootfs=rootfs, snapshot=SNAPSHOT if rootfs.kind is RootfsKind.BLOCKFILE else None, rootfs_elsewhere=(),
+        monitor=MonitorFacts(monitor, BINARIES[monitor] if installed else "", 256, 1, "tcg", False, kvm_device),
+        artifacts=ArtifactPaths("/views/v/kernel", "/views/v/initrd" if initrd else "",
+                                "/views/v/disk.img" if block else ""),
+        state_dir=STATE,
+    )
+
+
+# -- qemu ------------------------------------------------------------------------------------------------
+def test_linux_on_qemu_from_the_containers_block_device() -> None:
+    p = plan(facts("linux", "qemu", rootfs=BLOCK_ROOT, mount_rootfs=True, initrd="/initrd"))
+    assert p.root is RootMode.BLOCK and p.handoff_device == SNAP and "blockfile" in p.root_rule
+    assert p.cmdline == ("panic=-1 console=ttyS0 root=/dev/vda rw A=1 quiet loglevel=3 ukrun.root=/dev/vda "
+                         "ukrun.process=/.ukrun/process.sh init=/app -- run")
+    assert list(p.argv) == [
+        "/usr/bin/qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "256", "-smp", "1",
+        "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none", "-serial", "stdio", "-monitor", "none",
+        "-kernel", "/views/v/kernel", "-append", p.cmdline, "-initrd", "/views/v/initrd",
+        "-drive", f"file={SNAP},format=raw,if=none,id=rootfs,cache=none,aio=threads",
+        "-device", "virtio-blk-pci,drive=rootfs,serial=rootfs",
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x4",
+        "-device", "pvpanic-pci", "-action", "panic=exit-failure",
+    ]
+    assert p.files_target is FilesTarget.ROOTFS
+    assert dict(p.guest_files)["/.ukrun/process.sh"].endswith(b"exec /app run\n")
+    assert p.exit_decoding is ExitDecoding.DEBUG_EXIT
+
+
+def test_linux_on_qemu_from_a_folder_over_9p_writes_nothing_into_it() -> None:
+    p = plan(facts("linux", "qemu", rootfs=DIR_ROOT, mount_rootfs=True))
+    assert p.root is RootMode.SHARED and not p.handoff_device
+    assert "root=fs0 rw rootfstype=9p rootflags=trans=virtio,version=9p2000.L" in p.cmdline
+    assert p.files_target is FilesTarget.SHARE and p.files_dir == f"{STATE}/guest"
+    i = p.argv.index("-fsdev")
+    assert p.argv[i + 1] == "local,id=fs0,path=/run/b/c1/rootfs,security_model=none,multidevs=remap"
+    assert p.argv[i + 3] == "virtio-9p-pci,fsdev=fs0,mount_tag=fs0"
+    assert f"local,id=ukrun,path={STATE}/guest,security_model=none,multidevs=remap,readonly=on" in p.argv
+
+
+def test_linux_initrd_root_and_a_sandboxed_qemu() -> None:
+    p = plan(facts("linux", "qemu", initrd="/initrd", seccomp=True))
+    assert p.root is RootMode.INITRD and "root=/dev/ram0 rw" in p.cmdline and "rdinit=/app -- run" in p.cmdline
+    i = p.argv.index("-sandbox")
+    assert p.argv[i + 1] == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+def test_linux_with_urunit_gets_its_configuration_as_an_extra_initrd() -> None:
+    f = facts("linux", "qemu", rootfs=BLOCK_ROOT, mount_rootfs=True, args=("/urunit", "/bin/sh", "-c", "echo hi"),
+              block="/disk.img")
+    p = plan(f)
+    assert "retain_initrd URUNIT_CONFIG=/sys/firmware/initrd" in p.cmdline and " A=1 " not in p.cmdline
+    assert p.cmdline.endswith("init=/urunit -- /bin/sh -c 'echo hi'")
+    assert p.initrds == (f"{STATE}/guest-initrd",)
+    config = dict(p.files)[f"{STATE}/guest-initrd"].decode()
+    assert config == "UES\nA=1\nUEE\nUCS\nUID:0\nGID:0\nWD:/\nUCE\nUBS\nID:annot_vol\nMP:/data\nUBE\n"
+    assert "virtio-blk-pci,drive=annot_vol,serial=annot_vol" in p.argv
+
+
+def test_unikraft_on_qemu_from_its_initrd_and_from_a_folder() -> None:
+    p = plan(facts("unikraft", "qemu", initrd="/rootfs.cpio", version="0.17.0"))
+    assert p.cmdline == 'Unikraft env.vars=[ A=1 ] vfs.fstab=[ "initrd0:/:extract:::" ] -- /app run'
+    assert p.initrds == ("/views/v/initrd",) and p.exit_decoding is ExitDecoding.UNIKRAFT
+    assert "isa-debug-exit,iobase=0x501,iosize=0x2" in p.argv
+    shared = plan(facts("unikraft", "qemu", rootfs=DIR_ROOT, mount_rootfs=True))
+    assert shared.root is RootMode.SHARED and 'vfs.fstab=[ "fs0:/:9pfs:::" ]' in shared.cmdline
+    assert shared.files_target is FilesTarget.NONE  # Unikraft needs no file from ukrun
+    old = plan(facts("unikraft", "qemu", initrd="/rootfs.cpio", version="0.15.0"))
+    assert old.cmdline == "Unikraft vfs.rootfs=initrd -- /app run"  # before 0.16.1: no environment
+
+
+def test_unikraft_on_a_block_snapshot_gets_the_folder_not_the_device() -> None:
+    p = plan(facts("unikraft", "qemu", rootfs=BLOCK_ROOT, mount_rootfs=True))
+    assert p.root is RootMode.SHARED and not p.blocks and "-drive" not in p.argv
+    assert any("shared instead" in n for n in p.notes)
+
+
+def test_mewz_and_hermit_on_qemu() -> None:
+    mewz = plan(facts("mewz", "qemu"))
+    assert mewz.cmdline == "" and "isa-debug-exit,iobase=0x501,iosize=0x2" in mewz.argv
+    hermit = plan(facts("hermit", "qemu", initrd="/app.initrd"))
+    assert hermit.root is RootMode.INITRD and hermit.cmdline == "/app run" and "-initrd" in hermit.argv
+
+
+# -- solo5 -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("monitor", ["spt", "hvt"])
+def test_mirage_on_solo5_gets_the_containers_device_raw_as_storage(monitor: str) -> None:
+    p = plan(facts("mirage", monitor, rootfs=BLOCK_ROOT, mount_rootfs=True, args=("--hello", "world")))
+    assert list(p.argv) == [BINARIES[monitor], "--mem=256", f"--block:storage={SNAP}", "--", "/views/v/kernel",
+                            "--hello world"]
+    assert p.files_target is FilesTarget.NONE and p.exit_decoding is ExitDecoding.RAW
+
+
+def test_mirage_on_qemu_gets_the_image_block_as_a_virtio_disk() -> None:
+    p = plan(facts("mirage", "qemu", block="/disk.img", args=("--hello",)))
+    assert p.root is RootMode.NONE and p.cmdline == "--hello"
+    assert "virtio-blk-pci,drive=storage,serial=storage" in p.argv
+    assert "file=/views/v/disk.img,format=raw,if=none,id=storage,cache=none,aio=threads" in p.argv
+
+
+@pytest.mark.parametrize("monitor", ["spt", "hvt"])
+def test_rumprun_on_solo5_reads_its_json_and_an_ext2_rootfs(monitor: str) -> None:
+    p = plan(facts("rumprun", monitor, rootfs=EXT2_ROOT, mount_rootfs=True))
+    assert json.loads(p.cmdline) == {"cmdline": "/app run", "env": "A=1",
+                                     "blk": {"source": "etfs", "path": "/dev/ld0a", "fstype": "blk",
+                                             "mountpoint": "/data"}}
+    assert f"--block:rootfs={SNAP}" in p.argv
+
+
+def test_rumprun_on_ext4_is_refused_naming_the_fix() -> None:
+    with pytest.raises(PlanError, match=r"cannot boot from a ext4 rootfs; it reads ext2: set the snapshotter's "
+                                        r"fs_type to ext2"):
+        plan(facts("rumprun", "spt", rootfs=BLOCK_ROOT, mount_rootfs=True))
+
+
+def test_solo5_cannot_take_a_folder_rootfs() -> None:
+    with pytest.raises(PlanError, match="cannot boot from a folder rootfs"):
+        plan(facts("mirage", "spt", rootfs=DIR_ROOT, mount_rootfs=True))
+
+
+# -- firecracker and cloud-hypervisor ------------------------------------------------------------------------
+def test_linux_on_firecracker_is_one_configuration_file() -> None:
+    p = plan(facts("linux", "firecracker", rootfs=BLOCK_ROOT, mount_rootfs=True, initrd="/initrd"))
+    path = f"{STATE}/firecracker.json"
+    assert list(p.argv) == [BINARIES["firecracker"], "--no-api", "--config-file", path, "--no-seccomp"]
+    config = json.loads(dict(p.files)[path])
+    assert config == {
+        "boot-source": {"kernel_image_path": "/views/v/kernel", "boot_args": p.cmdline,
+                        "initrd_path": "/views/v/initrd"},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 256, "smt": False},
+        "drives": [{"drive_id": "rootfs", "path_on_host": SNAP, "is_root_device": False, "is_read_only": False}],
+    }
+    assert p.exit_decoding is ExitDecoding.RAW  # no debug-exit device outside qemu
+    sandboxed = plan(facts("unikraft", "firecracker", initrd="/rootfs.cpio", seccomp=True))
+    assert "--no-seccomp" not in sandboxed.argv
+
+
+def test_linux_on_cloud_hypervisor() -> None:
+    p = plan(facts("linux", "cloud-hypervisor", rootfs=BLOCK_ROOT, mount_rootfs=True, seccomp=True))
+    assert list(p.argv) == [
+        BINARIES["cloud-hypervisor"], "--kernel", "/views/v/kernel", "--memory", "size=256M", "--cpus", "boot=1",
+        "--console", "off", "--serial", "tty", "--seccomp", "true",
+        "--disk", f"path={SNAP},readonly=off,id=rootfs", "--cmdline", p.cmdline,
+    ]
+
+
+def test_folder_rootfs_on_a_monitor_without_shares_is_refused() -> None:
+    with pytest.raises(PlanError, match="monitor firecracker cannot share folders"):
+        plan(facts("linux", "firecracker", rootfs=DIR_ROOT, mount_rootfs=True))
+
+
+# -- refusals -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("guest", "monitor", "message"), [
+    ("unikraft", "spt", "a unikraft guest does not run on spt; it runs on qemu, firecracker"),
+    ("rumprun", "qemu", "a rumprun guest does not run on qemu"),
+    ("mewz", "firecracker", "a mewz guest does not run on firecracker"),
+])
+def test_unsupported_pairs_are_refused(guest: str, monitor: str, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        plan(facts(guest, monitor))
+
+
+def test_a_missing_monitor_and_a_missing_kvm_are_refused() -> None:
+    with pytest.raises(PlanError, match="binary 'solo5-hvt' is not installed; install it or set path"):
+        plan(facts("mirage", "hvt", installed=False))
+    with pytest.raises(PlanError, match="needs KVM and this host has no /dev/kvm"):
+        plan(facts("mirage", "hvt", kvm_device=False))
+
+
+def test_a_command_line_the_kernel_would_cut_is_refused() -> None:
+    with pytest.raises(PlanError, match="over the kernel's 2048"):
+        plan(facts("linux", "qemu", env=tuple(f"V{i}={'x' * 60}" for i in range(40))))
+    with pytest.raises(UkrunError, match="holds white space"):
+        plan(facts("linux", "qemu", env=("A=two words",)))
+
+
+def test_plans_are_serialisable() -> None:
+    p = plan(facts("linux", "firecracker", rootfs=BLOCK_ROOT, mount_rootfs=True))
+    doc = json.loads(json.dumps(p.to_json()))
+    assert doc["root"]["mode"] == "block" and doc["argv"][0] == BINARIES["firecracker"]
