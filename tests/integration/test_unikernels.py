@@ -1,0 +1,128 @@
+"""Real unikernels through ctr, the stock shim and ukrun: Solo5 on spt and hvt.
+
+They are built from source trees the user names by `scripts/build-unikernels` into $UKRUN_UNIKERNELS
+(default /var/tmp/ukrun-unikernels); without them these tests skip, naming the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed.unikernels import SOLO5, UNIKRAFT, need
+from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.runner import Runner
+from ukrun.image.build import Entry, build_unikernel_image
+from ukrun.unikernel import UnikernelConfig
+
+MONITORS = ("spt", "hvt")
+
+
+@pytest.fixture
+def solo5(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
+    """A private containerd whose ukrun finds the Solo5 tenders that were built."""
+    need(SOLO5 / "solo5-spt")
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    with open(config, "a") as f:
+        for monitor in MONITORS:
+            f.write(f'[monitors.{monitor}]\npath = "{SOLO5 / f"solo5-{monitor}"}"\ndefault_memory_mb = 64\n')
+    # A small scratch file: test_blk walks its whole device, which takes solo5-hvt seconds per MiB here.
+    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config)}, scratch_size="8M")
+    try:
+        yield Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+    finally:
+        ctd.stop(private.dir)
+
+
+def _image(runner: Runner, workdir: Path, test: str, monitor: str, mount_rootfs: bool, cmd: tuple[str, ...]) -> str:
+    name = f"ukrun/solo5-{test}-{monitor}:1"
+    config = UnikernelConfig("mirage", monitor, "/unikernel/kernel", mount_rootfs=mount_rootfs)
+    tar = workdir / f"{test}-{monitor}.tar"
+    build_unikernel_image(tar, name, config, need(SOLO5 / f"test_{test}.{monitor}"), cmd=cmd)
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    return name
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_a_solo5_unikernel_runs_and_its_exit_code_comes_back(solo5: Runner, tmp_path: Path, monitor: str) -> None:
+    image = _image(solo5, tmp_path, "hello", monitor, False, ("Hello_from_ukrun",))
+    proc = solo5.run("h1", image=image, flags=("--rm",))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Hello, World" in proc.stdout and "Command line is: 'Hello_from_ukrun'" in proc.stdout, proc.stdout
+    solo5.assert_clean("h1")
+    abort = _image(solo5, tmp_path, "dumpcore", monitor, False, ())
+    proc = solo5.run("a1", image=abort, flags=("--rm",))
+    assert proc.returncode == 255 and "solo5_abort() called" in proc.stdout, proc.stdout + proc.stderr
+    solo5.assert_clean("a1")
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_a_solo5_unikernel_gets_its_containers_own_snapshot_as_its_block_device(
+    solo5: Runner, tmp_path: Path, monitor: str
+) -> None:
+    # test_blk writes and reads back its `storage` device: the container's blockfile snapshot, raw.
+    image = _image(solo5, tmp_path, "blk", monitor, True, ())
+    # A container of the same image that never runs shows what the snapshot held before.
+    assert solo5.ctr("containers", "create", "--snapshotter", SNAPSHOTTER, image, "ref").returncode == 0
+    before = Path(solo5.snapshot_file("ref")).read_bytes()[:1 << 20]
+    proc = solo5.run("b1", image=image)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    after = Path(solo5.snapshot_file("b1")).read_bytes()[:1 << 20]
+    assert after != before, "what the unikernel wrote is not in the container's snapshot"
+    solo5.ctr("task", "delete", "b1")
+    for cid in ("b1", "ref"):
+        assert solo5.ctr("containers", "delete", cid).returncode == 0
+    solo5.assert_clean("b1")
+
+
+@pytest.fixture
+def unikraft(runner_for_qemu: Runner) -> Runner:
+    need(UNIKRAFT / "ukrun-hello_qemu-x86_64")
+    return runner_for_qemu
+
+
+@pytest.fixture
+def runner_for_qemu(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
+    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
+    yield r
+    for line in r.ctr("containers", "ls", "-q").stdout.split():
+        r.ctr("task", "delete", "--force", line)
+        r.ctr("containers", "delete", line)
+
+
+def _unikraft_image(runner: Runner, workdir: Path, name: str, *, initrd: bool, mount_rootfs: bool,
+                    cmd: tuple[str, ...]) -> str:
+    config = UnikernelConfig("unikraft", "qemu", "/unikernel/kernel", initrd="/unikernel/rootfs.cpio" if initrd else "",
+                             version="0.16.3", mount_rootfs=mount_rootfs)
+    tar = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
+    base = [Entry("/greeting.txt", data=b"hello from the container's rootfs\n")]
+    build_unikernel_image(tar, name, config, UNIKRAFT / "ukrun-hello_qemu-x86_64",
+                          UNIKRAFT / "ukrun-hello-rootfs.cpio" if initrd else None, base=base, cmd=cmd)
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    return name
+
+
+def test_a_unikraft_unikernel_boots_from_its_initrd_with_urunc_s_command_line(unikraft: Runner,
+                                                                             tmp_path: Path) -> None:
+    image = _unikraft_image(unikraft, tmp_path, "ukrun/uk-initrd:1", initrd=True, mount_rootfs=False,
+                            cmd=("/hello.txt", "arg2"))
+    proc = unikraft.run("u1", image=image, flags=("--rm", "--env", "GREETING=hi"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "argv[1]=/hello.txt" in out and "env GREETING=hi" in out and "hello from the initrd rootfs" in out, out
+    unikraft.assert_clean("u1")
+    crash = unikraft.run("u2", "/hello.txt", "abort", image=image, flags=("--rm",))
+    assert crash.returncode == 1 and "Abnormal termination" in crash.stdout, crash.stdout + crash.stderr
+    unikraft.assert_clean("u2")
+
+
+def test_a_unikraft_unikernel_boots_from_its_containers_rootfs_over_9p(unikraft: Runner, tmp_path: Path) -> None:
+    # On a block snapshotter too: Unikraft reads no block device, so the mounted folder is shared.
+    image = _unikraft_image(unikraft, tmp_path, "ukrun/uk-9p:1", initrd=False, mount_rootfs=True,
+                            cmd=("/greeting.txt",))
+    proc = unikraft.run("u3", image=image, flags=("--rm",))
+    assert proc.returncode == 0 and "hello from the container's rootfs" in proc.stdout, proc.stdout + proc.stderr
+    unikraft.assert_clean("u3")
