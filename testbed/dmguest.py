@@ -65,6 +65,13 @@ exit $status
 """
 
 
+def built_unikernels() -> list[str]:
+    """The test unikernels, when built: the guest shows them through its tmpfs over /var/tmp."""
+    from testbed.unikernels import BUILT
+
+    return [str(BUILT)] if BUILT.is_dir() else []
+
+
 def initramfs() -> Path:
     out = ctd.cache_dir() / "guest" / "dm-initrd.img"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,7 @@ def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048) -> int:
         meta, data = work / "meta.img", work / "data.img"
         subprocess.run(["truncate", "-s", "256M", str(meta)], check=True)
         subprocess.run(["truncate", "-s", "4G", str(data)], check=True)
-        keep = sorted({str(REPO), str(ctd.cache_dir()), sys.base_prefix})
+        keep = sorted({str(REPO), str(ctd.cache_dir()), sys.base_prefix, *built_unikernels()})
         (results / "run.sh").write_text(RUN.format(
             path=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
             cache=ctd.cache_dir(), pool=POOL, repo=REPO, command=command))

@@ -11,6 +11,7 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed import devmapper
+from testbed.unikernels import SOLO5
 from tests.integration.conftest import write_ukrun_config
 
 IN_GUEST = os.environ.get("UKRUN_DM_GUEST") == "1"
@@ -33,13 +34,16 @@ def pool() -> str:
 @pytest.fixture(scope="session", params=ctd.VERSIONS, ids=[f"containerd-{v}" for v in ctd.VERSIONS])
 def dm_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               pool: str) -> Iterator[ctd.Daemon]:
-    """containerd with the devmapper snapshotter on a fresh pool; qemu is replaced by testbed/checker.py."""
+    """containerd with the devmapper snapshotter on a fresh pool; qemu is replaced by testbed/checker.py,
+    solo5-spt is the real one."""
     devmapper.reset_pool(pool)
     folder = tmp_path_factory.mktemp(f"dm{request.param}")
     checker = folder / "checker"
     checker.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "testbed" / "checker.py"} "$@"\n')
     checker.chmod(0o755)
     config = write_ukrun_config(folder / "ukrun.toml", folder / "ukrun-state", path=str(checker))
+    with open(config, "a") as f:  # Solo5's spt needs no KVM: it runs in this guest for real, when built
+        f.write(f'[monitors.spt]\npath = "{SOLO5 / "solo5-spt"}"\ndefault_memory_mb = 32\n')
     d = ctd.start(request.param, folder / "d", env={"UKRUN_CONFIG": str(config)}, devmapper_pool=pool)
     yield d
     ctd.stop(d.dir)

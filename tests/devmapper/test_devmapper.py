@@ -13,11 +13,13 @@ from pathlib import Path
 
 from testbed import containerd as ctd
 from testbed import devmapper, images
+from testbed.unikernels import SOLO5, need
 from tests.integration.runner import Runner
 from ukrun import host
 from ukrun.artifacts.store import ArtifactStore
 from ukrun.containerd.client import Client
-from ukrun.image.build import Entry
+from ukrun.image.build import Entry, build_unikernel_image
+from ukrun.unikernel import UnikernelConfig
 
 SNAP = "devmapper"
 
@@ -82,6 +84,34 @@ def test_the_monitor_gets_the_containers_own_thin_device(dm_daemon: ctd.Daemon, 
     with Client(dm_daemon.address, ns) as client:
         assert ctd.wait_for(lambda: views(client) == [], timeout=60, interval=0.5)
     assert not (runner.runc_root / ns / "boot1").exists()
+
+
+def test_a_solo5_unikernel_on_spt_gets_its_containers_thin_device(dm_daemon: ctd.Daemon, tmp_path: Path) -> None:
+    # The seed's scenario with a real unikernel: its artifacts from the shared view of the image's layer,
+    # its block device the container's own thin device, and what it writes in the container's snapshot.
+    kernel = need(SOLO5 / "test_blk.spt")
+    ns = ns_for(f"solo5{dm_daemon.version}")
+    config = UnikernelConfig("mirage", "spt", "/unikernel/kernel", mount_rootfs=True)
+    tar = tmp_path / "blk.tar"
+    build_unikernel_image(tar, "ukrun/dm-solo5:1", config, kernel)
+    dm_daemon.import_image(ns, tar, SNAP)
+    runner = Runner(dm_daemon, ns, tmp_path / "runc", dm_daemon.dir.parent / "ukrun-state", snapshotter=SNAP)
+    dm_daemon.create_container(ns, "ukrun/dm-solo5:1", "ref", SNAP)  # never runs: the snapshot as it was
+    before = Path(runner.snapshot_file("ref")).read_bytes()[:1 << 20]
+    assert runner.run("s1", image="ukrun/dm-solo5:1", flags=("--detach",)).returncode == 0
+    runner.wait_status("s1", "STOPPED", timeout=300)
+    (view,) = runner.views()
+    assert view["users"] == ["s1"] and str(view["key"]).startswith("ukrun/view/sha256:")
+    assert not any((runner.state_root / "copies").rglob("s1"))
+    device = runner.snapshot_file("s1")
+    rdev = os.stat(device).st_rdev
+    assert Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/dm").is_dir()
+    with open(device, "rb") as f:
+        assert f.read(1 << 20) != before, "what the unikernel wrote is not on the container's thin device"
+    assert runner.ctr("task", "delete", "s1").returncode == 0
+    for cid in ("s1", "ref"):
+        assert runner.ctr("containers", "delete", cid).returncode == 0
+    assert ctd.wait_for(lambda: not runner.views(), timeout=30)
 
 
 def test_doctor_sees_the_devmapper_snapshotter(dm_daemon: ctd.Daemon, tmp_path: Path) -> None:
