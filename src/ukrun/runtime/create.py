@@ -8,8 +8,10 @@ container's init runs on only after its PID is saved (ukrun.launcher's commit pi
 
 from __future__ import annotations
 
+import array
+import contextlib
 import os
-import sys
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,14 +52,16 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
                                annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
                                creator=me, creator_start=st.process_start(me))
     st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
+    zygote = _Zygote(d)  # the container's init-to-be, forked before anything heavy is loaded
     try:
         from ukrun.runtime.plan import plan
 
         facts, art = _gather(ctx, spec, uk_config, record, d, verbs.store(ctx, record.namespace), timer)
         launch_plan = plan(facts)
         timer.mark("plan")
-        _apply(ctx, launch_plan, facts, spec, record, d, art, pid_file, console_socket, timer)
+        _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer)
     except BaseException:
+        zygote.close()
         verbs.teardown(ctx, record)
         raise
     finally:
@@ -112,7 +116,7 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
-           art: Artifacts, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
+           art: Artifacts, zygote: _Zygote, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
     from ukrun.launchconfig import LaunchConfig, Namespace
     from ukrun.runtime import rootfs as rootfsmod
     from ukrun.runtime.plan import FilesTarget
@@ -142,15 +146,12 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         views=str(ctx.artifacts_root / "views"),
         keep_mounts=[str(p) for p in (art.mount_point, *(s.path for s in plan.shares)) if p],
     ).write(d)
-    record.pid, commit_fd = _spawn_launcher(d, spec.process.terminal, console_socket)
-    try:
-        record.pid_start = st.process_start(record.pid)
-        timer.mark("launcher")
-        crashpoints.point("before-save")
-        st.save(ctx.root, record)
-        os.write(commit_fd, b"1")  # the init runs on only once its PID is saved (see ukrun.launcher)
-    finally:
-        os.close(commit_fd)
+    record.pid = zygote.start(spec.process.terminal, console_socket)
+    record.pid_start = st.process_start(record.pid)
+    timer.mark("launcher")
+    crashpoints.point("before-save")
+    st.save(ctx.root, record)
+    zygote.commit()  # the init runs on only once its PID is saved (see ukrun.launcher)
     if pid_file is not None:
         tmp = pid_file.with_name(f".{pid_file.name}.tmp")
         tmp.write_text(str(record.pid))
@@ -175,40 +176,71 @@ def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
     return made
 
 
-def _spawn_launcher(d: Path, terminal: bool, console_socket: str) -> tuple[int, int]:
-    """Starts the container's init; returns its PID and the pipe on which `create` commits it."""
-    import subprocess
+class _Zygote:
+    """The container's init-to-be (ukrun.launcher.zygote): forked now, told to go once the launch
+    configuration is written; closing it without `start` makes it exit."""
 
-    read_fd, write_fd = os.pipe()
-    commit_read, commit_write = os.pipe()
-    os.set_inheritable(commit_write, False)
-    stdio: int | None = None
-    master = slave = -1
-    try:
-        if terminal:
-            if not console_socket:
-                raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
-            master, slave = os.openpty()
-            _send_console(console_socket, master)
-            stdio = slave
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ukrun.launcher", str(d), str(write_fd), str(commit_read)],
-            pass_fds=(write_fd, commit_read), close_fds=True, stdin=stdio, stdout=stdio, stderr=stdio,
-        )
-    except BaseException:
-        os.close(commit_write)
-        raise
-    finally:
-        for fd in (write_fd, commit_read, master, slave):
+    def __init__(self, d: Path) -> None:
+        from ukrun import launcher
+
+        sync_r, sync_w = os.pipe()
+        commit_r, commit_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            os.close(sync_r)
+            os.close(commit_w)
+            launcher.zygote(d, theirs, sync_w, commit_r)
+        theirs.close()
+        os.close(sync_w)
+        os.close(commit_r)
+        self.pid, self.sock, self.sync, self.commit_fd = pid, ours, sync_r, commit_w
+        self.reaped = False
+
+    def start(self, terminal: bool, console_socket: str) -> int:
+        """Sends "go" (and the terminal); returns the init's PID once the zygote has forked it."""
+        master = slave = -1
+        try:
+            fds = array.array("i")
+            if terminal:
+                if not console_socket:
+                    raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
+                master, slave = os.openpty()
+                _send_console(console_socket, master)
+                fds.append(slave)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if fds else []
+            self.sock.sendmsg([b"go"], rights)
+        finally:
+            self.sock.close()
+            for fd in (master, slave):
+                if fd >= 0:
+                    os.close(fd)
+        with os.fdopen(self.sync) as r:
+            self.sync = -1
+            line = r.readline().strip()
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        if status != 0 or not line.isdigit():
+            reason = line.removeprefix("error ").strip() or f"the launcher exited with {status}"
+            raise UkrunError(f"cannot start the container's init: {reason}")
+        return int(line)
+
+    def commit(self) -> None:
+        os.write(self.commit_fd, b"1")
+        self.close()
+
+    def close(self) -> None:
+        """Lets go of the zygote (it exits on end of file) and of the init (likewise, if not committed)."""
+        self.sock.close()
+        for fd in (self.sync, self.commit_fd):
             if fd >= 0:
                 os.close(fd)
-    with os.fdopen(read_fd) as r:
-        line = r.readline().strip()
-    if proc.wait() != 0 or not line.isdigit():
-        os.close(commit_write)
-        reason = line.removeprefix("error ").strip() or f"the launcher exited with {proc.returncode}"
-        raise UkrunError(f"cannot start the container's init: {reason}")
-    return int(line), commit_write
+        self.sync = self.commit_fd = -1
+        if not self.reaped:
+            self.reaped = True
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
 
 
 def _send_console(path: str, fd: int) -> None:
