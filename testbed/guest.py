@@ -23,7 +23,7 @@ from ukrun.unikernel import UnikernelConfig
 BUSYBOX = Path("/bin/busybox")
 MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4", "9pnet", "netfs", "fscache", "9p",
-           "9pnet_virtio", "pvpanic", "pvpanic-pci")
+           "9pnet_virtio", "pvpanic", "pvpanic-pci", "failover", "net_failover", "virtio_net")
 
 # Runs in the guest after switch_root, from the image's own busybox.
 AFTER_SWITCH = (
@@ -52,6 +52,13 @@ INIT = init_prelude(MODULES) + f"""fail() {{
   printf '\\001' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
   poweroff -f
 }}
+# The kernel's own `ip=` (urunc's convention): Debian's kernel has no IP autoconfiguration, so apply it.
+ipcfg=$(sed -n 's/.* ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$ipcfg" ]; then
+  set -- $(echo "$ipcfg" | tr ':' ' ')
+  ip link set lo up && ip link set "$5" up && ip addr add "$1/$3" dev "$5" && ip route add default via "$2" \\
+    || fail "cannot apply ip=$ipcfg"
+fi
 root=$(sed -n 's/.*ukrun.root=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 mkdir -p /newroot
 case "$root" in
@@ -119,6 +126,11 @@ def build_initrd(out: Path) -> Path:
 
 def kernel() -> Path:
     return ctd.cache_dir() / "kernel" / "vmlinuz"
+
+
+def kernel_release() -> str:
+    """What `uname -r` says in the guest: the cached kernel package's version (linux-image-<release>)."""
+    return (ctd.cache_dir() / "kernel" / "VERSION").read_text().strip().removeprefix("linux-image-")
 
 
 def linux_image(workdir: Path, name: str, app: str, *, cmd: Sequence[str] = ("/bin/sh", "/app/run.sh"),

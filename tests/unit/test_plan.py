@@ -16,12 +16,14 @@ Sources of the expectations (facts, not code):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding
+from ukrun.network.base import Interface, tap_name
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, PlanError, Resources, plan
 from ukrun.unikernel import UnikernelConfig
@@ -225,3 +227,61 @@ def test_plans_are_serialisable() -> None:
     p = plan(facts("linux", "firecracker", rootfs=BLOCK_ROOT, mount_rootfs=True))
     doc = json.loads(json.dumps(p.to_json()))
     assert doc["root"]["mode"] == "block" and doc["argv"][0] == BINARIES["firecracker"]
+
+
+# -- network (urunc's dynamic mode: the container's interface redirected to a tap of its own) ----------------
+IFACE = Interface("eth0", 3, "192.0.2.2", 24, "192.0.2.1", "02:42:c0:00:02:02", 1500)
+TAP = tap_name("c1")
+
+
+def networked(guest: str, monitor: str, **kw: object) -> Facts:
+    f = facts(guest, monitor, **kw)  # type: ignore[arg-type]
+    resolv = (("/etc/resolv.conf", b"search example\nnameserver 192.0.2.53\n"),)
+    return dataclasses.replace(f, netns="/run/netns/pod", interface=IFACE, etc_files=resolv)
+
+
+def test_each_guest_is_told_its_network_in_its_own_convention() -> None:
+    linux = plan(networked("linux", "qemu", rootfs=BLOCK_ROOT, mount_rootfs=True))
+    assert "ip=192.0.2.2::192.0.2.1:255.255.255.0:urunc:eth0:off" in linux.cmdline
+    i = linux.argv.index("-netdev")
+    assert linux.argv[i + 1] == f"tap,id=net0,ifname={TAP},script=no,downscript=no"
+    assert linux.argv[i + 3] == "virtio-net-pci,netdev=net0,mac=02:42:c0:00:02:02"
+    assert linux.network is not None and linux.netns == "/run/netns/pod" and linux.interface == "eth0"
+    unikraft = plan(networked("unikraft", "qemu", initrd="/rootfs.cpio"))
+    assert "netdev.ip=192.0.2.2/24:192.0.2.1:192.0.2.53" in unikraft.cmdline
+    old = plan(networked("unikraft", "qemu", initrd="/rootfs.cpio", version="0.15.0"))
+    assert "netdev.ipv4_addr=192.0.2.2 netdev.ipv4_gw_addr=192.0.2.1 netdev.ipv4_subnet_mask=255.255.255.0" \
+        in old.cmdline
+    mirage = plan(networked("mirage", "spt", args=("--port=80",)))
+    assert mirage.cmdline == "--ipv4=192.0.2.2/24 --ipv4-gateway=192.0.2.1 --port=80"
+    assert f"--net:service={TAP}" in mirage.argv and "--net-mac:service=02:42:c0:00:02:02" in mirage.argv
+    rump = plan(networked("rumprun", "hvt", rootfs=EXT2_ROOT, mount_rootfs=True))
+    assert json.loads(rump.cmdline)["net"] == {"if": "ukvmif0", "cloner": "True", "type": "inet",
+                                               "method": "static", "addr": "192.0.2.2", "mask": "24",
+                                               "gw": "192.0.2.1"}
+    assert f"--net:tap={TAP}" in rump.argv
+    assert plan(networked("mewz", "qemu")).cmdline == "ip=192.0.2.2/24 gateway=192.0.2.1"
+    assert plan(networked("hermit", "qemu", initrd="/i")).cmdline == "ip=192.0.2.2/24 gateway=192.0.2.1 -- /app run"
+
+
+def test_firecracker_and_cloud_hypervisor_get_the_tap() -> None:
+    fc = plan(networked("linux", "firecracker", rootfs=BLOCK_ROOT, mount_rootfs=True))
+    config = json.loads(dict(fc.files)[f"{STATE}/firecracker.json"])
+    assert config["network-interfaces"] == [{"iface_id": "net1", "guest_mac": "02:42:c0:00:02:02",
+                                             "host_dev_name": TAP}]
+    ch = plan(networked("linux", "cloud-hypervisor", rootfs=BLOCK_ROOT, mount_rootfs=True))
+    assert f"tap={TAP},mac=02:42:c0:00:02:02" in ch.argv
+
+
+def test_one_unikernel_per_network_namespace() -> None:
+    crowded = dataclasses.replace(networked("linux", "qemu"), taps=((tap_name("other"), "other"),))
+    with pytest.raises(PlanError, match="already carries unikernel other: ukrun runs one unikernel per network"):
+        plan(crowded)
+    again = dataclasses.replace(networked("linux", "qemu"), taps=((TAP, "c1"),))  # its own, from a crashed create
+    assert plan(again).network is not None
+
+
+def test_without_a_network_namespace_path_the_guest_gets_no_network() -> None:
+    p = plan(facts("linux", "qemu"))
+    assert p.network is None and "-netdev" not in p.argv and " ip=" not in p.cmdline
+    assert any("no network namespace" in n for n in p.notes)

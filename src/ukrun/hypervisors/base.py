@@ -33,6 +33,15 @@ class Share:
 
 
 @dataclass(frozen=True)
+class NetDevice:
+    """A network device backed by a host tap; `id` is the guest's name for it (a solo5 device name)."""
+
+    id: str
+    tap: str
+    mac: str
+
+
+@dataclass(frozen=True)
 class ExitDevice:
     """qemu's isa-debug-exit: a guest writing v to the port makes qemu exit with (v << 1) | 1."""
 
@@ -58,6 +67,7 @@ class MonitorSpec:
     vcpus: int = 1
     blocks: tuple[BlockDevice, ...] = ()
     shares: tuple[Share, ...] = ()
+    nets: tuple[NetDevice, ...] = ()
     accel: str = "tcg"  # "kvm" only where a probe showed it works
     exit_device: ExitDevice | None = None
     seccomp: bool = True  # the monitor's own sandbox (qemu -sandbox, cloud-hypervisor --seccomp, ...)

@@ -24,6 +24,8 @@ class CloudHypervisor(Hypervisor):
                 "--seccomp", "true" if spec.seccomp else "false"]
         for initrd in spec.initrds:
             argv += ["--initramfs", initrd]
+        for net in spec.nets:
+            argv += ["--net", f"tap={net.tap},mac={net.mac}"]
         for dev in spec.blocks:
             argv += ["--disk", f"path={dev.path},readonly={'on' if dev.read_only else 'off'},id={dev.id}"]
         return MonitorLaunch(tuple([*argv, "--cmdline", spec.cmdline]))

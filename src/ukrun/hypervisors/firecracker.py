@@ -33,6 +33,9 @@ class Firecracker(Hypervisor):
             "drives": [{"drive_id": dev.id, "path_on_host": dev.path, "is_root_device": False,
                         "is_read_only": dev.read_only} for dev in spec.blocks],
         }
+        if spec.nets:
+            config["network-interfaces"] = [{"iface_id": f"net{i + 1}", "guest_mac": net.mac,
+                                             "host_dev_name": net.tap} for i, net in enumerate(spec.nets)]
         path = os.path.join(spec.workdir, CONFIG_FILE)
         argv = [binary, "--no-api", "--config-file", path]
         if not spec.seccomp:

@@ -59,6 +59,9 @@ class Qemu(Hypervisor):
                 "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
                 "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
             ]
+        for i, net in enumerate(spec.nets):
+            argv += ["-netdev", f"tap,id=net{i},ifname={net.tap},script=no,downscript=no",
+                     "-device", f"virtio-net-pci,netdev=net{i},mac={net.mac}"]
         if spec.exit_device is not None:
             argv += ["-device", f"isa-debug-exit,iobase={spec.exit_device.iobase:#x},"
                                 f"iosize={spec.exit_device.iosize:#x}"]

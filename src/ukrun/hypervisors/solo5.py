@@ -20,6 +20,8 @@ class _Solo5(Hypervisor):
     def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
         argv = [binary, f"--mem={spec.memory_mib}"]
         argv += [f"--block:{dev.id}={dev.path}" for dev in spec.blocks]
+        for net in spec.nets:
+            argv += [f"--net:{net.id}={net.tap}", f"--net-mac:{net.id}={net.mac}"]
         argv += ["--", spec.kernel]
         return MonitorLaunch(tuple(argv + ([spec.cmdline] if spec.cmdline else [])))
 

@@ -123,6 +123,11 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     from ukrun.unikernels.base import RootMode
 
     info = facts.rootfs
+    if plan.network is not None:
+        record.netns, record.tap = plan.netns, plan.network.tap
+        st.save(ctx.root, record)  # before the tap exists: a crash from here on leaves a record of it
+        _connect(plan)
+        timer.mark("network")
     if plan.files_target is FilesTarget.ROOTFS:
         rootfsmod.write_guest_files(Path(info.mount_point), dict(plan.guest_files))
     elif plan.files_target is FilesTarget.SHARE:
@@ -157,6 +162,24 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _connect(plan: LaunchPlan) -> None:
+    """The container's tap, and the redirection between it and the container's interface."""
+    from ukrun.network import netlink
+    from ukrun.network.base import alias
+
+    assert plan.network is not None
+    with netlink.inside(plan.netns) as ipr:
+        found = ipr.link_lookup(ifname=plan.interface)
+        if not found:
+            raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
+        iface = found[0]
+        crashpoints.point("before-tap")
+        tap = netlink.make_tap(ipr, plan.network.tap, alias(plan.container_id), plan.network.mtu)
+        crashpoints.point("after-tap")
+        netlink.redirect(ipr, iface, tap)
+        netlink.redirect(ipr, tap, iface)
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:

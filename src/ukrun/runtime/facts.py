@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ukrun import config as configmod
 from ukrun.containerd.records import ContainerRecord
 from ukrun.errors import ContainerdUnavailable, NotFound
+from ukrun.network.base import Interface
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
@@ -39,15 +40,31 @@ class HostFacts:
     elsewhere: tuple[str, ...]
 
 
+    netns: str
+    interface: Interface | None
+    taps: tuple[tuple[str, str], ...]
+
+
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
          client: Client | None, cache_dir: Path) -> HostFacts:
     info = rootfsmod.inspect(spec.rootfs)
     record = container(client, container_id) if client is not None else None
+    netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
+    interface, taps = network(netns) if netns else (None, ())
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
-        elsewhere=elsewhere(info) if uk_config.mount_rootfs else (),
+        elsewhere=elsewhere(info) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
+        taps=taps,
     )
+
+
+def network(netns: str) -> tuple[Interface | None, tuple[tuple[str, str], ...]]:
+    """The namespace's default interface and the ukrun taps already there."""
+    from ukrun.network import netlink
+
+    with netlink.inside(netns) as ipr:
+        return netlink.default_interface(ipr), tuple(sorted(netlink.ukrun_taps(ipr).items()))
 
 
 def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,
@@ -55,7 +72,8 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
     return Facts(
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
-        artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec),
+        artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
+        interface=found.interface, taps=found.taps,
     )
 
 

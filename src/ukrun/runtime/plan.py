@@ -17,6 +17,7 @@ from typing import Any
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors import base as hv
+from ukrun.network.base import GuestNetwork, Interface, first_nameserver, tap_name
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
@@ -78,6 +79,9 @@ class Facts:
     artifacts: ArtifactPaths
     state_dir: str  # the container's state folder
     etc_files: tuple[tuple[str, bytes], ...] = ()  # the spec's bind-mounted /etc files, for a block rootfs
+    netns: str = ""  # the container's network namespace (a path), when the spec names one
+    interface: Interface | None = None  # its interface with the default route
+    taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class LaunchPlan:
     argv: tuple[str, ...]
     files: tuple[tuple[str, bytes], ...]  # (path, content) written before the monitor starts
     exit_decoding: hv.ExitDecoding
+    netns: str = ""
+    interface: str = ""  # the container's interface that the tap is redirected from and to
+    network: GuestNetwork | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +129,9 @@ class LaunchPlan:
             "shares": [{"tag": s.tag, "path": s.path, "read_only": s.read_only} for s in self.shares],
             "initrds": list(self.initrds), "argv": list(self.argv),
             "files": {p: show(d) for p, d in self.files}, "exit_decoding": self.exit_decoding.value,
+            "network": None if self.network is None else {
+                "netns": self.netns, "interface": self.interface, "tap": self.network.tap, "mac": self.network.mac,
+                "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu},
             "notes": list(self.notes),
         }
 
@@ -140,7 +150,9 @@ def plan(facts: Facts) -> LaunchPlan:
                         "use qemu or solo5-spt, or run on a host with KVM")
     root, decision, notes = _root(facts, guest, monitor)
     blocks, guest_blocks = _blocks(facts, guest, root, decision)
-    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks)
+    network, net_notes = _network(facts)
+    notes += net_notes
+    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, network)
     guest.check(req)
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
@@ -169,6 +181,7 @@ def plan(facts: Facts) -> LaunchPlan:
     spec = hv.MonitorSpec(
         kernel=facts.artifacts.kernel, cmdline=cmdline, initrds=initrds,
         memory_mib=_memory(facts), vcpus=_vcpus(facts), blocks=blocks, shares=shares, accel=_accel(facts),
+        nets=(hv.NetDevice(guest.net_id, network.tap, network.mac),) if network is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
     )
     launch = monitor.launch(spec, facts.monitor.binary)
@@ -181,8 +194,28 @@ def plan(facts: Facts) -> LaunchPlan:
         guest_files=tuple(sorted(files.items())) if target is not FilesTarget.NONE else (),
         cmdline=cmdline, memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,
         seccomp=spec.seccomp, blocks=blocks, shares=shares, initrds=initrds, argv=launch.argv,
-        files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding), notes=notes,
+        files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
+        netns=facts.netns if network is not None else "", network=network, notes=notes,
+        interface=facts.interface.name if network is not None and facts.interface else "",
     )
+
+
+def _network(facts: Facts) -> tuple[GuestNetwork | None, tuple[str, ...]]:
+    """The container's interface, redirected to a tap of its own (urunc's dynamic mode). One unikernel per
+    network namespace: the redirection takes all the interface's traffic."""
+    if not facts.netns:
+        return None, ("the spec names no network namespace: the guest gets no network",)
+    if facts.interface is None:
+        return None, (f"no interface with a default route in {facts.netns}: the guest gets no network",)
+    tap = tap_name(facts.container_id)
+    others = [c for t, c in facts.taps if t != tap]
+    if others:
+        raise PlanError(f"the network namespace {facts.netns} already carries unikernel {others[0]}: ukrun runs "
+                        "one unikernel per network namespace (pod), since it takes all of the interface's "
+                        "traffic; run this one in a pod of its own")
+    iface = facts.interface
+    dns = next((first_nameserver(data) for path, data in facts.etc_files if path == "/etc/resolv.conf"), "")
+    return GuestNetwork(tap, iface.mac, iface.address, iface.prefixlen, iface.gateway, iface.mtu, dns), ()
 
 
 def _root(facts: Facts, guest: guests.UnikernelType,

@@ -140,9 +140,21 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     while (st.alive(record) or cgroups.populated(record.cgroups)) and time.monotonic() < deadline:
         time.sleep(0.01)
     cgroups.remove(record.cgroups)
+    if record.tap:
+        _disconnect(record)
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     store(ctx, record.namespace).release(record.id)
     shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
+
+
+def _disconnect(record: st.ContainerState) -> None:
+    """Removes the container's tap and the filters that point at it; a namespace already gone took them."""
+    from ukrun.network import netlink
+
+    if not os.path.exists(record.netns):
+        return
+    with netlink.inside(record.netns) as ipr:
+        netlink.remove_tap(ipr, record.tap)
 
 
 def gc(ctx: Context, dry_run: bool) -> list[str]:

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding, ExitDevice
+from ukrun.network.base import GuestNetwork
 from ukrun.unikernel import UnikernelConfig
 
 
@@ -51,6 +52,7 @@ class GuestRequest:
     root: RootMode
     monitor: str
     blocks: tuple[GuestBlock, ...] = ()
+    network: GuestNetwork | None = None
 
 
 ROOT_TAG = "fs0"  # the 9p tag of a shared rootfs, as urunc names it
@@ -66,6 +68,7 @@ class UnikernelType(ABC):
     initrd_root: ClassVar[bool] = False  # boots with the image's initrd as its root filesystem
     rootfs_id: ClassVar[str] = "rootfs"  # the id of the rootfs block device
     block_id: ClassVar[str] = "annot_vol"  # the id of the image's block (`com.urunc.unikernel.block`)
+    net_id: ClassVar[str] = "net0"  # the guest's name for its network device (a solo5 device name)
     exit_device: ClassVar[ExitDevice | None] = None  # on qemu
     exit_decoding: ClassVar[ExitDecoding] = ExitDecoding.RAW
 

@@ -13,4 +13,8 @@ class Hermit(UnikernelType):
     initrd_root = True
 
     def cmdline(self, req: GuestRequest) -> str:
-        return " ".join(req.process.args or tuple(req.config.cmdline.split()))
+        args = " ".join(req.process.args or tuple(req.config.cmdline.split()))
+        net = req.network
+        if net is None:
+            return args
+        return f"ip={net.cidr} gateway={net.gateway}" + (f" -- {args}" if args else "")

@@ -3,11 +3,12 @@
 The command line follows urunc's (its `unikernels/linux.go`; the kernel's `admin-guide/kernel-parameters`
 for the meaning): `panic=-1 console=ttyS0`, the root (`root=/dev/vda rw` for the container's block
 device, `root=/dev/ram0 rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a shared
-folder), then the process: `init=<argv0> -- <args>` (`rdinit=` for an initrd root), an argument holding
-spaces in single quotes (urunc's init, urunit, joins them again). The environment goes as bare
-`K=V` parameters, which the kernel hands to init as its environment; when argv0 is urunit, it goes in
-urunit's configuration instead (environment, uid, gid, working folder, block mounts), handed over as
-an extra initrd that the kernel keeps (`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
+folder), the network (`ip=<addr>::<gw>:<mask>:urunc:eth0:off`), then the process: `init=<argv0> --
+<args>` (`rdinit=` for an initrd root), an argument holding spaces in single quotes (urunc's init,
+urunit, joins them again). The environment goes as bare `K=V` parameters, which the kernel hands to
+init as its environment; when argv0 is urunit, it goes in urunit's configuration instead (environment,
+uid, gid, working folder, block mounts), handed over as an extra initrd that the kernel keeps
+(`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
 
 ukrun's own contract rides along, before the `--`: an init that knows it mounts what `ukrun.root=`
 names (`/dev/vda` or `9p:<tag>`) and runs the script `ukrun.process=` names (the spec's cwd, env and
@@ -26,6 +27,7 @@ from ukrun.hypervisors.base import ExitDecoding, ExitDevice
 from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestRequest, RootMode, UnikernelType, register
 
 PROCESS_SCRIPT = "/.ukrun/process.sh"
+HOSTNAME = "urunc"  # the `ip=` parameter's host name field, as urunc writes it
 URUNIT_CONFIG = "/sys/firmware/initrd"
 SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
                "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
@@ -69,6 +71,9 @@ class Linux(UnikernelType):
             parts += ["root=/dev/ram0", "rw"]
         elif req.root is RootMode.SHARED:
             parts.append(SHARED_ROOT)
+        net = req.network
+        if net is not None:
+            parts.append(f"ip={net.address}::{net.gateway}:{net.mask}:{HOSTNAME}:eth0:off")
         if is_urunit(req):
             parts += ["retain_initrd", f"URUNIT_CONFIG={URUNIT_CONFIG}"]
         else:

@@ -16,4 +16,5 @@ class Mewz(UnikernelType):
     exit_decoding = ExitDecoding.DEBUG_EXIT
 
     def cmdline(self, req: GuestRequest) -> str:
-        return ""
+        net = req.network
+        return f"ip={net.cidr} gateway={net.gateway}" if net is not None else ""

@@ -1,7 +1,8 @@
 """A Unikraft unikernel on qemu or firecracker.
 
 Its command line is Unikraft's: library parameters (`uklibparam`), then `--`, then the application's
-arguments; urunc's shape is `Unikraft [env.vars=[ K=V ... ]] [netdev.ip=...] [vfs.fstab=[ ... ]] -- <args>`
+arguments; urunc's shape is `Unikraft [env.vars=[ K=V ... ]] [netdev.ip=<cidr>:<gw>:<dns>] [vfs.fstab=[ ... ]]
+-- <args>` (the DNS server is the container's first nameserver, where urunc writes 8.8.8.8)
 for `unikernelVersion` 0.16.1 and later (and when the version is not given), and
 `vfs.rootfs=initrd` with no environment before that. Its root filesystem is the image's initrd
 (extracted into a RAM file system) or the container's rootfs folder over 9p (tag fs0); it reads no
@@ -38,6 +39,13 @@ class Unikraft(UnikernelType):
         parts = ["Unikraft"]
         if new and req.process.env:
             parts.append(f"env.vars=[ {' '.join(req.process.env)} ]")
+        net = req.network
+        if net is not None:
+            if new:
+                parts.append(f"netdev.ip={net.cidr}:{net.gateway}" + (f":{net.dns}" if net.dns else ""))
+            else:
+                parts += [f"netdev.ipv4_addr={net.address}", f"netdev.ipv4_gw_addr={net.gateway}",
+                          f"netdev.ipv4_subnet_mask={net.mask}"]
         if req.root is RootMode.INITRD:
             parts.append('vfs.fstab=[ "initrd0:/:extract:::" ]' if new else "vfs.rootfs=initrd")
         elif req.root is RootMode.SHARED and new:

@@ -1,0 +1,98 @@
+"""A unikernel with the network of its container's namespace, through ctr, the stock shim and ukrun:
+the linux guest answers a TCP request sent to the container's address, from another namespace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import guest, netns
+from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.runner import Runner
+
+IMAGE = "ukrun/net-guest:1"
+APP = """#!/bin/sh
+echo "guest up"
+while true; do echo "guest kernel $(/bin/busybox uname -r)" | /bin/busybox nc -l -p 8080; done
+"""
+
+
+@pytest.fixture(scope="session")
+def net_image(image_dir: Path) -> Path:
+    return guest.linux_image(image_dir / "net", IMAGE, APP)
+
+
+@pytest.fixture
+def pod(ns: str) -> Iterator[netns.Pod]:
+    p = netns.make(ns)
+    yield p
+    netns.remove(p)
+
+
+@pytest.fixture
+def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, net_image: Path) -> Iterator[Runner]:
+    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
+    daemon.import_image(ns, net_image, SNAPSHOTTER)
+    yield r
+    for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
+        r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
+        r.ctr("task", "delete", "--force", line.split()[0])
+    for cid in r.ctr("containers", "ls", "-q").stdout.split():
+        r.ctr("containers", "delete", cid)
+
+
+def _ask(pod: netns.Pod, deadline: float) -> str:
+    """The guest's answer on port 8080, polling (bounded) while it boots."""
+    while time.monotonic() < deadline:
+        proc = pod.run("busybox", "nc", "-w", "2", netns.CONTAINER_IP, "8080")
+        if "guest kernel" in proc.stdout:
+            return proc.stdout
+        time.sleep(0.5)
+    return ""
+
+
+def _ukrun_links(pod: netns.Pod) -> str:
+    return pod.inside("ip", "-o", "link", "show").stdout
+
+
+def test_a_linux_guest_answers_on_its_containers_address(runner: Runner, pod: netns.Pod) -> None:
+    proc = runner.run("n1", flags=("--detach", "--with-ns", f"network:{pod.path}"), image=IMAGE)
+    assert proc.returncode == 0, proc.stderr
+    runner.wait_status("n1", "RUNNING")
+    assert "tapuk" in _ukrun_links(pod)
+    answer = _ask(pod, time.monotonic() + 90)
+    assert answer.strip() == f"guest kernel {guest.kernel_release()}", answer
+    # A second unikernel in the same network namespace is refused, naming the one already there.
+    second = runner.run("n2", flags=("--rm", "--with-ns", f"network:{pod.path}"), image=IMAGE)
+    assert second.returncode != 0 and "already carries unikernel n1" in second.stderr, second.stderr
+    runner.ctr("containers", "delete", "n2")
+    assert runner.ctr("task", "kill", "-s", "SIGKILL", "n1").returncode == 0
+    runner.wait_status("n1", "STOPPED")
+    assert runner.ctr("task", "delete", "n1").returncode == 0
+    assert runner.ctr("containers", "delete", "n1").returncode == 0
+    assert "tapuk" not in _ukrun_links(pod)
+    assert "ingress" not in pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout
+    assert "eth0" in _ukrun_links(pod)  # the container's own interface stays: only what ukrun made goes
+    runner.assert_clean("n1")
+
+
+@pytest.mark.parametrize("step", ["before-tap", "after-tap"])
+def test_a_create_killed_during_network_set_up_leaves_nothing(daemon: ctd.Daemon, ns: str, tmp_path: Path,
+                                                             net_image: Path, pod: netns.Pod, step: str) -> None:
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config), "UKRUN_CRASH_AT": step})
+    try:
+        r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+        private.import_image(ns, net_image, SNAPSHOTTER)
+        proc = r.run("k1", flags=("--rm", "--with-ns", f"network:{pod.path}"), image=IMAGE)
+        assert proc.returncode != 0
+        assert "tapuk" not in _ukrun_links(pod), _ukrun_links(pod)
+        assert "ingress" not in pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout
+        r.ctr("containers", "delete", "k1")
+        r.assert_clean("k1")
+    finally:
+        ctd.stop(private.dir)
