@@ -71,8 +71,13 @@ DEVMAPPER = """
 """
 
 
-def config_text(folder: Path, devmapper_pool: str = "") -> str:
-    disabled = [*DISABLED, *([] if devmapper_pool else ["io.containerd.snapshotter.v1.devmapper"])]
+CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images")
+
+
+def config_text(folder: Path, devmapper_pool: str = "", cri: bool = False) -> str:
+    """The daemon's configuration; with `cri`, its CRI plugins stay enabled (see testbed.cri)."""
+    disabled = [p for p in DISABLED if not (cri and p in CRI_PLUGINS)]
+    disabled += [] if devmapper_pool else ["io.containerd.snapshotter.v1.devmapper"]
     return CONFIG.format(
         dir=folder,
         disabled=", ".join(f'"{p}"' for p in disabled),
@@ -123,7 +128,7 @@ class Daemon:
 
 
 def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[str, str] | None = None,
-          devmapper_pool: str = "") -> Daemon:
+          devmapper_pool: str = "", config: str = "") -> Daemon:
     """Starts a private containerd in `folder`; with `devmapper_pool`, its devmapper snapshotter uses that
     thin pool (which must exist as /dev/mapper/<pool>)."""
     installed_version(version)
@@ -135,13 +140,13 @@ def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[s
     scratch = folder / "scratch.img"
     subprocess.run(["truncate", "-s", scratch_size, str(scratch)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(scratch)], check=True)
-    config = folder / "config.toml"
-    config.write_text(config_text(folder, devmapper_pool))
+    config_file = folder / "config.toml"
+    config_file.write_text(config or config_text(folder, devmapper_pool))
     log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
     denv = {**os.environ, **(env or {})}
     denv["PATH"] = f"{bin_dir(version)}:{denv.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     proc = subprocess.Popen(
-        [str(bin_dir(version) / "containerd"), "--config", str(config)],
+        [str(bin_dir(version) / "containerd"), "--config", str(config_file)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=denv, start_new_session=True,
     )
     log.close()

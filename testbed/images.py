@@ -49,7 +49,8 @@ def unikernel_image(workdir: Path, name: str, *, kernel_size: int = 1 << 20, see
     return out
 
 
-def raw_image(workdir: Path, name: str, layers: Sequence[Sequence[Entry]], cfg: UnikernelConfig | None = None) -> Path:
+def raw_image(workdir: Path, name: str, layers: Sequence[Sequence[Entry]], cfg: UnikernelConfig | None = None,
+              cmd: Sequence[str] = ()) -> Path:
     """An image of exactly the given layers (no mark); `cfg` adds a urunc.json to the last layer."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
@@ -58,7 +59,7 @@ def raw_image(workdir: Path, name: str, layers: Sequence[Sequence[Entry]], cfg: 
         for i, layer in enumerate(layers):
             extra = [Entry(URUNC_JSON, data=cfg.urunc_json())] if cfg and i == len(layers) - 1 else []
             b.add_layer([*layer, *extra])
-        b.write(out, cfg.annotations() if cfg else {})
+        b.write(out, cfg.annotations() if cfg else {}, cmd)
     return out
 
 

@@ -200,6 +200,7 @@ def test_a_rootfs_mounted_elsewhere_is_refused(daemon: ctd.Daemon, ns: str, tmp_
     finally:
         ctd.stop(private.dir)
         shutil.rmtree(Path("/run/containerd/runc") / ns, ignore_errors=True)  # the namespace is this test's
+        shutil.rmtree(r.fifo_dir, ignore_errors=True)  # the runner's, beside it
 
 
 def test_a_guest_does_not_hold_other_containers_mounts(runner: Runner, tmp_path: Path) -> None:

@@ -66,10 +66,15 @@ def parse_signal(value: str) -> int:
         raise UkrunError(f"unknown signal {value!r}") from None
 
 
+# runc's words: containerd's shim reads "container not running" in a kill's error as "already finished",
+# which is how a kubelet's SIGKILL after a graceful stop succeeds.
+NOT_RUNNING = "container not running"
+
+
 def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
     record = st.load(root, container_id)
     if not st.alive(record):
-        raise UkrunError(f"container {container_id} is not running")
+        raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped")
     if all_processes:
         from ukrun import cgroups
 
@@ -77,7 +82,7 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
     try:
         os.kill(record.pid, sig)
     except ProcessLookupError:
-        raise UkrunError(f"container {container_id} is not running") from None
+        raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped") from None
 
 
 def ps(root: str, container_id: str) -> list[int]:
