@@ -319,3 +319,16 @@ def test_an_image_whose_urunc_json_links_to_a_host_file_is_refused(runner: Runne
     assert "urunc.json '/urunc.json' does not exist in the image" in proc.stderr, proc.stderr
     runner.ctr("containers", "delete", "l1")
     runner.assert_clean("l1")
+
+
+def test_a_guest_boots_from_an_erofs_snapshot_over_9p(runner: Runner, guest_image: Path, tmp_path: Path) -> None:
+    # erofs (containerd 2.1+): the container's rootfs is an overlay over erofs layers, a folder.
+    if runner.daemon.version == "1.7":
+        pytest.skip("containerd 1.7 has no erofs snapshotter")
+    runner.daemon.import_image(runner.ns, guest_image, "erofs")
+    erofs = Runner(runner.daemon, runner.ns, runner.runc_root, runner.state_root, snapshotter="erofs")
+    proc = erofs.run("e1", "/bin/sh", "/app/run.sh", "exit", "erofs", "4")
+    assert "guest says erofs" in proc.stdout and proc.returncode == 4, proc.stdout + proc.stderr
+    assert erofs.read_snapshot("e1", "/guest-file", tmp_path) == "erofs\n"
+    assert erofs.ctr("containers", "delete", "e1").returncode == 0
+    erofs.assert_clean("e1")

@@ -403,3 +403,21 @@ def test_gc_leaves_alone_what_another_state_root_holds(
     assert art.kernel.read_bytes() == source_kernel(basic_image.parent)
     store.release("c1")
     assert views(client) == []
+
+
+def test_views_on_the_erofs_snapshotter(daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore,
+                                        basic_image: Path, image_dir: Path) -> None:
+    # containerd 2.1's erofs snapshotter keeps each committed layer as one erofs image file, mounted by
+    # the snapshotter; a view of the marked layer is a mount of it, shared like any other.
+    if daemon.version == "1.7":
+        pytest.skip("containerd 1.7 has no erofs snapshotter")
+    daemon.import_image(ns, basic_image, "erofs")
+    for cid in ("e1", "e2"):
+        daemon.create_container(ns, "ukrun/basic:1", cid, "erofs")
+    a1, a2 = store.acquire("e1"), store.acquire("e2")
+    assert a1.view_key == a2.view_key and a1.snapshotter == "erofs" and "marked layer" in a1.chain_reason
+    assert a1.kernel.read_bytes() == source_kernel(image_dir)
+    store.release("e1")
+    store.release("e2")
+    assert not host.mounts_at(a1.mount_point)  # type: ignore[arg-type]
+    assert client.list_snapshots("erofs", ["kind==view"]) == []

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -193,14 +193,16 @@ class ArtifactStore:
         os.replace(tmp, path)
 
     # -- acquire ------------------------------------------------------------------------------------
-    def acquire(self, container_id: str, *, mode: str = "shared", spec_annotations: Mapping[str, str] | None = None,
+    def acquire(self, container_id: str, *, mode: str = "shared", config: UnikernelConfig | None = None,
                 rootfs: Path | None = None, record: ContainerRecord | None = None) -> Artifacts:
-        """Artifacts of a container. `rootfs` is its mounted rootfs, for copy mode and the fallback;
-        `record`, containerd's record of the container when the caller already has it."""
+        """Artifacts of a container. `config` is its unikernel configuration when the caller has read it
+        (create reads it once); else the spec's annotations in containerd, else the view's `/urunc.json`.
+        `rootfs` is its mounted rootfs, for copy mode and the fallback; `record`, containerd's record of
+        the container when the caller already has it."""
         if mode not in MODES:
             raise errors.ConfigError(f"unknown artifact mode {mode!r}; use one of {', '.join(MODES)}")
         _safe_name(container_id, "container ID")
-        spec_config = from_annotations(spec_annotations) if spec_annotations is not None else None
+        spec_config = config
         try:
             record = record or self.client.get_container(container_id)
         except errors.ContainerdUnavailable as exc:
@@ -208,7 +210,7 @@ class ArtifactStore:
                 raise
             log.warning("containerd unreachable, copying the artifacts out of %s instead: %s", rootfs, exc)
             return self._acquire_copy(container_id, spec_config, rootfs, None)
-        if spec_annotations is None:
+        if spec_config is None:
             spec_config = from_annotations(_spec_annotations(record.spec))
         if mode == "copy":
             return self._acquire_copy(container_id, spec_config, rootfs, record)

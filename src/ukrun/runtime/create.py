@@ -78,8 +78,7 @@ def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: 
     mode = spec.annotations.get(verbs.MODE_ANNOTATION, ctx.config.artifact_mode)
     if mode not in configmod.MODES:
         raise UkrunError(f"annotation {verbs.MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
-    art = store.acquire(record.id, mode=mode, spec_annotations=spec.annotations, rootfs=spec.rootfs,
-                        record=found.container)
+    art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
     timer.mark("artifacts")
     paths = ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""))
     return gather.facts(found, spec, uk_config, record.id, str(d), paths), art
