@@ -1,10 +1,12 @@
 """`make bench-runtime`: ukrun's own overhead per verb, beside runc's, on this machine.
 
-- `state`: wall time of the whole process (what the shim pays each call), ukrun vs runc, on a running
-  container of each, 30 calls, median.
 - container start: wall time of `ctr run -d` until the task runs, for a ukrun guest and a runc
-  container on the same snapshotter, 5 runs, median; and ukrun's phases from its timing log, from the
-  start of `create` to the exec of the monitor.
+  container on the same snapshotter, alternating, 7 runs each, median and the ratio; and ukrun's
+  phases from its timing log, from the start of `create` to the exec of the monitor.
+- each verb as the shim runs it (create, start, kill, delete), as a whole process, with its peak
+  memory: the shim runs a small recorder as the runtime binary, which times the real runtime as its
+  child (the recorder's own start, the same for both, is not counted).
+- `state`: wall time of the whole process, ukrun vs runc, on a running container of each, 30 calls.
 - import costs of the hot verbs, from `python -X importtime`.
 """
 
@@ -26,6 +28,36 @@ from ukrun.image.build import Entry
 UKRUN = str(Path(sys.executable).parent / "ukrun")
 NS = "bench"
 APP = "#!/bin/sh\nexec /bin/busybox sleep 600\n"
+RUNS = 7
+RECORDER = """#!{python}
+import os, resource, subprocess, sys, time
+verbs = ("create", "start", "kill", "delete", "state")
+verb = next((a for a in sys.argv[1:] if a in verbs), "other")
+t0 = time.perf_counter()
+rc = subprocess.call([{target!r}, *sys.argv[1:]])
+ms = (time.perf_counter() - t0) * 1000
+kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open({log!r}, "a") as f:
+    f.write(f"{{verb}} {{ms:.1f}} {{kib}}\\n")
+sys.exit(rc)
+"""
+
+
+def recorder(work: Path, name: str, target: str) -> tuple[Path, Path]:
+    log = work / f"{name}.verbs"
+    path = work / f"record-{name}"
+    path.write_text(RECORDER.format(python=sys.executable, target=target, log=str(log)))
+    path.chmod(0o755)
+    return path, log
+
+
+def verb_costs(log: Path) -> dict[str, tuple[float, int]]:
+    """verb -> (median ms, peak KiB) from a recorder's log."""
+    rows: dict[str, list[tuple[float, int]]] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        verb, ms, kib = line.split()
+        rows.setdefault(verb, []).append((float(ms), int(kib)))
+    return {v: (statistics.median(r[0] for r in rs), max(r[1] for r in rs)) for v, rs in rows.items()}
 
 
 def wall(cmd: list[str], n: int) -> float:
@@ -62,7 +94,7 @@ def main() -> int:
             Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox")]])
         daemon.import_image(NS, plain)
         starts: dict[str, list[float]] = {"ukrun": [], "runc": []}
-        for i in range(5):
+        for i in range(RUNS):
             for kind, image, args in (("ukrun", "bench/guest:1", ["/bin/sh", "/app/run.sh"]),
                                       ("runc", "bench/plain:1", ["/bin/busybox", "sleep", "600"])):
                 cid = f"{kind}{i}"
@@ -74,11 +106,28 @@ def main() -> int:
                 while not running(cid):
                     time.sleep(0.005)
                 starts[kind].append((time.perf_counter() - t0) * 1000)
+        costs: dict[str, dict[str, tuple[float, int]]] = {}
+        for kind, image, args, target in (("ukrun", "bench/guest:1", ["/bin/sh", "/app/run.sh"], UKRUN),
+                                          ("runc", "bench/plain:1", ["/bin/busybox", "sleep", "600"], "runc")):
+            rec, log = recorder(work, kind, target)
+            for i in range(3):
+                cid = f"rec-{kind}{i}"
+                proc = ctr("run", "-d", "--snapshotter", "blockfile", "--runc-binary", str(rec), "--runc-root",
+                           str(runc_root / f"rec-{kind}"), "--fifo-dir", str(work / "fifo"), image, cid, *args)
+                assert proc.returncode == 0, proc.stderr
+                while not running(cid):
+                    time.sleep(0.005)
+                ctr("task", "kill", "-s", "SIGKILL", cid)
+                while running(cid):
+                    time.sleep(0.01)
+                ctr("task", "delete", cid)
+                ctr("containers", "delete", cid)
+            costs[kind] = verb_costs(log)
         state_ukrun = wall([UKRUN, "--root", str(runc_root / "ukrun" / NS), "state", "ukrun0"], 30)
         state_runc = wall(["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"], 30)
         marks = [json.loads(line) for line in timing.read_text().splitlines()]
         phases: dict[str, list[float]] = {}
-        for i in range(5):
+        for i in range(RUNS):
             mine = [m for m in marks if m["container"] == f"ukrun{i}"]
             base = next(m["ns"] for m in mine if m["verb"] == "create" and m["phase"] == "start")
             for m in mine:
@@ -86,8 +135,16 @@ def main() -> int:
                     phases.setdefault(f"{m['verb']}:{m['phase']}", []).append((m["ns"] - base) / 1e6)
         print(f"containerd {ctd.installed_version('2')}, blockfile; ukrun guest = linux under qemu TCG")
         print(f"state, whole process, median of 30:   ukrun {state_ukrun:6.1f} ms   runc {state_runc:6.1f} ms")
-        print(f"ctr run -d until RUNNING, median of 5: ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
-              f"runc {statistics.median(starts['runc']):6.1f} ms")
+        ratios = [u / r for u, r in zip(starts["ukrun"], starts["runc"], strict=True)]
+        print(f"ctr run -d until RUNNING, median of {RUNS}, alternating: "
+              f"ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
+              f"runc {statistics.median(starts['runc']):6.1f} ms   ratio {statistics.median(ratios):.2f} "
+              f"(pairwise median; min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print("each verb as the shim runs it, whole process, median of 3 (peak memory of the largest run):")
+        for verb in ("create", "start", "kill", "delete"):
+            u, r = costs["ukrun"].get(verb, (0.0, 0)), costs["runc"].get(verb, (0.0, 0))
+            print(f"  {verb:<7} ukrun {u[0]:7.1f} ms {u[1] / 1024:6.1f} MiB   "
+                  f"runc {r[0]:7.1f} ms {r[1] / 1024:6.1f} MiB   difference {u[0] - r[0]:+7.1f} ms")
         print("ukrun phases after the start of create (median ms; init:monitor-exec waits for start):")
         for name, values in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
             print(f"  {name:<24} {statistics.median(values):8.1f}")
