@@ -142,6 +142,18 @@ def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[s
     subprocess.run(["mkfs.ext4", "-q", "-F", str(scratch)], check=True)
     config_file = folder / "config.toml"
     config_file.write_text(config or config_text(folder, devmapper_pool))
+    return _launch(version, folder, env)
+
+
+def restart(daemon: Daemon, env: dict[str, str] | None = None) -> Daemon:
+    """Stops the daemon by its PID, leaving its shims, state and content as they are, and starts it again
+    on the same folder and configuration: what a node's containerd upgrade or crash does."""
+    host.terminate(daemon.pid)
+    return _launch(daemon.version, daemon.dir, env)
+
+
+def _launch(version: str, folder: Path, env: dict[str, str] | None) -> Daemon:
+    config_file = folder / "config.toml"
     log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
     denv = {**os.environ, **(env or {})}
     denv["PATH"] = f"{bin_dir(version)}:{denv.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"

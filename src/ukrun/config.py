@@ -3,7 +3,7 @@
     [containerd]
     address = "/run/containerd/containerd.sock"
     namespace = "default"
-    timeout = 10                 # seconds per request
+    timeout = 30                 # seconds per request
 
     [artifacts]
     mode = "shared"              # shared | per-container | copy
@@ -49,7 +49,7 @@ class Monitor:
 class Config:
     address: str = "/run/containerd/containerd.sock"
     namespace: str = "default"
-    timeout: float = 10.0
+    timeout: float = 30.0
     artifact_mode: str = "shared"
     state_root: Path = Path("/run/ukrun")
     monitors: dict[str, Monitor] = field(default_factory=dict)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
+from testbed import guest, images
 from testbed import host as tbhost
-from testbed import images
+from tests.integration.runner import IMAGE, Runner
 from ukrun import host
 from ukrun.artifacts.store import ArtifactStore
 from ukrun.containerd.client import Client
@@ -103,3 +104,29 @@ def load(daemon: ctd.Daemon, ns: str, tar: Path, name: str, containers: list[str
     daemon.import_image(ns, tar, SNAPSHOTTER)
     for cid in containers:
         daemon.create_container(ns, name, cid, SNAPSHOTTER)
+
+
+APP = """#!/bin/sh
+case "$1" in
+  exit) echo "guest says $2, GREETING=$GREETING"; echo "$2" > /guest-file; exit "$3" ;;
+  sleep) echo "guest sleeping"; exec /bin/busybox sleep 600 ;;
+  panic) echo c > /proc/sysrq-trigger ;;
+esac
+echo "unknown command $1"; exit 99
+"""
+
+
+@pytest.fixture(scope="session")
+def guest_image(image_dir: Path) -> Path:
+    return guest.linux_image(image_dir / "guest", IMAGE, APP)
+
+
+@pytest.fixture
+def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iterator[Runner]:
+    """Runs containers of the linux guest image through ctr and the stock shim; kills what is left after."""
+    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
+    daemon.import_image(ns, guest_image, SNAPSHOTTER)
+    yield r
+    for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
+        r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
+        r.ctr("task", "delete", "--force", line.split()[0])

@@ -12,7 +12,6 @@ from testbed import containerd as ctd
 from testbed import host as tbhost
 from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
 from tests.integration.runner import IMAGE, UKRUN, Runner
-from tests.integration.test_runtime import guest_image  # noqa: F401 - the fixture
 from ukrun import host
 
 URUNC_KEYS = {"unikernelType": "unikraft", "hypervisor": "qemu", "binary": "/unikernel/app",
@@ -56,7 +55,7 @@ def test_a_hand_written_urunc_bundle(tmp_path: Path) -> None:
 
 
 def test_a_bundle_on_a_containerd_snapshot_is_proven_before_it_is_planned_as_a_block_device(
-    daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path,  # noqa: F811
+    daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path,
 ) -> None:
     runner = Runner(daemon, ns, tmp_path / "runc", tmp_path / "state")
     daemon.import_image(ns, guest_image, SNAPSHOTTER)

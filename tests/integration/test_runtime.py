@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,30 +18,6 @@ from tests.integration.runner import IMAGE, UKRUN, Runner
 from ukrun import host
 from ukrun.image.build import Entry
 from ukrun.unikernel import UnikernelConfig
-
-APP = """#!/bin/sh
-case "$1" in
-  exit) echo "guest says $2, GREETING=$GREETING"; echo "$2" > /guest-file; exit "$3" ;;
-  sleep) echo "guest sleeping"; exec /bin/busybox sleep 600 ;;
-  panic) echo c > /proc/sysrq-trigger ;;
-esac
-echo "unknown command $1"; exit 99
-"""
-
-
-@pytest.fixture(scope="session")
-def guest_image(image_dir: Path) -> Path:
-    return guest.linux_image(image_dir / "guest", IMAGE, APP)
-
-
-@pytest.fixture
-def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iterator[Runner]:
-    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
-    daemon.import_image(ns, guest_image, SNAPSHOTTER)
-    yield r
-    for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
-        r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
-        r.ctr("task", "delete", "--force", line.split()[0])
 
 
 def test_a_unikernel_runs_to_completion_from_its_block_rootfs(runner: Runner, tmp_path: Path) -> None:
