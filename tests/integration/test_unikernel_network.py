@@ -1,0 +1,183 @@
+"""Real unikernels with their container's network, through ctr, the stock shim and ukrun.
+
+Each runs in a network namespace pair the test makes (testbed.netns: 192.0.2.0/24, only inside them) and
+is asked from the client namespace at the container's address:
+- Unikraft's c-http (lwip) on qemu: an HTTP GET gets "Hello from Unikraft!" (`netdev.ip=` and virtio-net);
+- a MirageOS-style Solo5 unikernel on spt and hvt (testbed.solo5net: device `service`, address from
+  `--ipv4=`): ARP and ICMP echo at the container's address, with the container's MAC;
+- Solo5's own test_net, which cannot take the network: it declares `service0`, not MirageOS's `service`
+  (and answers only at 10.0.0.2, refusing any command line but `verbose`/`limit`); the tender refuses it
+  and nothing stays.
+Afterwards nothing of ukrun's stays: no tap, no ingress qdisc on the container's eth0, no monitor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import host as tbhost
+from testbed import netns, solo5net
+from testbed.unikernels import SOLO5, UNIKRAFT, need
+from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.runner import Runner
+from ukrun.image.build import build_unikernel_image
+from ukrun.unikernel import UnikernelConfig
+
+MONITORS = ("spt", "hvt")
+HELLO = "Hello from Unikraft!"
+
+
+@pytest.fixture
+def pod(ns: str) -> Iterator[netns.Pod]:
+    p = netns.make(ns + "-uknet")
+    yield p
+    netns.remove(p)
+
+
+def _cleanup(r: Runner) -> None:
+    for cid in r.ctr("containers", "ls", "-q", timeout=30).stdout.split():
+        r.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30)
+        r.ctr("task", "delete", "--force", cid, timeout=60)
+        r.ctr("containers", "delete", cid, timeout=30)
+
+
+@pytest.fixture
+def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
+    r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
+    yield r
+    _cleanup(r)
+
+
+@pytest.fixture
+def solo5(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
+    """A private containerd whose ukrun finds the Solo5 tenders that were built."""
+    need(SOLO5 / "solo5-spt")
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    with open(config, "a") as f:
+        for monitor in MONITORS:
+            f.write(f'[monitors.{monitor}]\npath = "{SOLO5 / f"solo5-{monitor}"}"\ndefault_memory_mb = 64\n')
+    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config)}, scratch_size="8M")
+    r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+    try:
+        yield r
+        _cleanup(r)
+    finally:
+        ctd.stop(private.dir)
+
+
+def _image(r: Runner, workdir: Path, name: str, config: UnikernelConfig, kernel: Path) -> str:
+    tar = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
+    build_unikernel_image(tar, name, config, kernel)
+    r.daemon.import_image(r.ns, tar, SNAPSHOTTER)
+    return name
+
+
+def _taps(pod: netns.Pod) -> list[str]:
+    out = pod.inside("ip", "-o", "link", "show").stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if "tapuk" in line]
+
+
+def _mac(pod: netns.Pod) -> str:
+    return pod.inside("cat", "/sys/class/net/eth0/address").stdout.strip()
+
+
+def _poll(probe: Callable[[], str], done: Callable[[str], bool], *, attempts: int, seconds: float) -> str:
+    """Calls `probe` until `done` holds of its answer: at most `attempts` times and `seconds` long."""
+    deadline = time.monotonic() + seconds
+    answer = ""
+    for _ in range(attempts):
+        answer = probe()
+        if done(answer) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return answer
+
+
+def _run_detached(r: Runner, cid: str, image: str, pod: netns.Pod, log: Path) -> None:
+    proc = r.run(cid, image=image,
+                 flags=("--detach", "--with-ns", f"network:{pod.path}", "--log-uri", f"file://{log}"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r.wait_status(cid, "RUNNING", timeout=60)
+
+
+def _stop(r: Runner, cid: str) -> None:
+    assert r.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30).returncode == 0
+    r.wait_status(cid, "STOPPED", timeout=30)
+    assert r.ctr("task", "delete", cid, timeout=60).returncode == 0
+    assert r.ctr("containers", "delete", cid, timeout=30).returncode == 0
+
+
+def _assert_nothing_left(r: Runner, pod: netns.Pod, cid: str, taps: list[str]) -> None:
+    assert not _taps(pod), pod.inside("ip", "-o", "link", "show").stdout
+    qdiscs = pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout
+    assert "ingress" not in qdiscs, qdiscs
+    assert "eth0" in pod.inside("ip", "-o", "link", "show").stdout  # only what ukrun made goes
+    r.assert_clean(cid)
+    # Runner.monitors sees qemu only: a Solo5 tender names its tap in its argv.
+    left = [pid for tap in taps for pid in tbhost.processes_with_argument(tap)]
+    assert not left, f"processes still name the tap: {left}"
+
+
+def test_unikraft_c_http_answers_an_http_get_on_its_containers_address(runner: Runner, pod: netns.Pod,
+                                                                      tmp_path: Path) -> None:
+    kernel = need(UNIKRAFT / "c-http_qemu-x86_64")
+    config = UnikernelConfig("unikraft", "qemu", "/unikernel/kernel", version="0.16.3")
+    image = _image(runner, tmp_path, "ukrun/uk-c-http:1", config, kernel)
+    log = tmp_path / "c-http.log"
+    _run_detached(runner, "w1", image, pod, log)
+    taps = _taps(pod)
+    assert len(taps) == 1, taps
+    url = f"http://{netns.CONTAINER_IP}:8080/"
+    body = _poll(lambda: pod.run("curl", "-s", "-m", "3", url, timeout=10).stdout, lambda out: HELLO in out,
+                 attempts=80, seconds=120)
+    console = log.read_text(errors="replace")
+    assert HELLO in body, f"no answer from {url}: {body!r}; console: {console[-2000:]}"
+    # lwip took the address, prefix and gateway that ukrun read from the container's eth0 (netdev.ip=).
+    assert f"Set IPv4 address {netns.CONTAINER_IP} mask 255.255.255.0 gw {netns.CLIENT_IP}" in console, console
+    _stop(runner, "w1")
+    _assert_nothing_left(runner, pod, "w1", taps)
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_a_mirage_style_solo5_unikernel_answers_arp_and_ping_on_its_containers_address(
+    solo5: Runner, pod: netns.Pod, tmp_path: Path, monitor: str
+) -> None:
+    need(SOLO5 / f"solo5-{monitor}")
+    kernel = solo5net.build(tmp_path / "build", monitor)
+    config = UnikernelConfig("mirage", monitor, "/unikernel/kernel")
+    image = _image(solo5, tmp_path, f"ukrun/solo5-ping-{monitor}:1", config, kernel)
+    log = tmp_path / "ping.log"
+    _run_detached(solo5, "p1", image, pod, log)
+    taps = _taps(pod)
+    assert len(taps) == 1, taps
+    ping = _poll(lambda: pod.run("ping", "-c", "1", "-W", "1", netns.CONTAINER_IP, timeout=10).stdout,
+                 lambda out: " 1 received" in out, attempts=60, seconds=60)
+    assert " 1 received" in ping, f"{ping}\nconsole: {log.read_text(errors='replace')[-2000:]}"
+    # The guest answered ARP with the MAC ukrun gave it (--net-mac): the container's own.
+    neigh = pod.run("ip", "neigh", "show", netns.CONTAINER_IP).stdout
+    assert f"lladdr {_mac(pod)}" in neigh, neigh
+    console = log.read_text(errors="replace")
+    assert f"{solo5net.SERVING}{netns.CONTAINER_IP}, gateway {netns.CLIENT_IP}" in console, console
+    _stop(solo5, "p1")
+    _assert_nothing_left(solo5, pod, "p1", taps)
+
+
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_solo5_test_net_cannot_take_the_network_since_it_declares_service0(
+    solo5: Runner, pod: netns.Pod, tmp_path: Path, monitor: str
+) -> None:
+    # ukrun attaches a MirageOS guest's network as `service`; the tender refuses a device that the
+    # unikernel's manifest does not declare, and test_net declares `service0`.
+    kernel = need(SOLO5 / f"test_net.{monitor}")
+    config = UnikernelConfig("mirage", monitor, "/unikernel/kernel")
+    image = _image(solo5, tmp_path, f"ukrun/solo5-net-{monitor}:1", config, kernel)
+    proc = solo5.run("s1", image=image, flags=("--rm", "--with-ns", f"network:{pod.path}"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Resource not declared in manifest: 'service'" in out, out
+    _assert_nothing_left(solo5, pod, "s1", [])
