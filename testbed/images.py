@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ukrun.image.build import Entry, ImageBuilder, build_unikernel_image
@@ -50,8 +50,9 @@ def unikernel_image(workdir: Path, name: str, *, kernel_size: int = 1 << 20, see
 
 
 def raw_image(workdir: Path, name: str, layers: Sequence[Sequence[Entry]], cfg: UnikernelConfig | None = None,
-              cmd: Sequence[str] = ()) -> Path:
-    """An image of exactly the given layers (no mark); `cfg` adds a urunc.json to the last layer."""
+              cmd: Sequence[str] = (), annotations: Mapping[str, str] | None = None) -> Path:
+    """An image of exactly the given layers (no mark); `cfg` adds a urunc.json to the last layer and its
+    annotations; `annotations` are the manifest's and the configuration's labels instead."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -59,7 +60,7 @@ def raw_image(workdir: Path, name: str, layers: Sequence[Sequence[Entry]], cfg: 
         for i, layer in enumerate(layers):
             extra = [Entry(URUNC_JSON, data=cfg.urunc_json())] if cfg and i == len(layers) - 1 else []
             b.add_layer([*layer, *extra])
-        b.write(out, cfg.annotations() if cfg else {}, cmd)
+        b.write(out, annotations if annotations is not None else cfg.annotations() if cfg else {}, cmd)
     return out
 
 

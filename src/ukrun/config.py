@@ -17,6 +17,8 @@
 
     [runtime]
     runc = ""                    # the runc for containers that are not unikernels; default: on PATH
+    image_config = true          # no unikernel keys in the spec or /urunc.json: ask containerd for the
+                                 # image's annotations and labels (a gRPC round trip per plain container)
 
     [timing]
     log = ""                     # JSON lines of per-phase timestamps, one file for every verb
@@ -54,6 +56,7 @@ class Config:
     state_root: Path = Path("/run/ukrun")
     monitors: dict[str, Monitor] = field(default_factory=dict)
     runc: str = ""
+    image_config: bool = True
     timing_log: str = ""
     path: Path | None = None
     address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
@@ -101,6 +104,7 @@ def load(path: Path | None = None) -> Config:
         state_root=Path(str(art.get("state_root", base.state_root))),
         monitors=monitors,
         runc=str(_table(data, "runtime", path).get("runc", "")),
+        image_config=bool(_table(data, "runtime", path).get("image_config", True)),
         timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ukrun.errors import ImageError
 from ukrun.image.oci import load_json
@@ -125,6 +125,15 @@ def from_annotations(annotations: Mapping[str, str]) -> UnikernelConfig | None:
             decoded[key] = plain
         return _build(decoded, "annotations (base64)")
     raise ImageError(f"annotation {PREFIX}unikernelType: unknown unikernel type {utype!r}; known: {', '.join(TYPES)}")
+
+
+def from_image(annotations: Mapping[str, str], labels: Mapping[str, str]) -> UnikernelConfig | None:
+    """The configuration an image carries in its manifest's annotations and its configuration's labels
+    (manifest annotations win, as urunc's shim merges them), or None when it carries none."""
+    merged = {k: v for k, v in labels.items() if k.startswith(PREFIX)}
+    merged.update((k, v) for k, v in annotations.items() if k.startswith(PREFIX))
+    found = from_annotations(merged)
+    return None if found is None else replace(found, source="image")
 
 
 def parse_urunc_json(data: bytes) -> UnikernelConfig:

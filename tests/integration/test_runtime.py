@@ -13,7 +13,7 @@ import pytest
 from testbed import containerd as ctd
 from testbed import guest, images
 from testbed import host as tbhost
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.conftest import APP, SNAPSHOTTER, write_ukrun_config
 from tests.integration.runner import IMAGE, UKRUN, Runner
 from ukrun import host
 from ukrun.image.build import Entry
@@ -307,3 +307,20 @@ def test_a_guest_boots_from_an_erofs_snapshot_over_9p(runner: Runner, guest_imag
     assert erofs.read_snapshot("e1", "/guest-file", tmp_path) == "erofs\n"
     assert erofs.ctr("containers", "delete", "e1").returncode == 0
     erofs.assert_clean("e1")
+
+
+def test_an_image_that_carries_its_configuration_only_in_its_manifest_and_labels(runner: Runner,
+                                                                                 image_dir: Path) -> None:
+    # No com.urunc.unikernel.* in the spec, no /urunc.json: ukrun reads the image's own (as urunc's shim).
+    initrd = image_dir / "guest" / "initrd.img"
+    config = UnikernelConfig("linux", "qemu", "/boot/vmlinuz", initrd="/boot/initrd.img", mount_rootfs=True)
+    base = [Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox"),
+            *(Entry(d, directory=True, mode=0o755) for d in ("/proc", "/dev", "/sys", "/tmp", "/etc")),
+            Entry("/app/run.sh", data=APP.encode(), mode=0o755),
+            Entry("/boot/vmlinuz", source=guest.kernel()), Entry("/boot/initrd.img", source=initrd)]
+    tar = images.raw_image(image_dir, "ukrun/labels-only:1", [base], annotations=config.annotations())
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    proc = runner.run("lab1", "/bin/sh", "/app/run.sh", "exit", "labels", "3", image="ukrun/labels-only:1",
+                      flags=("--rm",))
+    assert "guest says labels" in proc.stdout and proc.returncode == 3, proc.stdout + proc.stderr
+    runner.assert_clean("lab1")

@@ -60,3 +60,15 @@ def test_mixed_encoding_annotations_are_refused() -> None:
     ann[PREFIX + "binary"] = "/not/base64!"
     with pytest.raises(ImageError, match="not base64"):
         from_annotations(ann)
+
+
+def test_an_images_manifest_annotations_win_over_its_labels() -> None:
+    from ukrun.unikernel import from_image
+
+    labels = {"com.urunc.unikernel.unikernelType": "linux", "com.urunc.unikernel.hypervisor": "qemu",
+              "com.urunc.unikernel.binary": "/kernel", "org.opencontainers.image.title": "x"}
+    annotations = {"com.urunc.unikernel.hypervisor": "firecracker"}
+    config = from_image(annotations, labels)
+    assert config is not None and config.hypervisor == "firecracker" and config.binary == "/kernel"
+    assert config.source == "image"
+    assert from_image({}, {"org.opencontainers.image.title": "x"}) is None

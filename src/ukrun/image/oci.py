@@ -49,7 +49,8 @@ class Layer:
 class ImageLayers:
     manifest_digest: str
     layers: tuple[Layer, ...]
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)  # the manifest's
+    labels: dict[str, str] = field(default_factory=dict)  # the image configuration's
 
     def marked(self) -> int | None:
         """Index of the topmost layer that carries the artifact mark, if any."""
@@ -104,7 +105,10 @@ def image_layers(manifest_digest: str, manifest: dict[str, object], config: dict
         mark = parse_mark(str(ann.get(ARTIFACT_MARK, ""))) if isinstance(ann, dict) else ()
         out.append(Layer(str(desc.get("digest")), str(desc.get("mediaType")), str(diff), chain, mark))
     ann = manifest.get("annotations")
-    return ImageLayers(manifest_digest, tuple(out), dict(ann) if isinstance(ann, dict) else {})
+    inner = config.get("config")
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    return ImageLayers(manifest_digest, tuple(out), {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict)
+                       else {}, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})
 
 
 def host_arch() -> str:

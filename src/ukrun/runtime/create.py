@@ -39,24 +39,37 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
     timer.mark("start")
     spec = specmod.load(bundle)
     uk_config = verbs.unikernel_config(spec.annotations, spec.rootfs)
-    if uk_config is None:
+    if uk_config is None and not ctx.config.image_config:
         timer.flush()
         verbs.exec_runc(ctx)
-    timer.mark("spec")
     d = Path(st.container_dir(ctx.root, container_id))
-    if d.exists():
-        verbs.reclaim_leftover(ctx, container_id)
-    d.mkdir(parents=True)
+    zygote = _Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
+    store = verbs.store(ctx, ctx.containerd_namespace(bundle))
+    if uk_config is None:
+        from ukrun.runtime.facts import image_config
+
+        uk_config = image_config(spec, lambda: store.client, container_id)
+        if uk_config is None:
+            zygote.close()
+            timer.flush()
+            verbs.exec_runc(ctx)
+    timer.mark("spec")
+    try:
+        if d.exists():
+            verbs.reclaim_leftover(ctx, container_id)
+        d.mkdir(parents=True)
+    except BaseException:
+        zygote.close()
+        raise
     me = os.getpid()
-    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=ctx.containerd_namespace(bundle),
+    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=store.namespace,
                                annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
                                creator=me, creator_start=st.process_start(me))
-    st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
-    zygote = _Zygote(d)  # the container's init-to-be, forked before anything heavy is loaded
     try:
+        st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
         from ukrun.runtime.plan import plan
 
-        facts, art = _gather(ctx, spec, uk_config, record, d, verbs.store(ctx, record.namespace), timer)
+        facts, art = _gather(ctx, spec, uk_config, record, d, store, timer)
         launch_plan = plan(facts)
         timer.mark("plan")
         _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +76,30 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
         interface=found.interface, taps=found.taps,
     )
+
+
+CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+
+
+def image_config(spec: Spec, connect: Callable[[], Client], container_id: str) -> UnikernelConfig | None:
+    """The unikernel configuration of the container's image (its manifest's annotations and its
+    configuration's labels), for a spec and rootfs that carry none, as urunc's shim fills them in. A
+    pod's sandbox (pause) container is never asked about. None: not a unikernel."""
+    from ukrun.artifacts.layers import read_image_layers
+    from ukrun.unikernel import from_image
+
+    if spec.annotations.get(CRI_CONTAINER_TYPE) == "sandbox":
+        return None
+    try:
+        client = connect()
+        record = client.get_container(container_id)
+        if not record.image:
+            return None
+        found = read_image_layers(client, client.get_image(record.image).target)
+    except (ContainerdUnavailable, NotFound) as exc:
+        log.info("%s: no image configuration to read (%s): not a unikernel", container_id, exc)
+        return None
+    return from_image(found.annotations, found.labels)
 
 
 def process(spec: Spec) -> GuestProcess:
