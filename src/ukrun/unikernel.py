@@ -82,6 +82,11 @@ def _build(values: Mapping[str, str], source: str) -> UnikernelConfig:
                 f"unikernel configuration from {source} lacks {PREFIX}{key}; "
                 f"every urunc image names {', '.join(REQUIRED)}"
             )
+    for key, value in values.items():
+        bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+        if bad is not None:
+            raise ImageError(f"{source}: {PREFIX}{key} contains a control character (U+{ord(bad):04X}), which a "
+                             "monitor's or guest's command line cannot carry; remove it from the image")
     utype, hyper = values["unikernelType"], values["hypervisor"]
     if utype not in TYPES:
         raise ImageError(f"{source}: unknown unikernel type {utype!r}; known: {', '.join(TYPES)}")
@@ -91,8 +96,6 @@ def _build(values: Mapping[str, str], source: str) -> UnikernelConfig:
         path = values.get(key, "")
         if path and not path.startswith("/"):
             raise ImageError(f"{source}: {PREFIX}{key} must be an absolute path in the rootfs, got {path!r}")
-        if "\0" in path:
-            raise ImageError(f"{source}: {PREFIX}{key} contains a NUL byte")
     flag = (values.get("mountRootfs") or values.get("useDMBlock") or "").strip().lower()
     return UnikernelConfig(
         unikernel_type=utype,

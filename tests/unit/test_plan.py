@@ -285,3 +285,14 @@ def test_without_a_network_namespace_path_the_guest_gets_no_network() -> None:
     p = plan(facts("linux", "qemu"))
     assert p.network is None and "-netdev" not in p.argv and " ip=" not in p.cmdline
     assert any("no network namespace" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("argv0", ["/bin/sh\nukrun.process=/evil", "/bin/my app", '/bin/"x', "/bin/\x1b"])
+def test_a_first_argument_that_would_split_the_kernel_command_line_is_refused(argv0: str) -> None:
+    with pytest.raises(UkrunError, match=r"first argument .* cannot carry in init="):
+        plan(facts("linux", "qemu", args=(argv0, "x")))
+
+
+def test_an_environment_value_with_a_quote_is_refused() -> None:
+    with pytest.raises(UkrunError, match="a quote or a control character"):
+        plan(facts("linux", "qemu", env=('A="x',)))

@@ -72,3 +72,11 @@ def test_an_images_manifest_annotations_win_over_its_labels() -> None:
     assert config is not None and config.hypervisor == "firecracker" and config.binary == "/kernel"
     assert config.source == "image"
     assert from_image({}, {"org.opencontainers.image.title": "x"}) is None
+
+
+@pytest.mark.parametrize("cmdline", ["console=ttyS0\0init=/evil", "a\nukrun.process=/evil", "x\x1b[2J", "\x7f"])
+def test_control_characters_in_a_configuration_value_are_refused(cmdline: str) -> None:
+    keys = {"com.urunc.unikernel.unikernelType": "linux", "com.urunc.unikernel.hypervisor": "qemu",
+            "com.urunc.unikernel.binary": "/kernel", "com.urunc.unikernel.cmdline": cmdline}
+    with pytest.raises(ImageError, match=r"cmdline contains a control character \(U\+00"):
+        from_annotations(keys)

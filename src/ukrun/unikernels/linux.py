@@ -33,6 +33,15 @@ SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
                "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
 
 
+INIT_KEYS = "init= (rdinit=)"
+
+
+def _plain(word: str) -> bool:
+    """Whether `word` stays one kernel parameter: no white space (the separator), no double quote (the
+    kernel's quoting) and no control character."""
+    return not any(c.isspace() or c == '"' or ord(c) < 0x20 or ord(c) == 0x7F for c in word)
+
+
 def process_args(req: GuestRequest) -> tuple[str, ...]:
     """The spec's args; the image's `cmdline` when there are none (as urunc does)."""
     return req.process.args or tuple(req.config.cmdline.split())
@@ -54,14 +63,19 @@ class Linux(UnikernelType):
     exit_decoding = ExitDecoding.DEBUG_EXIT
 
     def check(self, req: GuestRequest) -> None:
+        args = process_args(req)
+        if args and not _plain(args[0]):
+            raise UkrunError(f"the process's first argument {args[0]!r} holds white space, a quote or a control "
+                             f"character, which the kernel command line cannot carry in {INIT_KEYS}: rename it")
         if is_urunit(req) and req.root is RootMode.INITRD:
             raise UkrunError("urunit's configuration cannot be added to an initrd root yet; "
                              "boot from the container's rootfs (mountRootfs) or run without urunit")
         if not is_urunit(req):
             for item in req.process.env:
-                if any(c.isspace() for c in item):
-                    raise UkrunError(f"environment variable {item.split('=', 1)[0]!r} holds white space, which "
-                                     "a kernel command line cannot carry; use urunit as the image's init")
+                if not _plain(item):
+                    raise UkrunError(f"environment variable {item.split('=', 1)[0]!r} holds white space, a quote "
+                                     "or a control character, which a kernel command line cannot carry; use "
+                                     "urunit as the image's init")
 
     def cmdline(self, req: GuestRequest) -> str:
         parts = ["panic=-1", "console=ttyS0"]
