@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ukrun import config as configmod
 from ukrun.errors import UkrunError
@@ -253,15 +254,24 @@ def _unsupported_verb(verb: str, argv: list[str]) -> int:
 
 
 def main() -> None:
+    code = 1
     try:
-        sys.exit(run(sys.argv[1:]))
+        code = run(sys.argv[1:])
     except UkrunError as exc:
         log.error("%s", exc)
         if not logging.getLogger().handlers:
             print(f"ukrun: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
         log.exception("internal error: %s: %s", type(exc).__name__, exc)
-        sys.exit(1)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Ends without the interpreter's teardown, which would join the gRPC client's threads and close its
+    channels (~15 ms on every create and delete). Everything ukrun writes is flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
