@@ -23,23 +23,15 @@ PAUSE = "ukrun.test/pause:1"
 CNI_BIN = "/usr/lib/cni"
 ANNOTATIONS = '["com.urunc.unikernel.*", "io.ukrun.*"]'
 
-HANDLER_1_7 = """\
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ukrun]
+HANDLER = """\
+[plugins."{plugin}".containerd.runtimes.ukrun]
   runtime_type = "io.containerd.runc.v2"
   pod_annotations = {annotations}
   container_annotations = {annotations}
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ukrun.options]
+  [plugins."{plugin}".containerd.runtimes.ukrun.options]
     BinaryName = "{ukrun}"
 """
-
-HANDLER_2 = """\
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.ukrun]
-  runtime_type = "io.containerd.runc.v2"
-  pod_annotations = {annotations}
-  container_annotations = {annotations}
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.ukrun.options]
-    BinaryName = "{ukrun}"
-"""
+RUNTIME_PLUGIN = {"1.7": "io.containerd.grpc.v1.cri", "2": "io.containerd.cri.v1.runtime"}
 
 CRI_1_7 = """
 [plugins."io.containerd.grpc.v1.cri"]
@@ -79,7 +71,7 @@ CRI_2 = """
 
 def handler(version: str, ukrun: str) -> str:
     """The `ukrun` runtime handler of containerd's CRI plugin, for containerd 1.7 or 2.x."""
-    return (HANDLER_1_7 if version == "1.7" else HANDLER_2).format(annotations=ANNOTATIONS, ukrun=ukrun)
+    return HANDLER.format(plugin=RUNTIME_PLUGIN[version], annotations=ANNOTATIONS, ukrun=ukrun)
 
 
 def config_text(version: str, folder: Path, ukrun: str) -> str:

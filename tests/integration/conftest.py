@@ -130,3 +130,32 @@ def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> It
     for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
         r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
         r.ctr("task", "delete", "--force", line.split()[0])
+
+
+def remove_containers(r: Runner) -> None:
+    """Kills and deletes whatever a test left in the runner's namespace, tasks first."""
+    for cid in r.ctr("containers", "ls", "-q", timeout=30).stdout.split():
+        r.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30)
+        r.ctr("task", "delete", "--force", cid, timeout=60)
+        r.ctr("containers", "delete", cid, timeout=30)
+
+
+@pytest.fixture
+def solo5(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
+    """A private containerd whose ukrun finds the Solo5 tenders scripts/build-unikernels built (skips
+    without them)."""
+    from testbed.unikernels import SOLO5, need
+
+    need(SOLO5 / "solo5-spt")
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    with open(config, "a") as f:
+        for monitor in ("spt", "hvt"):
+            f.write(f'[monitors.{monitor}]\npath = "{SOLO5 / f"solo5-{monitor}"}"\ndefault_memory_mb = 64\n')
+    # A small scratch file: test_blk walks its whole device, which takes solo5-hvt seconds per MiB here.
+    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config)}, scratch_size="8M")
+    r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+    try:
+        yield r
+        remove_containers(r)
+    finally:
+        ctd.stop(private.dir)

@@ -11,7 +11,7 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed import guest, netns
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukrun_config
 from tests.integration.runner import Runner
 
 IMAGE = "ukrun/net-guest:1"
@@ -38,11 +38,7 @@ def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, net_image: Path) -> Iter
     r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
     daemon.import_image(ns, net_image, SNAPSHOTTER)
     yield r
-    for line in r.ctr("task", "ls").stdout.splitlines()[1:]:
-        r.ctr("task", "kill", "-s", "SIGKILL", line.split()[0])
-        r.ctr("task", "delete", "--force", line.split()[0])
-    for cid in r.ctr("containers", "ls", "-q").stdout.split():
-        r.ctr("containers", "delete", cid)
+    remove_containers(r)
 
 
 def _ask(pod: netns.Pod, deadline: float) -> str:

@@ -23,7 +23,7 @@ from testbed import containerd as ctd
 from testbed import host as tbhost
 from testbed import netns, solo5net
 from testbed.unikernels import SOLO5, UNIKRAFT, need
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.conftest import SNAPSHOTTER, remove_containers
 from tests.integration.runner import Runner
 from ukrun.image.build import build_unikernel_image
 from ukrun.unikernel import UnikernelConfig
@@ -39,35 +39,11 @@ def pod(ns: str) -> Iterator[netns.Pod]:
     netns.remove(p)
 
 
-def _cleanup(r: Runner) -> None:
-    for cid in r.ctr("containers", "ls", "-q", timeout=30).stdout.split():
-        r.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30)
-        r.ctr("task", "delete", "--force", cid, timeout=60)
-        r.ctr("containers", "delete", cid, timeout=30)
-
-
 @pytest.fixture
 def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
     r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
     yield r
-    _cleanup(r)
-
-
-@pytest.fixture
-def solo5(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
-    """A private containerd whose ukrun finds the Solo5 tenders that were built."""
-    need(SOLO5 / "solo5-spt")
-    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
-    with open(config, "a") as f:
-        for monitor in MONITORS:
-            f.write(f'[monitors.{monitor}]\npath = "{SOLO5 / f"solo5-{monitor}"}"\ndefault_memory_mb = 64\n')
-    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config)}, scratch_size="8M")
-    r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
-    try:
-        yield r
-        _cleanup(r)
-    finally:
-        ctd.stop(private.dir)
+    remove_containers(r)
 
 
 def _image(r: Runner, workdir: Path, name: str, config: UnikernelConfig, kernel: Path) -> str:

@@ -13,28 +13,12 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed.unikernels import SOLO5, UNIKRAFT, need
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from tests.integration.conftest import SNAPSHOTTER
 from tests.integration.runner import Runner
 from ukrun.image.build import Entry, build_unikernel_image
 from ukrun.unikernel import UnikernelConfig
 
 MONITORS = ("spt", "hvt")
-
-
-@pytest.fixture
-def solo5(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
-    """A private containerd whose ukrun finds the Solo5 tenders that were built."""
-    need(SOLO5 / "solo5-spt")
-    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
-    with open(config, "a") as f:
-        for monitor in MONITORS:
-            f.write(f'[monitors.{monitor}]\npath = "{SOLO5 / f"solo5-{monitor}"}"\ndefault_memory_mb = 64\n')
-    # A small scratch file: test_blk walks its whole device, which takes solo5-hvt seconds per MiB here.
-    private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config)}, scratch_size="8M")
-    try:
-        yield Runner(private, ns, tmp_path / "runc", tmp_path / "state")
-    finally:
-        ctd.stop(private.dir)
 
 
 def _image(runner: Runner, workdir: Path, test: str, monitor: str, mount_rootfs: bool, cmd: tuple[str, ...]) -> str:
