@@ -146,15 +146,27 @@ def verify_unmounted(info: RootfsInfo, timeout: float = 2.0) -> None:
 
 
 def _still_in_use(info: RootfsInfo) -> str:
+    """What still mounts the rootfs's device. A mounted filesystem claims its block device exclusively, so
+    an exclusive open fails (EBUSY) while any mount namespace still mounts it. A loop device that is only
+    still bound (its autoclear runs in a kernel worker, which can lag seconds on a loaded node) does not
+    count: nothing can write through it once nothing mounts it."""
     if info.kind is RootfsKind.BLOCKFILE:
         loops = [d for d, b in host.loop_devices().items() if b == info.backing_file]
-        return f"loop device {', '.join(loops)} still backed by {info.backing_file}" if loops else ""
-    if info.kind in (RootfsKind.DEVMAPPER, RootfsKind.BLOCK):
-        try:
-            fd = os.open(info.source, os.O_RDONLY | os.O_EXCL)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                return f"{info.source} is busy (mounted or held open)"
-            raise HostError(f"cannot open {info.source}: {exc}") from None
-        os.close(fd)
+        busy = [d for d in loops if _claimed(d, gone_ok=True)]
+        return f"loop device {', '.join(busy)} of {info.backing_file} is still mounted" if busy else ""
+    if info.kind in (RootfsKind.DEVMAPPER, RootfsKind.BLOCK) and _claimed(info.source, gone_ok=False):
+        return f"{info.source} is busy (mounted or held open)"
     return ""
+
+
+def _claimed(device: str, *, gone_ok: bool) -> bool:
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return True
+        if gone_ok and exc.errno in (errno.ENOENT, errno.ENXIO):
+            return False
+        raise HostError(f"cannot open {device}: {exc}") from None
+    os.close(fd)
+    return False
