@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -145,10 +145,11 @@ def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[s
     return _launch(version, folder, env)
 
 
-def restart(daemon: Daemon, env: dict[str, str] | None = None) -> Daemon:
-    """Stops the daemon by its PID, leaving its shims, state and content as they are, and starts it again
-    on the same folder and configuration: what a node's containerd upgrade or crash does."""
-    host.terminate(daemon.pid)
+def restart(daemon: Daemon, env: dict[str, str] | None = None, *, kill: bool = False) -> Daemon:
+    """Stops the daemon by its PID (SIGTERM, or SIGKILL with `kill`), leaving its shims, state and content
+    as they are, and starts it again on the same folder and configuration: what a node's containerd
+    upgrade or crash does."""
+    host.terminate(daemon.pid, sig=signal.SIGKILL if kill else signal.SIGTERM)
     return _launch(daemon.version, daemon.dir, env)
 
 
@@ -170,22 +171,21 @@ def _launch(version: str, folder: Path, env: dict[str, str] | None) -> Daemon:
             tail = (folder / "containerd.log").read_text(errors="replace")[-2000:]
             stop(folder)
             raise RuntimeError(f"containerd {version} exited with {proc.returncode}:\n{tail}")
-        if _answers(daemon.address):
+        if _answers(daemon):
             return daemon
         time.sleep(0.05)
     stop(folder)
     raise RuntimeError(f"containerd {version} did not open {daemon.address} within 30 s")
 
 
-def _answers(address: str) -> bool:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(address)
-        return True
-    except OSError:
+def _answers(daemon: Daemon) -> bool:
+    """Whether containerd serves its API: after a restart the socket can exist, or even accept, before the
+    daemon has loaded its plugins and serves requests."""
+    if not Path(daemon.address).exists():
         return False
-    finally:
-        s.close()
+    proc = subprocess.run([str(daemon.bin_dir / "ctr"), "--address", daemon.address, "--timeout", "2s", "version"],
+                          capture_output=True, env=daemon.env(), timeout=10)
+    return proc.returncode == 0
 
 
 def stop(folder: Path) -> None:

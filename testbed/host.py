@@ -25,10 +25,10 @@ def processes_with_argument(argument: str) -> list[int]:
     return pids
 
 
-def terminate(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; reaps it when it is our child."""
+def terminate(pid: int, timeout: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> None:
+    """`sig`, then SIGKILL after `timeout`; reaps it when it is our child."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout

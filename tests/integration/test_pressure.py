@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from testbed import containerd as ctd
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
-from tests.integration.runner import Runner
+from testbed import host as tbhost
+from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukrun_config
+from tests.integration.runner import UKRUN, Runner
+from tests.integration.test_views import force_gc
+from ukrun.containerd.client import Client
 
 N = 20
 
@@ -86,3 +92,109 @@ def test_unikernels_keep_running_through_a_containerd_restart(daemon: ctd.Daemon
             r.assert_clean(cid)
     finally:
         ctd.stop(private.dir)
+
+
+def _ukrun_verb(cid: str, verb: str) -> list[int]:
+    """ukrun processes running `verb` for container `cid`, as the shim started them."""
+    found = []
+    for pid in tbhost.processes_with_argument(cid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"/ukrun") for a in argv[:2]) and verb.encode() in argv:
+            found.append(pid)
+    return found
+
+
+def _kill_containerd_during(r: Runner, env: dict[str, str], cid: str, verb: str,
+                            action: Callable[[], object]) -> ctd.Daemon:
+    """Runs `action` (which makes the shim call ukrun `verb` for `cid`), SIGKILLs containerd as soon as
+    that ukrun process is seen (a few ms into a verb that takes hundreds), and starts containerd again."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(action)
+        assert ctd.wait_for(lambda: bool(_ukrun_verb(cid, verb)), timeout=60, interval=0.002), f"no ukrun {verb}"
+        daemon = ctd.restart(r.daemon, env, kill=True)
+        pending.result(timeout=180)
+    r.daemon = daemon
+    return daemon
+
+
+def test_containerd_killed_during_a_create_and_during_a_delete_then_all_recovers(
+    daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path,
+) -> None:
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    env = {"UKRUN_CONFIG": str(config)}
+    private = ctd.start(daemon.version, tmp_path / "d", env=env)
+    r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
+    try:
+        private.import_image(ns, guest_image, SNAPSHOTTER)
+        assert r.run("k0", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
+        r.wait_status("k0", "RUNNING")
+        # During a create: whatever ctr and the shim make of it, the usual cleanup and gc leave nothing.
+        _kill_containerd_during(r, env, "k1", "create",
+                                lambda: r.run("k1", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)))
+        r.ctr("task", "delete", "--force", "k1")
+        r.ctr("containers", "delete", "k1")
+        _gc(r)
+        assert r.leftovers("k1") == []
+        # During a delete of a stopped container.
+        r.ctr("task", "kill", "-s", "SIGKILL", "k0")
+        r.wait_status("k0", "STOPPED")
+        _kill_containerd_during(r, env, "k0", "delete", lambda: r.ctr("task", "delete", "k0"))
+        r.ctr("task", "delete", "--force", "k0")
+        r.ctr("containers", "delete", "k0")
+        _gc(r)
+        assert r.leftovers("k0") == []
+        # The next create works, and its delete leaves nothing.
+        assert r.run("k2", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
+        r.wait_status("k2", "RUNNING")
+        r.ctr("task", "kill", "-s", "SIGKILL", "k2")
+        r.wait_status("k2", "STOPPED")
+        assert r.ctr("task", "delete", "k2").returncode == 0
+        assert r.ctr("containers", "delete", "k2").returncode == 0
+        for cid in ("k0", "k1", "k2"):
+            r.assert_clean(cid)
+        assert r.views() == []
+    finally:
+        ctd.stop(r.daemon.dir)
+
+
+def _gc(r: Runner) -> None:
+    proc = subprocess.run([UKRUN, "--root", str(r.runc_root / r.ns), "--state-root", str(r.state_root), "gc"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**r.daemon.env(), "CONTAINERD_NAMESPACE": r.ns})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_containerds_gc_forced_during_twenty_concurrent_creates_never_takes_a_view_in_use(
+    runner: Runner, client: Client,
+) -> None:
+    ids = [f"gc{i}" for i in range(N)]
+    done = threading.Event()
+    collections = 0
+
+    def collect() -> None:
+        nonlocal collections
+        while not done.is_set():
+            force_gc(client)
+            collections += 1
+
+    with ThreadPoolExecutor(max_workers=N + 1) as pool:
+        collector = pool.submit(collect)
+        procs = list(pool.map(lambda cid: runner.run(cid, "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)),
+                              ids))
+        done.set()
+        collector.result()
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs if p.returncode]
+    assert collections >= N, collections
+    force_gc(client)
+    (view,) = runner.views()
+    assert sorted(view["users"]) == sorted(ids)  # type: ignore[call-overload]
+    assert client.stat_snapshot(SNAPSHOTTER, str(view["key"])).name == view["key"]
+    for cid in ids:
+        assert runner.task_status(cid) == "RUNNING", cid
+    remove_containers(runner)
+    for cid in ids:
+        runner.assert_clean(cid)
+    assert runner.views() == []
