@@ -1,5 +1,13 @@
-"""Named crash points: a test sets UKRUN_CRASH_AT=<name> and the process SIGKILLs itself at that step,
-to prove that whatever a crash there leaves is reclaimed by `delete`, `release` or `gc`."""
+"""Named crash points: the process SIGKILLs itself at a named step, to prove that whatever a crash there
+leaves is reclaimed by `delete`, `release` or `gc`.
+
+- UKRUN_CRASH_AT=<name>: every process that reaches the point dies there.
+- UKRUN_CRASH_ARM=<file>: the file names one point; the first process to reach it removes the file and
+  dies. A daemon started with this set runs crash-free until a test writes the file, and the same daemon
+  then cleans up with crash-free calls.
+
+Names are `<phase>-<step>`; the tests find them in the source, so every point is exercised.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,25 @@ import os
 import signal
 
 CRASH_ENV = "UKRUN_CRASH_AT"
+ARM_ENV = "UKRUN_CRASH_ARM"
 
 
 def point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(CRASH_ENV) != step and not _armed(step):
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(137)  # the init of a PID namespace ignores its own SIGKILL; it dies as if killed all the same
+
+
+def _armed(step: str) -> bool:
+    arm = os.environ.get(ARM_ENV)
+    if not arm:
+        return False
+    try:
+        with open(arm) as f:
+            if f.read().strip() != step:
+                return False
+        os.unlink(arm)  # atomic: of two processes at the point, only one fires
+    except FileNotFoundError:
+        return False
+    return True

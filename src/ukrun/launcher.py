@@ -23,6 +23,7 @@ import signal
 import socket
 from pathlib import Path
 
+from ukrun import crashpoints
 from ukrun.launchconfig import LaunchConfig
 from ukrun.timing import Timer
 
@@ -190,9 +191,11 @@ def _run(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> 
     except Exception as exc:  # reported to `create`, which fails with it
         os.write(sync_fd, f"error {exc}\n".encode())
         return 1
+    crashpoints.point("init-before-commit")
     if not committed(commit_fd):
         return 1
     fd = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
     os.write(fd, b"0")
     os.close(fd)
+    crashpoints.point("init-before-monitor")
     return supervise(conf)

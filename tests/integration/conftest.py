@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
-from testbed import guest, images
+from testbed import guest, images, reliability
 from testbed import host as tbhost
 from tests.integration.runner import IMAGE, Runner
 from ukrun import host
@@ -22,12 +22,29 @@ from ukrun.errors import HostError
 SNAPSHOTTER = "blockfile"
 
 
+RELIABILITY = reliability.Report()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        for mark in item.iter_markers("reliability"):
+            RELIABILITY.expected[mark.args[0]] += 1
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason="needs root (mounts, loop devices, containerd)"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == 0 and RELIABILITY.complete():
+        written = RELIABILITY.write([ctd.installed_version(v) for v in ctd.VERSIONS])
+        print(f"\nwrote {written.relative_to(Path(__file__).resolve().parents[2])}")
+
+
+@pytest.fixture
+def report() -> reliability.Report:
+    """Where a reliability test records its row, once everything it asserts has held."""
+    return RELIABILITY
 
 
 @pytest.fixture(scope="session", params=ctd.VERSIONS, ids=[f"containerd-{v}" for v in ctd.VERSIONS])
@@ -35,10 +52,16 @@ def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """A private containerd; its shims run ukrun with a config whose state lives in the daemon's folder."""
     folder = tmp_path_factory.mktemp(f"ctd{request.param}")
     config = write_ukrun_config(folder / "ukrun.toml", folder / "ukrun-state")
-    d = ctd.start(request.param, folder / "d", env={"UKRUN_CONFIG": str(config)})
+    # Crash-free until a test writes a point's name into the arm file (ukrun.crashpoints).
+    env = {"UKRUN_CONFIG": str(config), "UKRUN_CRASH_ARM": str(arm_file(folder / "d"))}
+    d = ctd.start(request.param, folder / "d", env=env)
     yield d
     ctd.stop(d.dir)
     tbhost.unmount_below(folder)
+
+
+def arm_file(daemon_dir: Path) -> Path:
+    return daemon_dir.parent / "crash-arm"
 
 
 def write_ukrun_config(config_file: Path, state_root: Path, **monitor: str) -> Path:

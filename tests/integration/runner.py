@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed import containerd as ctd
 from testbed import host as tbhost
+from testbed import netns
 from ukrun import host
 from ukrun.containerd.client import Client
 
@@ -68,6 +69,33 @@ class Runner:
             return (target / path.lstrip("/")).read_text()
         finally:
             host.unmount_all(target)
+
+    def leftovers(self, cid: str, pod: netns.Pod | None = None) -> list[str]:
+        """What of container `cid` is still on the host and in containerd, by kind (empty: nothing)."""
+        from ukrun.artifacts.store import ACQUIRE_LABEL, user_label
+
+        left = []
+        if (self.runc_root / self.ns / cid).exists():
+            left.append("state folder")
+        if [v for v in self.views() if cid in v["users"]]:  # type: ignore[operator]
+            left.append("view use")
+        with Client(self.daemon.address, self.ns) as c:
+            if c.list_leases([f'labels."{ACQUIRE_LABEL}"']):
+                left.append("acquire lease")
+            if any(r.id == cid and user_label(self.snapshotter) in r.labels for r in c.list_containers()):
+                left.append("view label")
+        groups = [g for g in Path("/sys/fs/cgroup").glob(f"*/{self.ns}/{cid}") if g.is_dir()]
+        if groups:
+            left.append("cgroup")
+            if any((g / "cgroup.procs").read_text().split() for g in groups):
+                left.append("process")
+        if pod is not None:
+            inside = ["ip", "netns", "exec", pod.name]
+            links = subprocess.run([*inside, "ip", "-o", "link"], capture_output=True, text=True).stdout
+            qdisc = subprocess.run([*inside, "tc", "qdisc", "show", "dev", "eth0"], capture_output=True,
+                                   text=True).stdout
+            left += ["tap"] * ("tapuk" in links) + ["tc ingress"] * ("ingress" in qdisc)
+        return left
 
     def assert_clean(self, cid: str) -> None:
         """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""

@@ -1,7 +1,13 @@
-"""Every named crash point in ukrun's code, hit for real: a create killed (SIGKILL) there, through ctr and
-the stock shim on a container with a network, and then the shim's delete, `ctr c rm` and `ukrun gc`.
-The points are read from the source, so a new one cannot be forgotten: each must leave nothing (no
-view, lease, label, mount, loop device, state folder, cgroup, tap or qdisc, no monitor)."""
+"""Every named crash point in ukrun's code, hit for real through ctr and the stock shim: a ukrun process
+(create, start, kill, delete, the container's init, a view's release, gc) is SIGKILLed there, while another
+container of the same image runs beside it. Then the usual cleanup (`ctr task rm -f`, `ctr c rm`,
+`ukrun gc`) must leave nothing of the victim (no state folder, view use, label, lease, mount, loop device,
+cgroup, process, tap or tc filter) and the other container must have kept running, and be deleted cleanly.
+
+The points are read from the source, so a new one cannot be forgotten; each is armed once through the
+daemon's UKRUN_CRASH_ARM file, and its disappearance proves the point was reached. Each passing case
+writes its row of docs/reliability.md.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from testbed import containerd as ctd
 from testbed import netns
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from testbed.reliability import Fault, Report
+from tests.integration.conftest import arm_file
 from tests.integration.runner import UKRUN, Runner
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ukrun"
+SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
+# Reached only by the view's first user (as it makes the view) or its last (as it removes it): the other
+# container starts right after the crash, on what the crash left, instead of before it.
+ALONE = ("acquire-after-view", "acquire-after-label", "acquire-after-mount", "release-after-unmount",
+         "release-after-remove")
 
 
 def crash_points() -> list[str]:
@@ -28,39 +39,103 @@ def crash_points() -> list[str]:
 
 
 POINTS = crash_points()
+PHASES = ("acquire", "create", "start", "kill", "init", "teardown", "release", "gc")
 
 
-def test_the_crash_points_are_found_and_unique() -> None:
-    assert len(POINTS) >= 8 and len(set(POINTS)) == len(POINTS), POINTS
+def test_the_crash_points_are_found_unique_and_cover_every_phase() -> None:
+    assert len(set(POINTS)) == len(POINTS), POINTS
+    assert {p.split("-")[0] for p in POINTS} == set(PHASES), POINTS
 
 
 @pytest.fixture
-def pod(ns: str, request: pytest.FixtureRequest) -> Iterator[netns.Pod]:
+def pod(request: pytest.FixtureRequest) -> Iterator[netns.Pod]:
     p = netns.make(request.node.nodeid)
     yield p
     netns.remove(p)
 
 
+def gc(r: Runner, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([UKRUN, "--root", str(r.runc_root / r.ns), "--state-root", str(r.state_root), "gc"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**r.daemon.env(), "CONTAINERD_NAMESPACE": r.ns, **env})
+
+
+def killed(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode != 0
+
+
+def reach(r: Runner, point: str, pod: netns.Pod) -> str:
+    """Drives the victim `f1` to the point, armed once; returns how, for the report."""
+    arm = arm_file(r.daemon.dir)
+    phase = point.split("-")[0]
+    net = ("--with-ns", f"network:{pod.path}")
+    if phase in ("acquire", "create", "start") or point == "init-before-commit":
+        arm.write_text(point)
+        proc = r.run("f1", *SLEEP, flags=("--detach", *net))
+        assert killed(proc), f"ctr run went through {point}: {proc.stdout}"
+        how = "ctr run -d"
+    elif phase == "gc":
+        arm.write_text("create-before-save")  # a crashed create: something for gc to reclaim
+        assert killed(r.run("f1", *SLEEP, flags=("--detach", *net)))
+        proc = gc(r, UKRUN_CRASH_AT=point)
+        assert proc.returncode == -9, proc.stderr
+        return "ukrun gc, after a create killed at create-before-save"
+    elif point == "init-before-monitor":
+        arm.write_text(point)
+        proc = r.run("f1", *SLEEP, flags=("--detach", *net))
+        assert proc.returncode == 0, proc.stderr
+        r.wait_status("f1", "STOPPED")
+        how = "ctr run -d; the init dies once started"
+    else:
+        proc = r.run("f1", *SLEEP, flags=("--detach", *net))
+        assert proc.returncode == 0, proc.stderr
+        r.wait_status("f1", "RUNNING")
+        if phase == "kill":
+            arm.write_text(point)
+            assert killed(r.ctr("task", "kill", "-s", "SIGKILL", "f1"))
+            how = "ctr task kill"
+        else:
+            r.ctr("task", "kill", "-s", "SIGKILL", "f1")
+            r.wait_status("f1", "STOPPED")
+            arm.write_text(point)
+            assert killed(r.ctr("task", "delete", "f1"))
+            how = "ctr task rm, after the task stopped"
+    assert not arm.exists(), f"{point} was never reached"
+    return how
+
+
+@pytest.mark.reliability("faults")
 @pytest.mark.parametrize("point", POINTS)
-def test_a_create_killed_at_each_crash_point_leaves_nothing(daemon: ctd.Daemon, ns: str, tmp_path: Path,
-                                                           guest_image: Path, pod: netns.Pod, point: str) -> None:
-    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
-    env = {"UKRUN_CONFIG": str(config), "UKRUN_CRASH_AT": point}
-    private = ctd.start(daemon.version, tmp_path / "d", env=env)
-    try:
-        r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
-        private.import_image(ns, guest_image, SNAPSHOTTER)
-        proc = r.run("f1", "/bin/sh", "/app/run.sh", "sleep", flags=("--rm", "--with-ns", f"network:{pod.path}"))
-        killed = "exit status 137" in proc.stderr or "signal: killed" in proc.stderr  # SIGKILL, as the point does
-        assert proc.returncode != 0 and killed, f"create never reached {point}: {proc.stderr}"
-        r.ctr("containers", "delete", "f1")
-        gc = subprocess.run([UKRUN, "--root", str(r.runc_root / ns), "--state-root", str(r.state_root), "gc"],
-                            capture_output=True, text=True, env={**private.env(), "CONTAINERD_NAMESPACE": ns},
-                            timeout=60)
-        assert gc.returncode == 0, gc.stderr
-        r.assert_clean("f1")
-        assert "tapuk" not in pod.inside("ip", "-o", "link").stdout
-        assert "ingress" not in pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout
-        assert not Path(f"/sys/fs/cgroup/memory/{ns}/f1").exists()
-    finally:
-        ctd.stop(private.dir)
+def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
+    runner: Runner, pod: netns.Pod, report: Report, point: str,
+) -> None:
+    r = runner
+    if point not in ALONE:
+        start_bystander(r)
+    how = reach(r, point, pod)
+    left = tuple(r.leftovers("f1", pod))
+    if point in ALONE:
+        start_bystander(r)
+    r.ctr("task", "delete", "--force", "f1")
+    r.ctr("containers", "delete", "f1")
+    cleaned = gc(r)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "f1" not in r.ctr("containers", "ls", "-q").stdout.split()
+    assert r.leftovers("f1", pod) == []
+    assert r.task_status("by") == "RUNNING", "the other container did not survive"
+    assert [v["users"] for v in r.views()] == [["by"]]
+    r.ctr("task", "kill", "-s", "SIGKILL", "by")
+    r.wait_status("by", "STOPPED")
+    assert r.ctr("task", "delete", "by").returncode == 0
+    assert r.ctr("containers", "delete", "by").returncode == 0
+    r.assert_clean("by")
+    r.assert_clean("f1")
+    assert r.views() == []
+    when = "started after the crash" if point in ALONE else "running before the crash"
+    report.faults.append(Fault(point, r.daemon.version, how, left, "ctr task rm -f; ctr c rm; ukrun gc",
+                               f"{when}: kept running, then deleted cleanly"))
+
+
+def start_bystander(r: Runner) -> None:
+    assert r.run("by", *SLEEP, flags=("--detach",)).returncode == 0
+    r.wait_status("by", "RUNNING")

@@ -23,6 +23,7 @@ from testbed import containerd as ctd
 from testbed import guest
 from testbed import hostile as hb
 from testbed.hostile import INITRD, KERNEL, KERNEL_BYTES, Node, file, link
+from testbed.reliability import Hostile, Report
 from tests.integration.conftest import SNAPSHOTTER, load
 from tests.integration.runner import UKRUN, Runner
 from ukrun import errors, host
@@ -43,6 +44,10 @@ class HostBait:
 
     def path(self, name: str) -> str:
         return str(self.dir / name)
+
+    def anonymous(self, text: str) -> str:
+        """`text` with the bait's folder (a temporary path of this run) named generically."""
+        return text.replace(str(self.dir).lstrip("/"), "<host folder>")
 
     def climb(self, name: str, depth: int = 30) -> str:
         """A relative path that, followed on the host from any folder, reaches the bait."""
@@ -239,8 +244,9 @@ CTR_CASES: dict[str, Case] = {
                "--annotation", f"{PREFIX}binary={KERNEL}")),
 }
 
+@pytest.mark.reliability("hostile")
 @pytest.mark.parametrize("name", list(CTR_CASES))
-def test_hostile_image_through_ctr(runner: Runner, tmp_path: Path, bait: HostBait, name: str) -> None:
+def test_hostile_image_through_ctr(runner: Runner, tmp_path: Path, bait: HostBait, report: Report, name: str) -> None:
     case = CTR_CASES[name]
     image = f"ukrun/hostile-{name}:1"
     tar = hb.image(tmp_path / "img", image, case.layers(bait), marks=case.marks)
@@ -258,6 +264,7 @@ def test_hostile_image_through_ctr(runner: Runner, tmp_path: Path, bait: HostBai
     assert cid not in runner.ctr("containers", "ls", "-q").stdout.split()
     runner.assert_clean(cid)
     assert not (runner.state_root / "copies" / runner.ns / cid).exists()
+    report.hostile.append(Hostile(name, "ctr", runner.daemon.version, bait.anonymous(sentence.strip())))
 
 
 # -- through ArtifactStore.acquire and `ukrun view acquire` ----------------------------------------------------
@@ -299,9 +306,10 @@ STORE_REFUSED: dict[str, tuple[Callable[[HostBait], Sequence[Sequence[Node]]], d
 }
 
 
+@pytest.mark.reliability("hostile")
 @pytest.mark.parametrize("name", list(STORE_REFUSED))
 def test_hostile_image_through_acquire(daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore,
-                                       tmp_path: Path, bait: HostBait, name: str) -> None:
+                                       tmp_path: Path, bait: HostBait, report: Report, name: str) -> None:
     layers, marks, message = STORE_REFUSED[name]
     _load(daemon, ns, tmp_path, name, layers(bait), marks)
     for mode in ("shared", "per-container", "copy"):
@@ -312,6 +320,7 @@ def test_hostile_image_through_acquire(daemon: ctd.Daemon, ns: str, client: Clie
         assert_no_copy_of_bait(store.root, bait)
         store.release("c1")
     assert_store_clean(daemon, ns, client, store, "c1")
+    report.hostile.append(Hostile(name, "acquire", daemon.version, bait.anonymous(str(exc.value))))
 
 
 def _acquire_ok(daemon: ctd.Daemon, ns: str, client: Client, store: ArtifactStore, bait: HostBait,

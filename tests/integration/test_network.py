@@ -76,7 +76,7 @@ def test_a_linux_guest_answers_on_its_containers_address(runner: Runner, pod: ne
     runner.assert_clean("n1")
 
 
-@pytest.mark.parametrize("step", ["before-tap", "after-tap"])
+@pytest.mark.parametrize("step", ["create-before-tap", "create-after-tap"])
 def test_a_create_killed_during_network_set_up_leaves_nothing(daemon: ctd.Daemon, ns: str, tmp_path: Path,
                                                              net_image: Path, pod: netns.Pod, step: str) -> None:
     config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")

@@ -233,7 +233,7 @@ def test_a_create_killed_before_saving_its_init_leaves_nothing_through_the_shim(
     # Every create of this daemon's shims is killed after spawning the init, before saving its PID.
     config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
     private = ctd.start(daemon.version, tmp_path / "d",
-                        env={"UKRUN_CONFIG": str(config), "UKRUN_CRASH_AT": "before-save"})
+                        env={"UKRUN_CONFIG": str(config), "UKRUN_CRASH_AT": "create-before-save"})
     try:
         r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
         private.import_image(ns, guest_image, SNAPSHOTTER)
@@ -260,7 +260,7 @@ def test_gc_reclaims_a_create_killed_before_saving_its_init(runner: Runner, tmp_
             "process": {"args": ["/bin/sh", "/app/run.sh", "sleep"], "env": [], "cwd": "/"},
             "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "cgroupsPath": f"/{runner.ns}/k2"}}
     (bundle / "config.json").write_text(json.dumps(spec))
-    env = {**runner.daemon.env(), "NAMESPACE": runner.ns, "UKRUN_CRASH_AT": "before-save",
+    env = {**runner.daemon.env(), "NAMESPACE": runner.ns, "UKRUN_CRASH_AT": "create-before-save",
            "UKRUN_CONFIG": str(write_ukrun_config(tmp_path / "ukrun.toml", runner.state_root))}
     base = [UKRUN, "--root", str(runner.runc_root)]
     try:

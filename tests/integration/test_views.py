@@ -210,7 +210,7 @@ def test_concurrent_acquires_make_exactly_one_view(
     assert views(client) == []
 
 
-@pytest.mark.parametrize("step", ["after-view", "after-label", "after-mount"])
+@pytest.mark.parametrize("step", ["acquire-after-view", "acquire-after-label", "acquire-after-mount"])
 def test_gc_reclaims_everything_after_a_crash(
     daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path, step: str
 ) -> None:
@@ -232,7 +232,7 @@ def test_gc_reclaims_everything_after_a_crash(
     assert again == ""
 
 
-@pytest.mark.parametrize("step", ["before-user", "after-user"])
+@pytest.mark.parametrize("step", ["acquire-before-user", "acquire-after-user"])
 def test_release_reclaims_an_acquire_killed_around_recording_its_user(
     daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path, step: str
 ) -> None:
@@ -379,7 +379,7 @@ def test_gc_all_namespaces(daemon: ctd.Daemon, ns: str, basic_image: Path, state
     for namespace in (ns, other):
         load(daemon, namespace, basic_image, "ukrun/basic:1", ["c1"])
         crash = subprocess.run([*base, "--namespace", namespace, "view", "acquire", "c1"],
-                               env={**env, "UKRUN_CRASH_AT": "after-label"}, capture_output=True)
+                               env={**env, "UKRUN_CRASH_AT": "acquire-after-label"}, capture_output=True)
         assert crash.returncode == -9
     out = subprocess.run([*base, "gc", "--all-namespaces"], env=env, capture_output=True, text=True, check=True).stdout
     assert f"[{ns}] remove view" in out and f"[{other}] remove view" in out

@@ -309,9 +309,9 @@ class ArtifactStore:
                 state = self._create_and_label(record, vid, key, parent, mode)
             self._ensure_mounted(state)
             self._write_record(record.id, f"view:{vid}")
-            crashpoints.point("before-user")
+            crashpoints.point("acquire-before-user")
             (self._view_dir(vid) / "users" / record.id).touch()
-            crashpoints.point("after-user")
+            crashpoints.point("acquire-after-user")
             loaded = self._load_view(vid)
             assert loaded is not None
             return loaded
@@ -329,14 +329,14 @@ class ArtifactStore:
             except errors.AlreadyExists:
                 self.client.lease_add_snapshot(lease.id, sn, key)
                 mounts = self.client.mounts(sn, key)
-            crashpoints.point("after-view")
+            crashpoints.point("acquire-after-view")
             state = ViewState(
                 id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
                 mounts=[asdict(m) for m in mounts],
             )
             self._save_view(state)
             self.client.update_container_labels(record.id, {user_label(sn): key})
-            crashpoints.point("after-label")
+            crashpoints.point("acquire-after-label")
             return state
         finally:
             with contextlib.suppress(errors.ContainerdError):
@@ -352,7 +352,7 @@ class ArtifactStore:
             if "ro" not in opts:
                 opts.append("ro")
             host.mount(m["source"], target, m["type"], opts)
-        crashpoints.point("after-mount")
+        crashpoints.point("acquire-after-mount")
 
     # -- copy mode ----------------------------------------------------------------------------------
     def _acquire_copy(self, container_id: str, spec_config: UnikernelConfig | None, rootfs: Path | None,
@@ -426,6 +426,7 @@ class ArtifactStore:
             if state is None:
                 return
             (self._view_dir(vid) / "users" / container_id).unlink(missing_ok=True)
+            crashpoints.point("release-after-unuse")
             if not [u for u in state.users if u != container_id]:
                 self._teardown(vid, state)
             with self._unless_unreachable(f"the label of container {container_id}"):
@@ -435,8 +436,10 @@ class ArtifactStore:
         """Unmount, then remove the view, then its folder. Caller holds the view's lock."""
         target = self._view_dir(vid) / "rootfs"
         host.unmount_all(target)
+        crashpoints.point("release-after-unmount")
         with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
+        crashpoints.point("release-after-remove")
         shutil.rmtree(self._view_dir(vid), ignore_errors=True)
         (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 
@@ -494,6 +497,7 @@ class ArtifactStore:
                     actions.append(f"remove view {state.key} ({state.snapshotter}) and its mount")
                     if not dry_run:
                         self._teardown(vid, state)
+        crashpoints.point("gc-after-views")
         actions += self._gc_containerd(dry_run)
         if not dry_run:
             self._remove_stale_locks()

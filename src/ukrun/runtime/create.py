@@ -165,8 +165,10 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
     record.pid_start = st.process_start(record.pid)
+    if not record.pid_start:
+        raise UkrunError("the container's init exited before create could record it")
     timer.mark("launcher")
-    crashpoints.point("before-save")
+    crashpoints.point("create-before-save")
     st.save(ctx.root, record)
     zygote.commit()  # the init runs on only once its PID is saved (see ukrun.launcher)
     if pid_file is not None:
@@ -187,9 +189,9 @@ def _connect(plan: LaunchPlan) -> None:
         if not found:
             raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
         iface = found[0]
-        crashpoints.point("before-tap")
+        crashpoints.point("create-before-tap")
         tap = netlink.make_tap(ipr, plan.network.tap, alias(plan.container_id), plan.network.mtu)
-        crashpoints.point("after-tap")
+        crashpoints.point("create-after-tap")
         netlink.redirect(ipr, iface, tap)
         netlink.redirect(ipr, tap, iface)
 
@@ -262,8 +264,12 @@ class _Zygote:
         return int(line)
 
     def commit(self) -> None:
-        os.write(self.commit_fd, b"1")
-        self.close()
+        try:
+            os.write(self.commit_fd, b"1")
+        except BrokenPipeError:
+            raise UkrunError("the container's init died before create could hand it the container") from None
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Lets go of the zygote (it exits on end of file) and of the init (likewise, if not committed)."""

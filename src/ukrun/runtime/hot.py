@@ -10,6 +10,7 @@ import os
 import select
 import signal
 
+from ukrun import crashpoints
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
@@ -25,6 +26,7 @@ def start(root: str, container_id: str) -> None:
     if status != "created":
         raise UkrunError(f"container {container_id} is {status}, not created: it cannot be started")
     fifo = os.path.join(st.container_dir(root, container_id), st.FIFO)
+    crashpoints.point("start-before-release")
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         ready, _, _ = select.select([fd], [], [], 10)
@@ -32,6 +34,7 @@ def start(root: str, container_id: str) -> None:
             raise UkrunError(f"the init of container {container_id} did not answer start")
     finally:
         os.close(fd)
+    crashpoints.point("start-after-release")
     os.unlink(fifo)
     record.started = True
     st.save(root, record)
@@ -75,6 +78,7 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
     record = st.load(root, container_id)
     if not st.alive(record):
         raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped")
+    crashpoints.point("kill-before-signal")
     if all_processes:
         from ukrun import cgroups
 

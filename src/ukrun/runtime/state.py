@@ -74,7 +74,8 @@ def process_start(pid: int) -> str:
 
 
 def alive(st: ContainerState) -> bool:
-    return st.pid > 0 and process_start(st.pid) == st.pid_start
+    """Whether the init runs: a PID whose start time was never seen (it died first) is never alive."""
+    return st.pid > 0 and st.pid_start != "" and process_start(st.pid) == st.pid_start
 
 
 def creating(st: ContainerState) -> bool:

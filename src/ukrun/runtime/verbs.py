@@ -8,6 +8,7 @@ library and `runtime.state`. `create` and `delete` talk to containerd and import
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ukrun import config as configmod
+from ukrun import crashpoints
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
@@ -134,16 +136,20 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     from ukrun import cgroups
 
     if st.alive(record):
-        os.kill(record.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may end by itself meanwhile
+            os.kill(record.pid, signal.SIGKILL)
     cgroups.kill_all(record.cgroups, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while (st.alive(record) or cgroups.populated(record.cgroups)) and time.monotonic() < deadline:
         time.sleep(0.01)
+    crashpoints.point("teardown-after-kill")
     cgroups.remove(record.cgroups)
     if record.tap:
         _disconnect(record)
+        crashpoints.point("teardown-after-network")
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     store(ctx, record.namespace).release(record.id)
+    crashpoints.point("teardown-after-release")
     shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
 
 
