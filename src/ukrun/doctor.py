@@ -27,6 +27,7 @@ def run(cfg: configmod.Config, address: str, namespace: str, state_root: Path) -
     checks += _containerd(cfg, address, namespace)
     checks += _monitors(cfg, state_root)
     checks.append(_runc(cfg))
+    checks.append(_nft())
     checks.append(_state_root(state_root))
     return checks
 
@@ -98,6 +99,14 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
             out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "
                              "guests run under TCG", "check the host's KVM (a PVM or nested setup may lack features)"))
     return out
+
+
+def _nft() -> Check:
+    nft = shutil.which("nft")
+    if not nft:
+        return Check("nft", "warn", "no nft: unikernels in static network mode (io.ukrun.network: static, Knative's "
+                     "user-container) fail at create", "install nftables")
+    return Check("nft", "ok", f"{nft} sets up static network mode's NAT")
 
 
 def _runc(cfg: configmod.Config) -> Check:

@@ -1,6 +1,7 @@
 """Kubernetes' path: containerd's real CRI plugin with CNI bridge networking and a `ukrun` runtime handler
-(runc v2 shim, BinaryName), driven through the CRI gRPC API as the kubelet drives it. A unikernel pod
-answers a TCP request sent from the host to its pod IP; an ordinary container runs beside it."""
+(runc v2 shim, BinaryName), driven through the CRI gRPC API as the kubelet drives it. A pod of a unikernel
+(static network mode, its port published) and an ordinary container: both answer TCP requests sent from
+the host to the pod's IP."""
 
 from __future__ import annotations
 
@@ -68,12 +69,18 @@ def node(daemon: ctd.Daemon, tmp_path: Path, cri_images: tuple[Path, Path]) -> I
             shutil.rmtree(runc_root, ignore_errors=True)
 
 
-def _ask(ip: str, deadline: float) -> str:
+# Pod annotations, as a cluster user sets them (the handler passes io.ukrun.* through to every container):
+# the unikernel on the pod's private link with its port published; the pod's other containers keep theirs.
+STATIC = {"io.ukrun.network": "static", "io.ukrun.network.publish": "8080/tcp"}
+SIDECAR = ["/bin/busybox", "sh", "-c", "while true; do echo sidecar | /bin/busybox nc -l -p 9090; done"]
+
+
+def _ask(ip: str, port: int, expect: str, deadline: float) -> str:
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((ip, 8080), timeout=2) as s:
+            with socket.create_connection((ip, port), timeout=2) as s:
                 data = s.recv(200).decode()
-                if "guest kernel" in data:
+                if expect in data:
                     return data.strip()
         except OSError:
             pass
@@ -90,7 +97,7 @@ def test_a_unikernel_pod_answers_on_its_pod_ip(node: ctd.Daemon, tmp_path: Path,
     logs.mkdir()
     sandbox = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name="uk", uid="uid-uk", namespace="default"), hostname="uk",
-        log_directory=str(logs), linux=api.LinuxPodSandboxConfig())
+        log_directory=str(logs), linux=api.LinuxPodSandboxConfig(), annotations=STATIC)
     sid = ""
     containers: dict[str, str] = {}
     try:
@@ -98,14 +105,16 @@ def test_a_unikernel_pod_answers_on_its_pod_ip(node: ctd.Daemon, tmp_path: Path,
         sid = rt.RunPodSandbox(api.RunPodSandboxRequest(config=sandbox, runtime_handler="ukrun")).pod_sandbox_id
         ip = rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sid)).status.network.ip
         assert ip.startswith("198.51.100."), ip
-        for name, image, command in (("guest", GUEST, []), ("sidecar", cri.PAUSE, ["/bin/busybox", "sleep", "600"])):
+        for name, image, command in (("guest", GUEST, []), ("sidecar", cri.PAUSE, SIDECAR)):
             config = api.ContainerConfig(metadata=api.ContainerMetadata(name=name), image=api.ImageSpec(image=image),
                                          command=command, log_path=f"{name}.log")
             containers[name] = rt.CreateContainer(api.CreateContainerRequest(
                 pod_sandbox_id=sid, config=config, sandbox_config=sandbox)).container_id
             rt.StartContainer(api.StartContainerRequest(container_id=containers[name]))
-        answer = _ask(ip, time.monotonic() + 90)
+        deadline = time.monotonic() + 90
+        answer = _ask(ip, 8080, "guest kernel", deadline)
         assert answer == f"guest kernel {guest.kernel_release()}", answer
+        assert _ask(ip, 9090, "sidecar", deadline) == "sidecar"  # the pod's other container keeps its traffic
         for cid in containers.values():
             status = rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status
             assert status.state == api.CONTAINER_RUNNING, status

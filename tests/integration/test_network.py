@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
-from testbed import guest, netns
+from testbed import guest, images, netns
 from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukrun_config
 from tests.integration.runner import Runner
+from ukrun.image.build import Entry
 
 IMAGE = "ukrun/net-guest:1"
 APP = """#!/bin/sh
@@ -92,3 +93,53 @@ def test_a_create_killed_during_network_set_up_leaves_nothing(daemon: ctd.Daemon
         r.assert_clean("k1")
     finally:
         ctd.stop(private.dir)
+
+
+PLAIN = "ukrun/plain:1"
+SIDECAR = ("/bin/busybox", "sh", "-c", "while true; do echo sidecar | /bin/busybox nc -l -p 9090; done")
+
+
+@pytest.fixture(scope="session")
+def plain_image(image_dir: Path) -> Path:
+    return images.raw_image(image_dir / "plain", PLAIN, [[
+        Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox")]])
+
+
+def _answer(pod: netns.Pod, port: int, expect: str, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        proc = pod.run("busybox", "nc", "-w", "2", netns.CONTAINER_IP, str(port))
+        if expect in proc.stdout:
+            return proc.stdout.strip()
+        time.sleep(0.5)
+    return ""
+
+
+def _nat_tables(pod: netns.Pod) -> str:
+    return pod.inside("nft", "list", "tables").stdout
+
+
+def test_static_mode_publishes_the_guest_and_the_pods_other_container_keeps_its_traffic(
+    runner: Runner, pod: netns.Pod, plain_image: Path,
+) -> None:
+    """A pod of a unikernel and an ordinary (runc) container: in static mode the guest sits on a private
+    link, its published port is DNATed to it, and every other port stays the pod's own."""
+    runner.daemon.import_image(runner.ns, plain_image, SNAPSHOTTER)
+    sidecar = runner.ctr("run", "--detach", "--with-ns", f"network:{pod.path}", PLAIN, "side", *SIDECAR)
+    assert sidecar.returncode == 0, sidecar.stderr
+    proc = runner.run("s1", flags=("--detach", "--with-ns", f"network:{pod.path}", "--annotation",
+                                   "io.ukrun.network=static", "--annotation", "io.ukrun.network.publish=8080/tcp"),
+                      image=IMAGE)
+    assert proc.returncode == 0, proc.stderr
+    runner.wait_status("s1", "RUNNING")
+    assert "tapuk" in _ukrun_links(pod) and "ukrun_" in _nat_tables(pod)
+    assert "ingress" not in pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout  # eth0 stays the pod's
+    deadline = time.monotonic() + 90
+    assert _answer(pod, 8080, "guest kernel", deadline) == f"guest kernel {guest.kernel_release()}"
+    assert _answer(pod, 9090, "sidecar", deadline) == "sidecar"
+    assert runner.ctr("task", "kill", "-s", "SIGKILL", "s1").returncode == 0
+    runner.wait_status("s1", "STOPPED")
+    assert runner.ctr("task", "delete", "s1").returncode == 0
+    assert runner.ctr("containers", "delete", "s1").returncode == 0
+    assert "tapuk" not in _ukrun_links(pod) and "ukrun_" not in _nat_tables(pod)
+    assert _answer(pod, 9090, "sidecar", time.monotonic() + 30) == "sidecar"  # the pod's container lives on
+    runner.assert_clean("s1")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -279,6 +280,45 @@ def test_one_unikernel_per_network_namespace() -> None:
         plan(crowded)
     again = dataclasses.replace(networked("linux", "qemu"), taps=((TAP, "c1"),))  # its own, from a crashed create
     assert plan(again).network is not None
+
+
+def annotated(guest: str, monitor: str, annotations: dict[str, str], **kw: object) -> Facts:
+    return dataclasses.replace(networked(guest, monitor, **kw), annotations=tuple(annotations.items()))
+
+
+def test_static_mode_puts_the_guest_on_a_private_link_and_publishes_ports() -> None:
+    p = plan(annotated("linux", "qemu", {"io.ukrun.network": "static", "io.ukrun.network.publish": "8080, 53/udp"},
+                       rootfs=BLOCK_ROOT, mount_rootfs=True))
+    assert "ip=172.16.1.2::172.16.1.1:255.255.255.0:urunc:eth0:off" in p.cmdline
+    assert p.link is not None and p.link.uplink == "eth0" and p.link.table.startswith("ukrun_")
+    assert [str(port) for port in p.link.publish] == ["8080/tcp", "53/udp"]
+    rules = p.link.ruleset()
+    assert 'ip saddr 172.16.1.0/24 oifname "eth0" masquerade' in rules
+    assert 'iifname "eth0" tcp dport 8080 dnat to 172.16.1.2' in rules
+    assert 'iifname "eth0" udp dport 53 dnat to 172.16.1.2' in rules
+    assert rules.startswith(f"table ip {p.link.table}\ndelete table ip {p.link.table}\n")
+    assert p.to_json()["network"]["mode"] == "static"
+    unikraft = plan(annotated("unikraft", "qemu", {"io.ukrun.network": "static"}, initrd="/rootfs.cpio"))
+    assert "netdev.ip=172.16.1.2/24:172.16.1.1:192.0.2.53" in unikraft.cmdline
+
+
+def test_knatives_user_container_gets_static_mode_as_urunc_gives_it() -> None:
+    knative = plan(annotated("linux", "qemu", {"io.kubernetes.cri.container-name": "user-container"}))
+    assert knative.link is not None and knative.network is not None and knative.network.address == "172.16.1.2"
+    other = plan(annotated("linux", "qemu", {"io.kubernetes.cri.container-name": "web"}))
+    assert other.link is None and other.network is not None and other.network.address == "192.0.2.2"
+
+
+@pytest.mark.parametrize(("annotations", "message"), [
+    ({"io.ukrun.network": "bridge"}, "io.ukrun.network='bridge' is not one of dynamic, static"),
+    ({"io.ukrun.network": "static", "io.ukrun.network.publish": "http"}, "'http': the port must be a number"),
+    ({"io.ukrun.network": "static", "io.ukrun.network.publish": "80/sctp"}, "the protocol must be tcp or udp"),
+    ({"io.ukrun.network": "static", "io.ukrun.network.publish": "70000"}, "from 1 to 65535"),
+    ({"io.ukrun.network.publish": "8080"}, "needs io.ukrun.network=static: in dynamic mode"),
+])
+def test_bad_network_annotations_are_refused_naming_the_fix(annotations: dict[str, str], message: str) -> None:
+    with pytest.raises(PlanError, match=re.escape(message)):
+        plan(annotated("linux", "qemu", annotations))
 
 
 def test_without_a_network_namespace_path_the_guest_gets_no_network() -> None:

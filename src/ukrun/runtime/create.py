@@ -137,6 +137,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     info = facts.rootfs
     if plan.network is not None:
         record.netns, record.tap = plan.netns, plan.network.tap
+        record.nat = plan.link.table if plan.link else ""
         st.save(ctx.root, record)  # before the tap exists: a crash from here on leaves a record of it
         _connect(plan)
         timer.mark("network")
@@ -179,8 +180,9 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
 
 
 def _connect(plan: LaunchPlan) -> None:
-    """The container's tap, and the redirection between it and the container's interface."""
-    from ukrun.network import netlink
+    """The container's tap, and either the redirection between it and the container's interface (dynamic)
+    or the private link and its NAT rules (static)."""
+    from ukrun.network import netlink, static
     from ukrun.network.base import alias
 
     assert plan.network is not None
@@ -192,6 +194,9 @@ def _connect(plan: LaunchPlan) -> None:
         crashpoints.point("create-before-tap")
         tap = netlink.make_tap(ipr, plan.network.tap, alias(plan.container_id), plan.network.mtu)
         crashpoints.point("create-after-tap")
+        if plan.link is not None:
+            static.connect(ipr, tap, plan.link)
+            return
         netlink.redirect(ipr, iface, tap)
         netlink.redirect(ipr, tap, iface)
 

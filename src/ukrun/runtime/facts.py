@@ -74,8 +74,15 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
-        interface=found.interface, taps=found.taps,
+        interface=found.interface, taps=found.taps, annotations=network_annotations(spec),
     )
+
+
+def network_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
+    from ukrun.network.base import CRI_CONTAINER_NAME, MODE_ANNOTATION, PUBLISH_ANNOTATION
+
+    keys = (MODE_ANNOTATION, PUBLISH_ANNOTATION, CRI_CONTAINER_NAME)
+    return tuple((k, spec.annotations[k]) for k in keys if k in spec.annotations)
 
 
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"

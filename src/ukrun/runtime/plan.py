@@ -17,7 +17,23 @@ from typing import Any
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors import base as hv
-from ukrun.network.base import GuestNetwork, Interface, first_nameserver, tap_name
+from ukrun.network.base import (
+    CRI_CONTAINER_NAME,
+    KNATIVE_CONTAINER,
+    LINK_GUEST,
+    LINK_HOST,
+    LINK_PREFIX,
+    MODE_ANNOTATION,
+    PUBLISH_ANNOTATION,
+    GuestNetwork,
+    Interface,
+    NetworkMode,
+    StaticLink,
+    first_nameserver,
+    nat_table,
+    parse_publish,
+    tap_name,
+)
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
@@ -82,6 +98,7 @@ class Facts:
     netns: str = ""  # the container's network namespace (a path), when the spec names one
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
+    annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose the network mode
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class LaunchPlan:
     netns: str = ""
     interface: str = ""  # the container's interface that the tap is redirected from and to
     network: GuestNetwork | None = None
+    link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -131,7 +149,9 @@ class LaunchPlan:
             "files": {p: show(d) for p, d in self.files}, "exit_decoding": self.exit_decoding.value,
             "network": None if self.network is None else {
                 "netns": self.netns, "interface": self.interface, "tap": self.network.tap, "mac": self.network.mac,
-                "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu},
+                "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu,
+                "mode": (NetworkMode.STATIC if self.link else NetworkMode.DYNAMIC).value,
+                "publish": [str(p) for p in self.link.publish] if self.link else []},
             "notes": list(self.notes),
         }
 
@@ -150,7 +170,7 @@ def plan(facts: Facts) -> LaunchPlan:
                         "use qemu or solo5-spt, or run on a host with KVM")
     root, decision, notes = _root(facts, guest, monitor)
     blocks, guest_blocks = _blocks(facts, guest, root, decision)
-    network, net_notes = _network(facts)
+    network, link, net_notes = _network(facts)
     notes += net_notes
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, network)
     guest.check(req)
@@ -195,27 +215,56 @@ def plan(facts: Facts) -> LaunchPlan:
         cmdline=cmdline, memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,
         seccomp=spec.seccomp, blocks=blocks, shares=shares, initrds=initrds, argv=launch.argv,
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
-        netns=facts.netns if network is not None else "", network=network, notes=notes,
+        netns=facts.netns if network is not None else "", network=network, link=link, notes=notes,
         interface=facts.interface.name if network is not None and facts.interface else "",
     )
 
 
-def _network(facts: Facts) -> tuple[GuestNetwork | None, tuple[str, ...]]:
-    """The container's interface, redirected to a tap of its own (urunc's dynamic mode). One unikernel per
-    network namespace: the redirection takes all the interface's traffic."""
+def _network(facts: Facts) -> tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]:
+    """The guest's network in the container's namespace: DYNAMIC takes over the interface (urunc's dynamic
+    mode), STATIC puts the guest on a private link behind it (urunc's static mode; see network.base).
+    One unikernel per network namespace: the tap's link and its rules are the namespace's."""
     if not facts.netns:
-        return None, ("the spec names no network namespace: the guest gets no network",)
+        return None, None, ("the spec names no network namespace: the guest gets no network",)
     if facts.interface is None:
-        return None, (f"no interface with a default route in {facts.netns}: the guest gets no network",)
+        return None, None, (f"no interface with a default route in {facts.netns}: the guest gets no network",)
     tap = tap_name(facts.container_id)
     others = [c for t, c in facts.taps if t != tap]
     if others:
         raise PlanError(f"the network namespace {facts.netns} already carries unikernel {others[0]}: ukrun runs "
-                        "one unikernel per network namespace (pod), since it takes all of the interface's "
-                        "traffic; run this one in a pod of its own")
+                        "one unikernel per network namespace (pod), since its tap takes the interface's traffic "
+                        "(dynamic) or the pod's private link (static); run this one in a pod of its own")
     iface = facts.interface
     dns = next((first_nameserver(data) for path, data in facts.etc_files if path == "/etc/resolv.conf"), "")
-    return GuestNetwork(tap, iface.mac, iface.address, iface.prefixlen, iface.gateway, iface.mtu, dns), ()
+    annotations = dict(facts.annotations)
+    mode = _network_mode(annotations)
+    try:
+        publish = parse_publish(annotations.get(PUBLISH_ANNOTATION, ""))
+    except ValueError as exc:
+        raise PlanError(f"annotation {PUBLISH_ANNOTATION}: {exc}") from None
+    if mode is NetworkMode.DYNAMIC:
+        if publish:
+            raise PlanError(f"annotation {PUBLISH_ANNOTATION} needs {MODE_ANNOTATION}=static: in dynamic mode "
+                            "the guest already receives all of the interface's traffic")
+        return GuestNetwork(tap, iface.mac, iface.address, iface.prefixlen, iface.gateway, iface.mtu, dns), None, ()
+    link = StaticLink(LINK_HOST, LINK_GUEST, LINK_PREFIX, iface.name, publish, nat_table(facts.container_id))
+    ports = ", ".join(str(p) for p in publish) or "none"
+    note = (f"static network: the guest is {LINK_GUEST} behind {iface.name} ({iface.address}), masqueraded "
+            f"outwards; ports published from {iface.name}: {ports}")
+    return GuestNetwork(tap, iface.mac, LINK_GUEST, LINK_PREFIX, LINK_HOST, iface.mtu, dns), link, (note,)
+
+
+def _network_mode(annotations: dict[str, str]) -> NetworkMode:
+    value = annotations.get(MODE_ANNOTATION, "")
+    if value:
+        try:
+            return NetworkMode(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in NetworkMode)
+            raise PlanError(f"annotation {MODE_ANNOTATION}={value!r} is not one of {choices}") from None
+    if annotations.get(CRI_CONTAINER_NAME) == KNATIVE_CONTAINER:
+        return NetworkMode.STATIC  # Knative's queue-proxy reaches the guest on the pod's private link
+    return NetworkMode.DYNAMIC
 
 
 def _root(facts: Facts, guest: guests.UnikernelType,

@@ -9,7 +9,7 @@ import os
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "timing_log", "creator", "creator_start", "netns", "tap")
+          "timing_log", "creator", "creator_start", "netns", "tap", "nat")
 
 
 class ContainerState:
@@ -18,7 +18,7 @@ class ContainerState:
     def __init__(self, id: str, bundle: str, pid: int = 0, pid_start: str = "", created: str = "",
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
                  cgroups: list[str] | None = None, timing_log: str = "", creator: int = 0,
-                 creator_start: str = "", netns: str = "", tap: str = "") -> None:
+                 creator_start: str = "", netns: str = "", tap: str = "", nat: str = "") -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
@@ -26,6 +26,7 @@ class ContainerState:
         # whose init is not alive is what a crashed create left (see runtime.verbs.create).
         self.creator, self.creator_start = creator, creator_start
         self.netns, self.tap = netns, tap  # the tap this container's create made (or was about to) in netns
+        self.nat = nat  # and its nftables table there, in static network mode
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}

@@ -154,13 +154,16 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
 
 
 def _disconnect(record: st.ContainerState) -> None:
-    """Removes the container's tap and the filters that point at it; a namespace already gone took them."""
-    from ukrun.network import netlink
+    """Removes the container's tap and the filters that point at it, and its NAT table in static mode; a
+    namespace already gone took them."""
+    from ukrun.network import netlink, static
 
     if not os.path.exists(record.netns):
         return
     with netlink.inside(record.netns) as ipr:
         netlink.remove_tap(ipr, record.tap)
+        if record.nat:
+            static.disconnect(record.nat)
 
 
 def gc(ctx: Context, dry_run: bool) -> list[str]:
