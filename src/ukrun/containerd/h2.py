@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from enum import IntEnum
 
 from ukrun.containerd import hpack
-from ukrun.containerd.status import HTTP_TO_STATUS, RST_TO_STATUS, RpcError, Status, percent_decode
+from ukrun.containerd.status import RST_TO_STATUS, RpcError, Status, raise_for_status
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -86,6 +86,7 @@ class Connection:
         self.path = path
         self._sock: socket.socket | None = None
         self._rbuf = bytearray()
+        self._write_failed = False
         self._next_id = 1
         self._decoder = hpack.Decoder()
         self._send_frame_max = DEFAULT_FRAME
@@ -127,6 +128,7 @@ class Connection:
                            broken=True) from None
         self._sock = sock
         self._rbuf = bytearray()
+        self._write_failed = False
         self._next_id = 1
         self._decoder = hpack.Decoder()
         self._send_frame_max, self._send_window = DEFAULT_FRAME, DEFAULT_WINDOW
@@ -143,6 +145,16 @@ class Connection:
         assert self._sock is not None
         self._sock.settimeout(self._remaining())
         self._sock.sendall(data)
+
+    def _send_control(self, data: bytes) -> None:
+        """An answer the peer may no longer read (it can close right after its last frame): a failed
+        write leaves what is already received readable, and closes the connection after this call."""
+        if self._write_failed:
+            return
+        try:
+            self._send(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self._write_failed = True
 
     def _recv_exact(self, size: int) -> bytes:
         assert self._sock is not None
@@ -183,6 +195,8 @@ class Connection:
         finally:
             if self._stream is stream:
                 self._stream = None
+            if self._write_failed:
+                self.close()
 
     def _call(self, stream: _Stream, path: str, metadata: list[tuple[str, str]], request: bytes,
               timeout: float) -> Iterator[bytes]:
@@ -223,7 +237,7 @@ class Connection:
                 break
         if stream.buffer:
             raise RpcError(Status.INTERNAL, f"stream ended inside a message ({len(stream.buffer)} bytes left)")
-        _raise_for_status(stream)
+        raise_for_status(stream.headers or [], stream.trailers or [])
 
     def _check_reset(self, stream: _Stream) -> None:
         if stream.reset is not None:
@@ -278,7 +292,7 @@ class Connection:
                 self._on_settings(payload)
         elif ftype == Frame.PING:
             if not flags & Flag.ACK:
-                self._send(_frame(Frame.PING, Flag.ACK, 0, payload))
+                self._send_control(_frame(Frame.PING, Flag.ACK, 0, payload))
         elif ftype == Frame.GOAWAY:
             self._on_goaway(payload)
         elif ftype == Frame.WINDOW_UPDATE:
@@ -308,7 +322,7 @@ class Connection:
                 updates += _frame(Frame.WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.unacked))
                 stream.unacked = 0
         if updates:
-            self._send(updates)
+            self._send_control(updates)
 
     def _on_headers(self, ftype: int, stream_id: int, flags: int, payload: bytes) -> None:
         if ftype == Frame.HEADERS:
@@ -348,7 +362,7 @@ class Connection:
             elif ident == Setting.INITIAL_WINDOW_SIZE:
                 self._stream_send_window += value - self._stream_window_initial
                 self._stream_window_initial = value
-        self._send(_frame(Frame.SETTINGS, Flag.ACK, 0, b""))
+        self._send_control(_frame(Frame.SETTINGS, Flag.ACK, 0, b""))
 
     def _on_goaway(self, payload: bytes) -> None:
         last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
@@ -376,21 +390,3 @@ def _unpad(payload: bytes) -> bytes:
     if pad >= len(payload):
         raise ProtocolError("padding longer than the frame")
     return payload[1:len(payload) - pad]
-
-
-def _raise_for_status(stream: _Stream) -> None:
-    headers = dict(stream.headers or [])
-    trailers = dict(stream.trailers or [])
-    status = trailers.get("grpc-status")
-    if status is None:
-        http = headers.get(":status", "")
-        if http != "200":
-            code = HTTP_TO_STATUS.get(int(http) if http.isdigit() else 0, Status.UNKNOWN)
-            raise RpcError(code, f"HTTP status {http or 'missing'} and no grpc-status: is this a gRPC server?")
-        raise RpcError(Status.INTERNAL, "the stream ended without a grpc-status")
-    try:
-        code = Status(int(status))
-    except ValueError:
-        code = Status.UNKNOWN
-    if code is not Status.OK:
-        raise RpcError(code, percent_decode(trailers.get("grpc-message", "")))

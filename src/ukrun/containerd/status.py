@@ -67,3 +67,21 @@ def percent_decode(text: str) -> str:
 
 def _is_hex(pair: bytes) -> bool:
     return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
+def raise_for_status(headers_list: list[tuple[str, str]], trailers_list: list[tuple[str, str]]) -> None:
+    """Raises the call's RpcError from its response headers and trailers, unless its status is OK."""
+    headers, trailers = dict(headers_list), dict(trailers_list)
+    status = trailers.get("grpc-status")
+    if status is None:
+        http = headers.get(":status", "")
+        if http != "200":
+            code = HTTP_TO_STATUS.get(int(http) if http.isdigit() else 0, Status.UNKNOWN)
+            raise RpcError(code, f"HTTP status {http or 'missing'} and no grpc-status: is this a gRPC server?")
+        raise RpcError(Status.INTERNAL, "the stream ended without a grpc-status")
+    try:
+        code = Status(int(status))
+    except ValueError:
+        code = Status.UNKNOWN
+    if code is not Status.OK:
+        raise RpcError(code, percent_decode(trailers.get("grpc-message", "")))
