@@ -98,6 +98,7 @@ class Connection:
         self._deadline = 0.0
         self._stream: _Stream | None = None
         self._block = bytearray()  # a header block waiting for CONTINUATION
+        self._in_block = False
         self._block_stream = 0
         self._block_end_stream = False
 
@@ -131,6 +132,8 @@ class Connection:
         self._write_failed = False
         self._next_id = 1
         self._decoder = hpack.Decoder()
+        self._block.clear()
+        self._in_block = False
         self._send_frame_max, self._send_window = DEFAULT_FRAME, DEFAULT_WINDOW
         self._stream_window_initial, self._conn_unacked, self._goaway_last = DEFAULT_WINDOW, 0, None
         return sock
@@ -211,7 +214,7 @@ class Connection:
         self._stream_send_window = self._stream_window_initial
         headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"),
                    ("content-type", "application/grpc"), ("te", "trailers"),
-                   ("grpc-timeout", f"{max(1, int(timeout * 1000))}m"), *metadata]
+                   ("grpc-timeout", _grpc_timeout(timeout)), *metadata]
         self._send_headers(stream.id, hpack.encode(headers))
         self._send_data(stream.id, struct.pack(">BI", 0, len(request)) + request)
         while True:
@@ -276,7 +279,7 @@ class Connection:
         if length > MAX_FRAME_ACCEPTED:
             raise ProtocolError(f"frame of {length} bytes: is this HTTP/2?")
         payload = self._recv_exact(length) if length else b""
-        if self._block and ftype != Frame.CONTINUATION:
+        if self._in_block and ftype != Frame.CONTINUATION:
             raise ProtocolError("header block interrupted before END_HEADERS")
         stream = self._stream if self._stream is not None and self._stream.id == stream_id else None
         if ftype == Frame.DATA:
@@ -326,17 +329,18 @@ class Connection:
 
     def _on_headers(self, ftype: int, stream_id: int, flags: int, payload: bytes) -> None:
         if ftype == Frame.HEADERS:
-            if self._block:
+            if self._in_block:
                 raise ProtocolError("HEADERS inside a header block")
             if flags & Flag.PADDED:
                 payload = _unpad(payload)
             if flags & Flag.PRIORITY:
                 payload = payload[5:]
             self._block_stream, self._block_end_stream = stream_id, bool(flags & Flag.END_STREAM)
-        elif not self._block and self._block_stream != stream_id:
+        elif not self._in_block or self._block_stream != stream_id:
             raise ProtocolError("CONTINUATION without HEADERS")
         self._block += payload
-        if not flags & Flag.END_HEADERS:
+        self._in_block = not flags & Flag.END_HEADERS
+        if self._in_block:
             return
         headers = self._decoder.decode(bytes(self._block))
         self._block.clear()
@@ -381,6 +385,11 @@ class ProtocolError(Exception):
 
 def _frame(ftype: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream_id) + payload
+
+
+def _grpc_timeout(seconds: float) -> str:
+    millis = max(1, int(seconds * 1000))
+    return f"{millis}m" if millis < 10**8 else f"{min(int(seconds), 10**8 - 1)}S"  # at most 8 digits
 
 
 def _unpad(payload: bytes) -> bytes:
