@@ -64,7 +64,7 @@ class Setting(IntEnum):
 
 
 class _Deadline(Exception):
-    pass
+    """The call's deadline passed: the connection may hold half a frame and is closed."""
 
 
 class _Stream:
@@ -117,10 +117,7 @@ class Connection:
                                    Setting.MAX_HEADER_LIST_SIZE, 1 << 20)
             sock.sendall(PREFACE + _frame(Frame.SETTINGS, 0, 0, settings)
                          + _frame(Frame.WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW - DEFAULT_WINDOW)))
-        except _Deadline:
-            sock.close()
-            raise
-        except TimeoutError:
+        except (_Deadline, TimeoutError):
             sock.close()
             raise _Deadline() from None
         except OSError as exc:
