@@ -16,7 +16,7 @@ from typing import NoReturn, TypeVar
 
 from ukrun import errors
 from ukrun.containerd import api, wire
-from ukrun.containerd.h2 import MAX_MESSAGE, Connection
+from ukrun.containerd.h2 import Connection
 from ukrun.containerd.records import (
     GC_EXPIRE_LABEL,
     ContainerRecord,
@@ -30,8 +30,6 @@ from ukrun.containerd.records import (
     snapshot_resource_type,
 )
 from ukrun.containerd.status import RpcError, Status
-
-__all__ = ["ADDRESS_HINT", "MAX_MESSAGE", "Client", "socket_path"]
 
 Req = TypeVar("Req", bound=wire.Message)
 Resp = TypeVar("Resp", bound=wire.Message)
