@@ -284,7 +284,7 @@ class Connection:
         elif ftype in (Frame.HEADERS, Frame.CONTINUATION):
             self._on_headers(ftype, stream_id, flags, payload)
         elif ftype == Frame.RST_STREAM:
-            if stream is not None and len(payload) == 4:
+            if stream is not None and not stream.ended and len(payload) == 4:  # NO_ERROR after the end is fine
                 stream.reset = int.from_bytes(payload, "big")
                 stream.ended = True
         elif ftype == Frame.SETTINGS:
