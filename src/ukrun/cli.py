@@ -269,8 +269,8 @@ def main() -> None:
 
 
 def _exit(code: int) -> NoReturn:
-    """Ends without the interpreter's teardown, which would join the gRPC client's threads and close its
-    channels (~15 ms on every create and delete). Everything ukrun writes is flushed first."""
+    """Ends without the interpreter's teardown (finalizing every module and object, a few ms on every
+    create and delete). Everything ukrun writes is flushed first."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""containerd's API, as ukrun uses it. Importing this package costs nothing; `client` loads gRPC."""
+"""containerd's API, as ukrun uses it. Importing this package costs nothing; `client` loads the gRPC client."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 
 def connector(address: str, namespace: str, timeout: float) -> Callable[[], Client]:
-    """A function that connects when first called: verbs that end up not needing containerd skip gRPC."""
+    """A function that connects when first called: verbs that end up not needing containerd skip it."""
 
     def connect() -> Client:
         from ukrun.containerd.client import Client

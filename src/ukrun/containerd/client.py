@@ -1,7 +1,9 @@
 """A small typed client for the parts of containerd's gRPC API that ukrun uses.
 
-It knows nothing of unikernels. Importing it loads grpc and the stubs (~200 ms), so callers import it
-only on the paths that really talk to containerd.
+It knows nothing of unikernels. It speaks gRPC itself (ukrun.containerd.h2, .hpack, .wire, with the
+messages of .api generated from the .proto files): no grpcio, no protobuf, no threads, a few ms to import.
+Callers still import it only on the paths that really talk to containerd. Every failed call becomes a
+ukrun error in one place, `_fail`.
 """
 
 from __future__ import annotations
@@ -10,29 +12,11 @@ import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
-
-import grpc
-from google.protobuf import empty_pb2, field_mask_pb2
+from typing import NoReturn, TypeVar
 
 from ukrun import errors
-from ukrun.containerd.proto import (
-    containers_pb2,
-    containers_pb2_grpc,
-    content_pb2,
-    content_pb2_grpc,
-    images_pb2,
-    images_pb2_grpc,
-    leases_pb2,
-    leases_pb2_grpc,
-    namespaces_pb2,
-    namespaces_pb2_grpc,
-    snapshots_pb2,
-    snapshots_pb2_grpc,
-    system_pb2,
-    system_pb2_grpc,
-    version_pb2_grpc,
-)
+from ukrun.containerd import api, wire
+from ukrun.containerd.h2 import Connection
 from ukrun.containerd.records import (
     GC_EXPIRE_LABEL,
     ContainerRecord,
@@ -45,8 +29,10 @@ from ukrun.containerd.records import (
     SnapshotKind,
     snapshot_resource_type,
 )
+from ukrun.containerd.status import RpcError, Status
 
-MAX_MESSAGE = 16 * 1024 * 1024
+Req = TypeVar("Req", bound=wire.Message)
+Resp = TypeVar("Resp", bound=wire.Message)
 ADDRESS_HINT = "set CONTAINERD_ADDRESS, --address, or 'address' under [containerd] in ukrun's config.toml"
 
 
@@ -62,21 +48,7 @@ class Client:
         self.namespace = namespace
         self.timeout = timeout
         self._check_socket()
-        self._channel = grpc.insecure_channel(
-            f"unix://{self.address}",
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-            ],
-        )
-        self._snapshots = snapshots_pb2_grpc.SnapshotsStub(self._channel)
-        self._leases = leases_pb2_grpc.LeasesStub(self._channel)
-        self._containers = containers_pb2_grpc.ContainersStub(self._channel)
-        self._images = images_pb2_grpc.ImagesStub(self._channel)
-        self._content = content_pb2_grpc.ContentStub(self._channel)
-        self._introspection = system_pb2_grpc.IntrospectionStub(self._channel)
-        self._version = version_pb2_grpc.VersionStub(self._channel)
-        self._namespaces = namespaces_pb2_grpc.NamespacesStub(self._channel)
+        self._conn = Connection(self.address)
 
     def _check_socket(self) -> None:
         try:
@@ -93,7 +65,7 @@ class Client:
             raise errors.ContainerdUnavailable(f"{self.address} is not a socket; {ADDRESS_HINT}")
 
     def close(self) -> None:
-        self._channel.close()
+        self._conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -108,31 +80,30 @@ class Client:
             md.append(("containerd-lease", lease))
         return md
 
-    def _fail(self, exc: grpc.RpcError, what: str) -> NoReturn:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        detail = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+    def _fail(self, exc: RpcError, what: str) -> NoReturn:
+        code, detail = exc.code, exc.details or str(exc)
         where = f"containerd at {self.address}"
-        if code == grpc.StatusCode.UNAVAILABLE:
+        if code == Status.UNAVAILABLE:
             raise errors.ContainerdUnavailable(
                 f"cannot reach {where} ({detail}): is it running, and is it containerd? {ADDRESS_HINT}"
             ) from None
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if code == Status.DEADLINE_EXCEEDED:
             raise errors.ContainerdUnavailable(
                 f"{where} did not answer {what} within {self.timeout:g} s: is it containerd, and healthy? "
                 f"{ADDRESS_HINT}"
             ) from None
-        if code == grpc.StatusCode.UNIMPLEMENTED:
+        if code == Status.UNIMPLEMENTED:
             raise errors.ContainerdUnavailable(
                 f"{where} does not implement {what} ({detail}): is this socket really containerd's? "
                 f"{ADDRESS_HINT}"
             ) from None
-        if code == grpc.StatusCode.NOT_FOUND:
+        if code == Status.NOT_FOUND:
             raise errors.NotFound(f"{what}: not found in namespace {self.namespace!r} ({detail})") from None
-        if code == grpc.StatusCode.ALREADY_EXISTS:
+        if code == Status.ALREADY_EXISTS:
             raise errors.AlreadyExists(f"{what}: already exists ({detail})") from None
-        if code == grpc.StatusCode.FAILED_PRECONDITION:
+        if code == Status.FAILED_PRECONDITION:
             raise errors.FailedPrecondition(f"{what}: {detail}") from None
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
+        if code == Status.INVALID_ARGUMENT:
             if "snapshotter not loaded" in detail:
                 name = detail.split("snapshotter not loaded:", 1)[1].split(":", 1)[0].strip()
                 raise errors.SnapshotterNotLoaded(
@@ -140,30 +111,43 @@ class Client:
                     f"(`ctr plugins ls` shows why it was skipped)"
                 ) from None
             raise errors.InvalidArgument(f"{what}: {detail}") from None
-        raise errors.ContainerdError(f"{what} failed at {where}: {code.name if code else '?'}: {detail}")
+        raise errors.ContainerdError(f"{what} failed at {where}: {code.name}: {detail}")
 
-    def _unary(self, method: Any, request: Any, what: str, *, lease: str | None = None,
-               namespaced: bool = True) -> Any:
+    def _call(self, rpc: wire.Rpc[Req, Resp], request: Req, what: str, *, lease: str | None = None,
+              namespaced: bool = True, timeout: float | None = None) -> Iterator[Resp]:
+        """Each response of `rpc` (one for a unary method); a failure raises the matching ukrun error."""
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata(lease, namespaced))
-        except grpc.RpcError as exc:
+            for data in self._conn.call(rpc.path, self._metadata(lease, namespaced), wire.encode(request),
+                                        self.timeout if timeout is None else timeout):
+                yield wire.decode(rpc.response, data)
+        except RpcError as exc:
             self._fail(exc, what)
+        except wire.WireError as exc:
+            raise errors.ContainerdError(f"{what}: containerd at {self.address} sent a bad message ({exc})") from None
+
+    def _unary(self, rpc: wire.Rpc[Req, Resp], request: Req, what: str, *, lease: str | None = None,
+               namespaced: bool = True) -> Resp:
+        responses = list(self._call(rpc, request, what, lease=lease, namespaced=namespaced))
+        if len(responses) != 1:
+            raise errors.ContainerdError(f"{what}: containerd at {self.address} sent {len(responses)} answers, "
+                                         f"not one")
+        return responses[0]
 
     # -- introspection ------------------------------------------------------------------------------
     def version(self) -> tuple[str, str]:
-        resp = self._unary(self._version.Version, empty_pb2.Empty(), "Version", namespaced=False)
+        resp = self._unary(api.VERSION_VERSION, api.ProtobufEmpty(), "Version", namespaced=False)
         return resp.version, resp.revision
 
     def plugins(self, filters: Sequence[str] = ()) -> list[PluginInfo]:
-        req = system_pb2.PluginsRequest(filters=list(filters))
-        resp = self._unary(self._introspection.Plugins, req, "Introspection.Plugins", namespaced=False)
+        req = api.IntrospectionPluginsRequest(filters=list(filters))
+        resp = self._unary(api.INTROSPECTION_PLUGINS, req, "Introspection.Plugins", namespaced=False)
         return [
-            PluginInfo(type=p.type, id=p.id, init_error=p.init_err.message if p.HasField("init_err") else "")
+            PluginInfo(type=p.type, id=p.id, init_error=p.init_err.message if p.init_err is not None else "")
             for p in resp.plugins
         ]
 
     def namespaces(self) -> list[str]:
-        resp = self._unary(self._namespaces.List, namespaces_pb2.ListNamespacesRequest(), "Namespaces.List",
+        resp = self._unary(api.NAMESPACES_LIST, api.NamespacesListNamespacesRequest(), "Namespaces.List",
                            namespaced=False)
         return [n.name for n in resp.namespaces]
 
@@ -179,60 +163,58 @@ class Client:
 
     # -- containers ---------------------------------------------------------------------------------
     def get_container(self, container_id: str) -> ContainerRecord:
-        req = containers_pb2.GetContainerRequest(id=container_id)
+        req = api.ContainersGetContainerRequest(id=container_id)
         try:
-            c = self._unary(self._containers.Get, req, f"container {container_id!r}").container
+            c = self._unary(api.CONTAINERS_GET, req, f"container {container_id!r}").container
         except errors.NotFound:
             self.require_namespace()
             raise errors.NotFound(
                 f"container {container_id!r} does not exist in namespace {self.namespace!r} "
                 f"of containerd at {self.address}"
             ) from None
-        return _container(c)
+        return _container(c or api.ContainersContainer())
 
     def list_containers(self, filters: Sequence[str] = ()) -> list[ContainerRecord]:
-        req = containers_pb2.ListContainersRequest(filters=list(filters))
-        return [_container(c) for c in self._unary(self._containers.List, req, "Containers.List").containers]
+        req = api.ContainersListContainersRequest(filters=list(filters))
+        return [_container(c) for c in self._unary(api.CONTAINERS_LIST, req, "Containers.List").containers]
 
     def update_container_labels(self, container_id: str, labels: Mapping[str, str | None]) -> None:
         """Sets (value) or removes (None) the given labels; other labels stay as they are."""
-        container = containers_pb2.Container(
+        container = api.ContainersContainer(
             id=container_id, labels={k: v for k, v in labels.items() if v is not None}
         )
-        mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
-        req = containers_pb2.UpdateContainerRequest(container=container, update_mask=mask)
-        self._unary(self._containers.Update, req, f"update of container {container_id!r}")
+        mask = api.ProtobufFieldMask(paths=[f"labels.{k}" for k in labels])
+        req = api.ContainersUpdateContainerRequest(container=container, update_mask=mask)
+        self._unary(api.CONTAINERS_UPDATE, req, f"update of container {container_id!r}")
 
     # -- snapshots ----------------------------------------------------------------------------------
     def stat_snapshot(self, snapshotter: str, key: str) -> SnapshotInfo:
-        req = snapshots_pb2.StatSnapshotRequest(snapshotter=snapshotter, key=key)
-        return _info(self._unary(self._snapshots.Stat, req, f"snapshot {key!r} ({snapshotter})").info)
+        req = api.SnapshotsStatSnapshotRequest(snapshotter=snapshotter, key=key)
+        info = self._unary(api.SNAPSHOTS_STAT, req, f"snapshot {key!r} ({snapshotter})").info
+        return _info(info or api.SnapshotsInfo())
 
     def view(self, snapshotter: str, key: str, parent: str, *, labels: Mapping[str, str] | None = None,
              lease: str | None = None) -> list[Mount]:
-        req = snapshots_pb2.ViewSnapshotRequest(
+        req = api.SnapshotsViewSnapshotRequest(
             snapshotter=snapshotter, key=key, parent=parent, labels=dict(labels or {})
         )
-        resp = self._unary(self._snapshots.View, req, f"view {key!r} of {parent} ({snapshotter})", lease=lease)
+        resp = self._unary(api.SNAPSHOTS_VIEW, req, f"view {key!r} of {parent} ({snapshotter})", lease=lease)
         return [_mount(m) for m in resp.mounts]
 
     def mounts(self, snapshotter: str, key: str) -> list[Mount]:
-        req = snapshots_pb2.MountsRequest(snapshotter=snapshotter, key=key)
-        resp = self._unary(self._snapshots.Mounts, req, f"mounts of snapshot {key!r} ({snapshotter})")
+        req = api.SnapshotsMountsRequest(snapshotter=snapshotter, key=key)
+        resp = self._unary(api.SNAPSHOTS_MOUNTS, req, f"mounts of snapshot {key!r} ({snapshotter})")
         return [_mount(m) for m in resp.mounts]
 
     def remove_snapshot(self, snapshotter: str, key: str) -> None:
-        req = snapshots_pb2.RemoveSnapshotRequest(snapshotter=snapshotter, key=key)
-        self._unary(self._snapshots.Remove, req, f"removal of snapshot {key!r} ({snapshotter})")
+        req = api.SnapshotsRemoveSnapshotRequest(snapshotter=snapshotter, key=key)
+        self._unary(api.SNAPSHOTS_REMOVE, req, f"removal of snapshot {key!r} ({snapshotter})")
 
     def list_snapshots(self, snapshotter: str, filters: Sequence[str] = ()) -> list[SnapshotInfo]:
-        req = snapshots_pb2.ListSnapshotsRequest(snapshotter=snapshotter, filters=list(filters))
+        req = api.SnapshotsListSnapshotsRequest(snapshotter=snapshotter, filters=list(filters))
         out: list[SnapshotInfo] = []
-        try:
-            for resp in self._snapshots.List(req, timeout=self.timeout, metadata=self._metadata()):
-                out.extend(_info(i) for i in resp.info)
-        except grpc.RpcError as exc:
-            self._fail(exc, f"list of {snapshotter} snapshots")
+        for resp in self._call(api.SNAPSHOTS_LIST, req, f"list of {snapshotter} snapshots"):
+            out.extend(_info(i) for i in resp.info)
         return out
 
     # -- leases -------------------------------------------------------------------------------------
@@ -242,66 +224,63 @@ class Client:
         if expire is not None:
             until = datetime.now(UTC) + expire
             all_labels[GC_EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
-        req = leases_pb2.CreateRequest(id=lease_id, labels=all_labels)
-        lease = self._unary(self._leases.Create, req, f"lease {lease_id!r}").lease
+        req = api.LeasesCreateRequest(id=lease_id, labels=all_labels)
+        lease = self._unary(api.LEASES_CREATE, req, f"lease {lease_id!r}").lease or api.LeasesLease()
         return Lease(id=lease.id, labels=dict(lease.labels))
 
     def delete_lease(self, lease_id: str, *, sync: bool = False) -> None:
-        req = leases_pb2.DeleteRequest(id=lease_id, sync=sync)
-        self._unary(self._leases.Delete, req, f"deletion of lease {lease_id!r}")
+        req = api.LeasesDeleteRequest(id=lease_id, sync=sync)
+        self._unary(api.LEASES_DELETE, req, f"deletion of lease {lease_id!r}")
 
     def list_leases(self, filters: Sequence[str] = ()) -> list[Lease]:
-        req = leases_pb2.ListRequest(filters=list(filters))
-        resp = self._unary(self._leases.List, req, "Leases.List")
+        req = api.LeasesListRequest(filters=list(filters))
+        resp = self._unary(api.LEASES_LIST, req, "Leases.List")
         return [Lease(id=le.id, labels=dict(le.labels)) for le in resp.leases]
 
     def lease_add_snapshot(self, lease_id: str, snapshotter: str, key: str) -> None:
-        res = leases_pb2.Resource(id=key, type=snapshot_resource_type(snapshotter))
-        req = leases_pb2.AddResourceRequest(id=lease_id, resource=res)
-        self._unary(self._leases.AddResource, req, f"adding snapshot {key!r} to lease {lease_id!r}")
+        res = api.LeasesResource(id=key, type=snapshot_resource_type(snapshotter))
+        req = api.LeasesAddResourceRequest(id=lease_id, resource=res)
+        self._unary(api.LEASES_ADD_RESOURCE, req, f"adding snapshot {key!r} to lease {lease_id!r}")
 
     # -- images and content -------------------------------------------------------------------------
     def get_image(self, name: str) -> ImageRecord:
-        req = images_pb2.GetImageRequest(name=name)
-        img = self._unary(self._images.Get, req, f"image {name!r}").image
-        return ImageRecord(name=img.name, target=_descriptor(img.target), labels=dict(img.labels))
+        req = api.ImagesGetImageRequest(name=name)
+        img = self._unary(api.IMAGES_GET, req, f"image {name!r}").image or api.ImagesImage()
+        target = _descriptor(img.target or api.TypesDescriptor())
+        return ImageRecord(name=img.name, target=target, labels=dict(img.labels))
 
     def read_blob(self, digest: str, *, limit: int) -> bytes:
         """The whole blob, refusing one larger than `limit` bytes before reading it."""
-        info = self._unary(
-            self._content.Info, content_pb2.InfoRequest(digest=digest), f"content {digest}"
-        ).info
-        if info.size > limit:
-            raise errors.ImageError(f"content {digest} is {info.size} bytes, over the {limit}-byte limit")
+        info = self._unary(api.CONTENT_INFO, api.ContentInfoRequest(digest=digest), f"content {digest}").info
+        size = info.size if info is not None else 0
+        if size > limit:
+            raise errors.ImageError(f"content {digest} is {size} bytes, over the {limit}-byte limit")
         return b"".join(self.stream_blob(digest))
 
     def stream_blob(self, digest: str) -> Iterator[bytes]:
-        req = content_pb2.ReadContentRequest(digest=digest)
-        try:
-            for resp in self._content.Read(req, timeout=max(self.timeout, 300), metadata=self._metadata()):
-                yield resp.data
-        except grpc.RpcError as exc:
-            self._fail(exc, f"read of content {digest}")
+        req = api.ContentReadContentRequest(digest=digest)
+        for resp in self._call(api.CONTENT_READ, req, f"read of content {digest}", timeout=max(self.timeout, 300)):
+            yield resp.data
 
 
-def _mount(m: Any) -> Mount:
+def _mount(m: api.TypesMount) -> Mount:
     return Mount(type=m.type, source=m.source, options=tuple(m.options), target=m.target)
 
 
-def _info(i: Any) -> SnapshotInfo:
+def _info(i: api.SnapshotsInfo) -> SnapshotInfo:
     return SnapshotInfo(name=i.name, parent=i.parent, kind=SnapshotKind(i.kind), labels=dict(i.labels))
 
 
-def _descriptor(d: Any) -> Descriptor:
+def _descriptor(d: api.TypesDescriptor) -> Descriptor:
     return Descriptor(media_type=d.media_type, digest=d.digest, size=d.size, annotations=dict(d.annotations))
 
 
-def _container(c: Any) -> ContainerRecord:
+def _container(c: api.ContainersContainer) -> ContainerRecord:
     return ContainerRecord(
         id=c.id,
         image=c.image,
         snapshotter=c.snapshotter,
         snapshot_key=c.snapshot_key,
         labels=dict(c.labels),
-        spec=c.spec.value if c.HasField("spec") else b"",
+        spec=c.spec.value if c.spec is not None else b"",
     )
