@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
+from testbed import guest
 from testbed import host as tbhost
-from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukrun_config
+from tests.integration.conftest import APP, SNAPSHOTTER, remove_containers, write_ukrun_config
 from tests.integration.runner import UKRUN, Runner
 from tests.integration.test_views import force_gc
 from ukrun.containerd.client import Client
@@ -196,5 +197,39 @@ def test_containerds_gc_forced_during_twenty_concurrent_creates_never_takes_a_vi
         assert runner.task_status(cid) == "RUNNING", cid
     remove_containers(runner)
     for cid in ids:
+        runner.assert_clean(cid)
+    assert runner.views() == []
+
+
+IMAGES = 5
+
+
+@pytest.fixture(scope="session")
+def many_images(image_dir: Path) -> list[tuple[str, Path]]:
+    """Images whose artifact layers differ (their base layers do): one view each."""
+    out = []
+    for i in range(IMAGES):
+        name = f"ukrun/many{i}:1"
+        out.append((name, guest.linux_image(image_dir / f"many{i}", name, APP + f"# image {i}\n")))
+    return out
+
+
+def test_different_images_at_once_get_a_view_each_and_leave_none(
+    runner: Runner, many_images: list[tuple[str, Path]],
+) -> None:
+    for _, tar in many_images:
+        runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    jobs = [(f"img{i}", name) for i, (name, _) in enumerate(many_images)]
+    with ThreadPoolExecutor(max_workers=IMAGES) as pool:
+        procs = list(pool.map(lambda job: runner.run(job[0], "/bin/sh", "/app/run.sh", "sleep", image=job[1],
+                                                     flags=("--detach",)), jobs))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs if p.returncode]
+    for cid, _ in jobs:
+        runner.wait_status(cid, "RUNNING", timeout=180)
+    views = runner.views()
+    assert sorted(u for v in views for u in v["users"]) == sorted(cid for cid, _ in jobs)  # type: ignore[attr-defined]
+    assert len(views) == IMAGES and all(len(v["users"]) == 1 for v in views)  # type: ignore[arg-type]
+    remove_containers(runner)
+    for cid, _ in jobs:
         runner.assert_clean(cid)
     assert runner.views() == []
