@@ -163,8 +163,8 @@ def write(results: Path, docs: Path) -> Path:
     if not (lost := missing("load")):
         ld = load_load(results / "load.json")
         c = ld.create_ms
-        out += [f"`{cmd('load')}` (containerd {ld.containerd}, blockfile; the stock runc v2 shim calls ukrun; "
-                "linux guests under qemu TCG)", "", *failed("load"), "| | |", "|---|---|",
+        out += [f"`{cmd('load')}` (containerd {ld.containerd}, blockfile with a 64 MiB scratch image; the stock "
+                "runc v2 shim calls ukrun; linux guests under qemu TCG)", "", *failed("load"), "| | |", "|---|---|",
                 f"| containers of one image, `ctr run --detach` all at once | {ld.containers} |",
                 f"| all RUNNING after | {ld.all_running_s:.1f} s |",
                 f"| views while they run (`ukrun view ls --json`) | {ld.views_while_running} "
