@@ -73,6 +73,52 @@ def machine_section(m: Machine) -> list[str]:
             f"| Python | {m.python} |", ""]
 
 
+def headline(results: Path, steps: dict[str, dict[str, Any]]) -> list[str]:
+    """The few figures the README quotes, each from a table below."""
+    out = []
+    if (results / "artifacts-sizes.json").exists():
+        a = load_artifacts(results / "artifacts-sizes.json")
+        parts = []
+        for r in sorted(a.runs, key=lambda r: r.size_mib):
+            later, copy = r.mode("shared").later_median(), r.mode("copy").median()
+            if later is not None:
+                parts.append(f"{r.size_mib} MiB: {_ms(later)} against {_ms(copy)} ({copy / later:.1f}x)")
+        out.append(f"- blockfile, {a.runs[0].containers} containers of one image: a later start on the shared "
+                   f"view costs {'; '.join(parts)} for a copy, and writes 0 bytes.")
+    if (results / "devmapper.json").exists():
+        d = load_artifacts(results / "devmapper.json")
+        parts = []
+        for r in sorted(d.runs, key=lambda r: r.size_mib):
+            modes = {x.mode: x.times_ms for x in r.modes}
+            copy = statistics.median(modes["copy"])
+            vs = {k: copy / v for k in ("per-container", "shared-later") if (v := plots.mode_median(modes, k))}
+            parts.append(f"{r.size_mib} MiB: shared later {vs.get('shared-later', 0):.1f}x copy, "
+                         f"per-container view {vs.get('per-container', 0):.2f}x")
+        out.append(f"- devmapper (qemu TCG guest, ratios only): {'; '.join(parts)}.")
+    if (results / "runtime.json").exists():
+        rt = load_runtime(results / "runtime.json")
+        uk, rc = rt.start_ms["ukrun"], rt.start_ms["runc"]
+        ratio = statistics.median(u / c for u, c in zip(uk, rc, strict=True))
+        create = next(v for v in rt.verbs if v.verb == "create")
+        out.append(f"- `ctr run -d` until RUNNING: ukrun's linux guest {_ms(statistics.median(uk))} against runc's "
+                   f"busybox {_ms(statistics.median(rc))} (pairwise ratio {ratio:.2f}); "
+                   f"`create` {_ms(create.ukrun_ms)} against {_ms(create.runc_ms)}; "
+                   f"`state` {_ms(rt.state_ms['ukrun'])} against {_ms(rt.state_ms['runc'])}.")
+    if (results / "load.json").exists():
+        ld = load_load(results / "load.json")
+        c = ld.create_ms
+        if c:
+            out.append(f"- load: {ld.containers} containers of one image at once through `ctr`: "
+                       f"{'all ran' if not ld.problems else 'PROBLEMS (see below)'}, {ld.views_while_running} "
+                       f"view, `create` p50 {_ms(statistics.median(c))}, p95 {_ms(percentile(c, 95))}; "
+                       f"{'nothing left after' if ld.clean else 'something left'}; {ld.images} images at once: "
+                       f"{ld.image_views} views, {'nothing left' if ld.images_clean else 'something left'}.")
+    failed = [k for k, v in steps.items() if v["status"]]
+    if failed:
+        out.append(f"- steps that exited non-zero: {', '.join(failed)} (see their sections).")
+    return ["## Headline figures", "", *out, ""] if out else []
+
+
 def write(results: Path, docs: Path) -> Path:
     run: dict[str, Any] = json.loads((results / "run.json").read_text())
     steps: dict[str, dict[str, Any]] = run["steps"]
@@ -82,7 +128,7 @@ def write(results: Path, docs: Path) -> Path:
     if run.get("quick"):
         out += ["**This page comes from a quick run (`BENCH_QUICK=1`): small sizes and counts. "
                 "Do not quote it.**", ""]
-    out += machine_section(m)
+    out += headline(results, steps) + machine_section(m)
 
     def cmd(name: str) -> str:
         return str(steps[name]["command"])
