@@ -212,7 +212,7 @@ def write(results: Path, docs: Path) -> Path:
         out += [f"`{cmd('load')}` (containerd {ld.containerd}, blockfile with a 64 MiB scratch image; the stock "
                 "runc v2 shim calls ukrun; linux guests under qemu TCG)", "", *failed("load"), "| | |", "|---|---|",
                 f"| containers of one image, `ctr run --detach` all at once | {ld.containers} |",
-                f"| all RUNNING after | {ld.all_running_s:.1f} s |",
+                f"| every `ctr run --detach` returned (task RUNNING) after | {ld.all_running_s:.1f} s |",
                 f"| views while they run (`ukrun view ls --json`) | {ld.views_while_running} "
                 f"({ld.view_users} users) |",
                 f"| `create`'s own phases (timing log): p50 / p95 / max | {_ms(statistics.median(c) if c else None)} "

@@ -109,7 +109,7 @@ class LoadResult:
     command: str
     containers: int
     create_ms: list[float]  # create's own phases (ukrun's timing log), one per container
-    all_running_s: float  # from the first `ctr run -d` until every task is RUNNING
+    all_running_s: float  # from the concurrent `ctr run -d` until the last returned (its task RUNNING)
     views_while_running: int
     view_users: int
     teardown_s: float

@@ -43,15 +43,26 @@ class Fleet:
     def __init__(self, daemon: ctd.Daemon, ns: str, work: Path, state_root: Path,
                  snapshotter: str = "blockfile") -> None:
         self.daemon, self.ns, self.state_root, self.snapshotter = daemon, ns, state_root, snapshotter
-        self.runc_root, self.fifo_dir = work / "runc", work / "fifo"
+        self.runc_root, self.fifo_dir, self.console_dir = work / "runc", work / "fifo", work / "console"
 
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
         return subprocess.run(cmd, capture_output=True, text=True, env=self.daemon.env(), timeout=timeout)
 
     def run_detached(self, cid: str, image: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ctr run --detach`; the guest's console goes to `console(cid)`."""
+        self.console_dir.mkdir(parents=True, exist_ok=True)
         return self.ctr("run", "--detach", "--snapshotter", self.snapshotter, "--runc-binary", UKRUN,
-                        "--runc-root", str(self.runc_root), "--fifo-dir", str(self.fifo_dir), image, cid, *args)
+                        "--runc-root", str(self.runc_root), "--fifo-dir", str(self.fifo_dir),
+                        "--log-uri", f"file://{self.console(cid)}", image, cid, *args)
+
+    def console(self, cid: str) -> Path:
+        return self.console_dir / f"{cid}.log"
+
+    def console_tail(self, cid: str, lines: int = 3) -> str:
+        path = self.console(cid)
+        text = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+        return " | ".join(text[-lines:]) or "(no console output)"
 
     def statuses(self) -> dict[str, str]:
         out = {}
@@ -61,12 +72,13 @@ class Fleet:
                 out[fields[0]] = fields[-1]
         return out
 
-    def wait_all(self, ids: Sequence[str], status: str, timeout: float) -> list[str]:
-        """Waits until every task in `ids` has `status`; returns those that never got there."""
+    def wait_all(self, ids: Sequence[str], status: str, timeout: float, *, absent_ok: bool = False) -> list[str]:
+        """Waits until every task in `ids` has `status` (or, with `absent_ok`, has no task at all);
+        returns those that never got there."""
         deadline = time.monotonic() + timeout
         while True:
             now = self.statuses()
-            missing = [cid for cid in ids if now.get(cid) != status]
+            missing = [cid for cid in ids if now.get(cid) != status and not (absent_ok and cid not in now)]
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.2)
@@ -83,11 +95,15 @@ class Fleet:
         problems = [f"kill {cid}: {p.stderr.strip()}" for cid, p in
                     zip(ids, each(ids, lambda c: self.ctr("task", "kill", "-s", "SIGKILL", c)), strict=True)
                     if p.returncode]
-        problems += [f"{cid} never stopped" for cid in self.wait_all(ids, "STOPPED", timeout)]
+        # A container whose `ctr run` failed has no task: nothing to wait for.
+        problems += [f"{cid} never stopped" for cid in self.wait_all(ids, "STOPPED", timeout, absent_ok=True)]
+
+        tasks = self.statuses()
 
         def delete(cid: str) -> str:
-            task, container = self.ctr("task", "delete", cid), self.ctr("containers", "delete", cid)
-            return "; ".join(f"{cid}: {p.stderr.strip()}" for p in (task, container) if p.returncode)
+            steps = [self.ctr("task", "delete", cid)] if cid in tasks else []
+            steps.append(self.ctr("containers", "delete", cid))
+            return "; ".join(f"{cid}: {p.stderr.strip()}" for p in steps if p.returncode)
 
         return problems + [p for p in each(ids, delete) if p]
 
