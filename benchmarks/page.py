@@ -133,6 +133,13 @@ def write(results: Path, docs: Path) -> Path:
     def cmd(name: str) -> str:
         return str(steps[name]["command"])
 
+    reruns = sorted({str(v["date"]) for v in steps.values() if v.get("date", m.date) != m.date})
+    if reruns:
+        out += [f"Some steps were re-run alone later ({', '.join(reruns)}); each section names its date.", ""]
+
+    def when(name: str) -> str:
+        return f", {steps[name]['date']}" if steps[name].get("date", m.date) != m.date else ""
+
     def missing(name: str) -> list[str]:
         if name not in steps:
             return [f"_Not run: step `{name}` was not part of this run._", ""]
@@ -160,7 +167,7 @@ def write(results: Path, docs: Path) -> Path:
         fixed = a.runs[0].containers if by == "size" else a.runs[0].size_mib
         title = f"### Across artifact sizes, {fixed} containers" if by == "size" else \
             f"### Across container counts, {fixed} MiB artifacts"
-        out += [title, "", f"`{cmd(name)}` (containerd {a.containerd})", "", *artifact_table(a, by), ""]
+        out += [title, "", f"`{cmd(name)}` (containerd {a.containerd}{when(name)})", "", *artifact_table(a, by), ""]
         out += [f"Targets: {'met' if not a.failures else '; '.join(a.failures)}.", ""]
         p = plots.latency_vs(a, pdir / f"{name}.png", m, cmd(name), by=by, fixed=fixed)
         out += [img(p, f"acquire latency vs {by}"), ""]
@@ -174,7 +181,7 @@ def write(results: Path, docs: Path) -> Path:
             "slower than a host; the ratios to copy are the result.", ""]
     if not (lost := missing("devmapper")):
         d = load_artifacts(results / "devmapper.json")
-        out += [f"`{cmd('devmapper')}` (containerd {d.containerd}, in the guest)", "",
+        out += [f"`{cmd('devmapper')}` (containerd {d.containerd}, in the guest{when('devmapper')})", "",
                 *artifact_table(d, "size"), "", f"Targets: {'met' if not d.failures else '; '.join(d.failures)}.",
                 "", img(plots.devmapper_ratios(d, pdir / "devmapper-ratios.png", m, cmd("devmapper")),
                         "devmapper ratios"), ""]
@@ -185,8 +192,8 @@ def write(results: Path, docs: Path) -> Path:
         r = load_runtime(results / "runtime.json")
         uk, rc = r.start_ms["ukrun"], r.start_ms["runc"]
         ratios = [u / c for u, c in zip(uk, rc, strict=True)]
-        out += [f"`{cmd('runtime')}` (containerd {r.containerd}, blockfile; ukrun runs a linux guest under "
-                "qemu TCG, runc a busybox)", "", *failed("runtime"),
+        out += [f"`{cmd('runtime')}` (containerd {r.containerd}{when('runtime')}, blockfile; ukrun runs a linux "
+                "guest under qemu TCG, runc a busybox)", "", *failed("runtime"),
                 "| | ukrun | runc | ukrun - runc |", "|---|---|---|---|",
                 f"| `ctr run -d` until RUNNING, median of {len(uk)} alternating | {_ms(statistics.median(uk))} | "
                 f"{_ms(statistics.median(rc))} | pairwise ratio {statistics.median(ratios):.2f} "
@@ -209,8 +216,9 @@ def write(results: Path, docs: Path) -> Path:
     if not (lost := missing("load")):
         ld = load_load(results / "load.json")
         c = ld.create_ms
-        out += [f"`{cmd('load')}` (containerd {ld.containerd}, blockfile with a 64 MiB scratch image; the stock "
-                "runc v2 shim calls ukrun; linux guests under qemu TCG)", "", *failed("load"), "| | |", "|---|---|",
+        out += [f"`{cmd('load')}` (containerd {ld.containerd}{when('load')}, blockfile with a 64 MiB scratch "
+                "image; the stock runc v2 shim calls ukrun; linux guests under qemu TCG)", "", *failed("load"),
+                "| | |", "|---|---|",
                 f"| containers of one image, `ctr run --detach` all at once | {ld.containers} |",
                 f"| every `ctr run --detach` returned (task RUNNING) after | {ld.all_running_s:.1f} s |",
                 f"| views while they run (`ukrun view ls --json`) | {ld.views_while_running} "

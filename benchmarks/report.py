@@ -109,15 +109,16 @@ def main() -> int:
             print("the benchmarks need root (mounts, loop devices, containerd)", file=sys.stderr)
             return 1
         date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        dump(machine(containerd_versions(), date), args.results / "machine.json")
         record = args.results / "run.json"
+        if not only or not (args.results / "machine.json").exists():  # a partial run keeps the full run's date
+            dump(machine(containerd_versions(), date), args.results / "machine.json")
         # A partial run keeps what earlier runs recorded for the other steps.
         run = json.loads(record.read_text()) if only and record.exists() else {"steps": {}}
         run["quick"] = args.quick or bool(run.get("quick"))
         for step in steps:
             if not only or step.name in only:
                 status[step.name] = run_step(step, args.results)
-                run["steps"][step.name] = {"command": step.shown(), "status": status[step.name]}
+                run["steps"][step.name] = {"command": step.shown(), "status": status[step.name], "date": date}
         record.write_text(json.dumps(run, indent=1) + "\n")
     written = page.write(args.results, args.docs)
     print(f"\nwrote {written} and its plots under {args.docs / 'plots'}")
