@@ -92,8 +92,9 @@ class Fleet:
     def remove(self, ids: Sequence[str], timeout: float = 300) -> list[str]:
         """Kills every task at once, waits for them to stop, deletes tasks and containers at once;
         returns what failed."""
+        live = [cid for cid in ids if cid in self.statuses()]  # a failed `ctr run` left no task
         problems = [f"kill {cid}: {p.stderr.strip()}" for cid, p in
-                    zip(ids, each(ids, lambda c: self.ctr("task", "kill", "-s", "SIGKILL", c)), strict=True)
+                    zip(live, each(live, lambda c: self.ctr("task", "kill", "-s", "SIGKILL", c)), strict=True)
                     if p.returncode]
         # A container whose `ctr run` failed has no task: nothing to wait for.
         problems += [f"{cid} never stopped" for cid in self.wait_all(ids, "STOPPED", timeout, absent_ok=True)]

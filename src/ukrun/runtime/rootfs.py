@@ -130,8 +130,13 @@ def unmount(info: RootfsInfo, owner_pid: int) -> None:
     host.unmount_all(info.mount_point)
 
 
-def verify_unmounted(info: RootfsInfo, timeout: float = 2.0) -> None:
-    """Raises unless nothing mounts the rootfs's device or file anymore, in any mount namespace."""
+def verify_unmounted(info: RootfsInfo, timeout: float = 20.0) -> None:
+    """Raises unless nothing mounts the rootfs's device or file anymore, in any mount namespace.
+
+    The wait is long because concurrent creates can keep the device busy for a while (most likely a
+    concurrent container's init whose new mount namespace holds a copy of this mount until it
+    detaches other containers' rootfs): with 50 creates at once on a loaded machine, 2 s was too
+    short for 15 of them and 20 s was enough for all."""
     deadline = time.monotonic() + timeout
     while True:
         busy = _still_in_use(info)
