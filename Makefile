@@ -29,7 +29,7 @@ unit: setup
 integration: setup
 	$(PY) -m pytest -q tests/integration
 
-# Every benchmark, then docs/performance.md and docs/plots/ (20-30 minutes). BENCH_QUICK=1: small sizes
+# Every benchmark, then docs/performance.md and docs/plots/ (~10 minutes here). BENCH_QUICK=1: small sizes
 # and counts, no devmapper guest; BENCH_ONLY=artifacts-sizes,artifacts-counts,devmapper,runtime,load.
 bench: setup
 	$(PY) -m benchmarks.report

@@ -234,7 +234,7 @@ def write(results: Path, docs: Path) -> Path:
         out += [img(plots.load_create(ld, pdir / "load-create.png", m, cmd("load")), "load create latency"), ""]
     out += lost
 
-    out += ["## Re-running", "", "- `make bench`: every step, then this page and `docs/plots/` (20-30 minutes; "
+    out += ["## Re-running", "", "- `make bench`: every step, then this page and `docs/plots/` (about 10 minutes here; "
             "the devmapper guest alone takes several).",
             "- `BENCH_QUICK=1 make bench`: small sizes and counts, no devmapper guest; the page says so.",
             f"- `BENCH_ONLY=load make bench`: only the steps named (of {', '.join(STEPS)}); the other "
