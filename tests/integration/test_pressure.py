@@ -1,5 +1,6 @@
 """Load and containerd restarts, through ctr and the stock shim: many containers of one image at once
-share one view and leave nothing; unikernels keep running through a restart of containerd."""
+share one view and leave nothing; several images at once get one view each and leave nothing;
+unikernels keep running through a restart of containerd."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
-from tests.integration.conftest import SNAPSHOTTER, write_ukrun_config
+from testbed import guest
+from tests.integration.conftest import APP, SNAPSHOTTER, write_ukrun_config
 from tests.integration.runner import Runner
 
 N = 20
+IMAGES = 5
 
 
 def _create_ms(runner: Runner, ids: list[str]) -> list[float]:
@@ -50,6 +53,34 @@ def test_twenty_containers_of_one_image_at_once_share_one_view_and_leave_nothing
         deleted = list(pool.map(lambda cid: runner.ctr("task", "delete", cid).returncode
                                 + runner.ctr("containers", "delete", cid).returncode, ids))
     assert deleted == [0] * N
+    for cid in ids:
+        runner.assert_clean(cid)
+    assert runner.views() == []
+
+
+def test_different_images_at_once_get_one_view_each_and_leave_nothing(runner: Runner, image_dir: Path) -> None:
+    # A different application script makes a different base layer, hence a different artifact chain.
+    names = [f"ukrun/other{i}:1" for i in range(IMAGES)]
+    for i, name in enumerate(names):
+        tar = guest.linux_image(image_dir / "others", name, f"{APP}# image {i}\n")
+        runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    ids = [f"img{i}" for i in range(IMAGES)]
+    with ThreadPoolExecutor(max_workers=IMAGES) as pool:
+        procs = list(pool.map(lambda pair: runner.run(pair[0], "/bin/sh", "/app/run.sh", "sleep", image=pair[1],
+                                                      flags=("--detach",)), zip(ids, names, strict=True)))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs if p.returncode]
+    for cid in ids:
+        runner.wait_status(cid, "RUNNING", timeout=120)
+    users = sorted(sorted(v["users"]) for v in runner.views())  # type: ignore[call-overload]
+    assert users == [[cid] for cid in sorted(ids)]
+    with ThreadPoolExecutor(max_workers=IMAGES) as pool:
+        list(pool.map(lambda cid: runner.ctr("task", "kill", "-s", "SIGKILL", cid), ids))
+    for cid in ids:
+        runner.wait_status(cid, "STOPPED", timeout=60)
+    with ThreadPoolExecutor(max_workers=IMAGES) as pool:
+        deleted = list(pool.map(lambda cid: runner.ctr("task", "delete", cid).returncode
+                                + runner.ctr("containers", "delete", cid).returncode, ids))
+    assert deleted == [0] * IMAGES
     for cid in ids:
         runner.assert_clean(cid)
     assert runner.views() == []
