@@ -1,7 +1,7 @@
 # ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-devmapper lint unit integration bench-artifacts bench-runtime bench-devmapper stubs
+.PHONY: setup demo test test-devmapper lint unit integration bench bench-artifacts bench-runtime bench-devmapper bench-load stubs
 
 setup:
 	./scripts/setup
@@ -28,6 +28,14 @@ unit: setup
 
 integration: setup
 	$(PY) -m pytest -q tests/integration
+
+# Every benchmark, then docs/performance.md and docs/plots/ (~10 minutes here). BENCH_QUICK=1: small sizes
+# and counts, no devmapper guest; BENCH_ONLY=artifacts-sizes,artifacts-counts,devmapper,runtime,load.
+bench: setup
+	$(PY) -m benchmarks.report
+
+bench-load: setup
+	$(PY) -m benchmarks.load
 
 bench-artifacts: setup
 	$(PY) -m benchmarks.artifacts

@@ -8,10 +8,14 @@
   child (the recorder's own start, the same for both, is not counted).
 - `state`: wall time of the whole process, ukrun vs runc, on a running container of each, 30 calls.
 - import costs of the hot verbs, from `python -X importtime`.
+
+`--runs` sets the number of alternating starts; `--json PATH` writes every figure printed
+(benchmarks.results.RuntimeResult) for `make bench`'s report, which never reads the text.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results import RuntimeResult, VerbCost, command_line, dump
 from testbed import containerd as ctd
 from testbed import guest, images
 from ukrun.image.build import Entry
@@ -28,7 +33,6 @@ from ukrun.image.build import Entry
 UKRUN = str(Path(sys.executable).parent / "ukrun")
 NS = "bench"
 APP = "#!/bin/sh\nexec /bin/busybox sleep 600\n"
-RUNS = 7
 RECORDER = """#!{python}
 import os, resource, subprocess, sys, time
 verbs = ("create", "start", "kill", "delete", "state")
@@ -70,6 +74,11 @@ def wall(cmd: list[str], n: int) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7, help="alternating ukrun/runc starts")
+    parser.add_argument("--json", type=Path, help="write the figures here (benchmarks.results)")
+    opts = parser.parse_args()
+    runs: int = opts.runs
     if os.geteuid() != 0:
         print("the benchmark needs root", file=sys.stderr)
         return 1
@@ -94,7 +103,7 @@ def main() -> int:
             Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox")]])
         daemon.import_image(NS, plain)
         starts: dict[str, list[float]] = {"ukrun": [], "runc": []}
-        for i in range(RUNS):
+        for i in range(runs):
             for kind, image, args in (("ukrun", "bench/guest:1", ["/bin/sh", "/app/run.sh"]),
                                       ("runc", "bench/plain:1", ["/bin/busybox", "sleep", "600"])):
                 cid = f"{kind}{i}"
@@ -127,7 +136,7 @@ def main() -> int:
         state_runc = wall(["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"], 30)
         marks = [json.loads(line) for line in timing.read_text().splitlines()]
         phases: dict[str, list[float]] = {}
-        for i in range(RUNS):
+        for i in range(runs):
             mine = [m for m in marks if m["container"] == f"ukrun{i}"]
             base = next(m["ns"] for m in mine if m["verb"] == "create" and m["phase"] == "start")
             for m in mine:
@@ -136,7 +145,7 @@ def main() -> int:
         print(f"containerd {ctd.installed_version('2')}, blockfile; ukrun guest = linux under qemu TCG")
         print(f"state, whole process, median of 30:   ukrun {state_ukrun:6.1f} ms   runc {state_runc:6.1f} ms")
         ratios = [u / r for u, r in zip(starts["ukrun"], starts["runc"], strict=True)]
-        print(f"ctr run -d until RUNNING, median of {RUNS}, alternating: "
+        print(f"ctr run -d until RUNNING, median of {runs}, alternating: "
               f"ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
               f"runc {statistics.median(starts['runc']):6.1f} ms   ratio {statistics.median(ratios):.2f} "
               f"(pairwise median; min {min(ratios):.2f}, max {max(ratios):.2f})")
@@ -148,6 +157,7 @@ def main() -> int:
         print("ukrun phases after the start of create (median ms; init:monitor-exec waits for start):")
         for name, values in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
             print(f"  {name:<24} {statistics.median(values):8.1f}")
+        imports: dict[str, float] = {}
         for verb in ("state", "start", "kill"):
             extra = ["0"] if verb == "kill" else []
             imp = subprocess.run([sys.executable, "-X", "importtime", "-m", "ukrun", "--root",
@@ -156,8 +166,15 @@ def main() -> int:
             rows = [line.split("|") for line in imp.stderr.splitlines() if line.startswith("import time:")]
             total = sum(int(r[0].split(":")[1]) for r in rows if r[0].split(":")[1].strip().isdigit())
             heavy = [r[2].strip() for r in rows if r[2].strip() in ("grpc", "google.protobuf", "logging", "tomllib")]
+            imports[verb] = total / 1000
             print(f"imports for {verb:<5} (interpreter start included): {total / 1000:5.1f} ms; "
                   f"grpc/protobuf/logging/tomllib: {heavy or 'none'}")
+        if opts.json:
+            verbs = [VerbCost(v, *costs["ukrun"].get(v, (0.0, 0)), *costs["runc"].get(v, (0.0, 0)))
+                     for v in ("create", "start", "kill", "delete")]
+            dump(RuntimeResult(ctd.installed_version("2"), command_line(), starts, verbs,
+                               {"ukrun": state_ukrun, "runc": state_runc},
+                               {k: statistics.median(v) for k, v in phases.items()}, imports), opts.json)
         return 0
     finally:
         for line in ctr("task", "ls").stdout.splitlines()[1:]:

@@ -7,6 +7,8 @@ the very path of a results folder of the host, and chroots into the host's root:
 project's own venv and cached containerd. A thin pool is made from two sparse virtio disks, then the
 host's script runs (pytest on tests/devmapper, or the benchmark). Its exit status and output come back
 through the results folder; everything made on the host is removed afterwards, whatever happened.
+A script's result files (the benchmark's JSON) are written into that folder, `$UKRUN_RESULTS` in the
+guest, and copied out before it goes: the console and the output are never parsed for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +59,7 @@ poweroff -f
 RUN = """set -u
 export PATH={path}
 export HOME=/tmp PYTHONDONTWRITEBYTECODE=1 DM_DISABLE_UDEV=1 UKRUN_CACHE={cache}
-export UKRUN_DM_POOL={pool} UKRUN_DM_GUEST=1
+export UKRUN_DM_POOL={pool} UKRUN_DM_GUEST=1 UKRUN_RESULTS={results}
 cd {repo}
 {command}
 status=$?
@@ -78,7 +81,9 @@ def initramfs() -> Path:
     return guest.build_initramfs(out, MODULES, INIT)
 
 
-def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048) -> int:
+def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048,
+                 copy_out: dict[str, Path] | None = None) -> int:
+    """Runs `command` in the guest; `copy_out` maps files it wrote in $UKRUN_RESULTS to host paths."""
     work = Path(tempfile.mkdtemp(prefix="ukrun-dm-"))
     results = work / "results"
     results.mkdir()
@@ -89,7 +94,7 @@ def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048) -> int:
         keep = sorted({str(REPO), str(ctd.cache_dir()), sys.base_prefix, *built_unikernels()})
         (results / "run.sh").write_text(RUN.format(
             path=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
-            cache=ctd.cache_dir(), pool=POOL, repo=REPO, command=command))
+            cache=ctd.cache_dir(), pool=POOL, results=results, repo=REPO, command=command))
         qemu = ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(memory_mb), "-smp", "2",
                 "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
                 "-kernel", str(guest.kernel()), "-initrd", str(initramfs()),
@@ -113,6 +118,13 @@ def run_in_guest(command: str, timeout: float, *, memory_mb: int = 2048) -> int:
             sys.stdout.write(f"--- the guest reported no exit status; its console:\n{console[-4000:]}\n")
             return 1
         status = int(status_file.read_text().strip() or 1)
+        for name, dest in (copy_out or {}).items():
+            if (results / name).is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(results / name, dest)
+            else:
+                print(f"--- the guest wrote no {name}")
+                status = status or 1
         print(f"--- devmapper guest: exit status {status} after {elapsed:.0f} s (qemu TCG)")
         return status
     finally:
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("pytest_args", nargs="*")
     b = sub.add_parser("bench", help="run the artifact benchmark on the guest's real thin pool")
     b.add_argument("--sizes", default="8,64")
-    b.add_argument("--containers", type=int, default=5)
+    b.add_argument("--containers", default="5")
+    b.add_argument("--json", type=Path, help="where to copy the benchmark's JSON result on the host")
     args = parser.parse_args(argv)
     if args.verb == "test":
         extra = " ".join(shlex.quote(a) for a in args.pytest_args)
@@ -134,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_in_guest(command, timeout=900)
     command = (f"python -m benchmarks.artifacts --snapshotter devmapper --sizes {args.sizes} "
                f"--containers {args.containers}")
-    return run_in_guest(command, timeout=1800)
+    if args.json:
+        command += ' --json "$UKRUN_RESULTS/artifacts.json"'
+    return run_in_guest(command, timeout=1800, copy_out={"artifacts.json": args.json.resolve()} if args.json else None)
 
 
 if __name__ == "__main__":

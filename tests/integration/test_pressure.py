@@ -1,5 +1,7 @@
 """Load and containerd restarts, through ctr and the stock shim: many containers of one image at once
-share one view and leave nothing; unikernels keep running through a restart of containerd."""
+share one view and leave nothing; several images at once get one view each and leave nothing;
+unikernels keep running through a restart of containerd; containerd killed during a create or a delete,
+or its GC forced during concurrent creates, takes nothing in use and leaves nothing."""
 
 from __future__ import annotations
 

@@ -130,8 +130,13 @@ def unmount(info: RootfsInfo, owner_pid: int) -> None:
     host.unmount_all(info.mount_point)
 
 
-def verify_unmounted(info: RootfsInfo, timeout: float = 2.0) -> None:
-    """Raises unless nothing mounts the rootfs's device or file anymore, in any mount namespace."""
+def verify_unmounted(info: RootfsInfo, timeout: float = 20.0) -> None:
+    """Raises unless nothing mounts the rootfs's device or file anymore, in any mount namespace.
+
+    A loop device whose autoclear is still pending does not count (see _still_in_use). The wait is long
+    for the rest: on a loaded node a concurrent create's new mount namespace may hold a copy of this
+    mount until its init detaches other containers' rootfs; with 50 creates at once, 2 s was too short
+    for some and 20 s was enough for all. A failure here only costs a late error, never safety."""
     deadline = time.monotonic() + timeout
     while True:
         busy = _still_in_use(info)
