@@ -155,7 +155,8 @@ def machine(containerd: dict[str, str], date: str) -> Machine:
             break
     mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:"))
-    return Machine(platform.release(), os.cpu_count() or 0, model, round(mem_kib / (1 << 20), 1),
+    kernel = ".".join(platform.release().split("-")[0].split(".")[:2])  # the version, not the build's name
+    return Machine(kernel, os.cpu_count() or 0, model, round(mem_kib / (1 << 20), 1),
                    platform.python_version(), containerd, _first_line(["runc", "--version"]),
                    _first_line(["qemu-system-x86_64", "--version"]), date)
 
