@@ -3,6 +3,7 @@ the linux guest answers a TCP request sent to the container's address, from anot
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,7 +97,17 @@ def test_a_create_killed_during_network_set_up_leaves_nothing(daemon: ctd.Daemon
 
 
 PLAIN = "ukrun/plain:1"
+CALLER = "ukrun/net-caller:1"
+# The guest also calls out to the client's namespace until it gets through: with the guest on a private
+# link (172.16.1.2), only masquerading makes the answer find its way back.
+CALLER_APP = APP.replace('echo "guest up"\n', 'echo "guest up"\n'
+                         '(until echo "guest calls out" | /bin/busybox nc -w 2 192.0.2.1 7070; do sleep 1; done) &\n')
 SIDECAR = ("/bin/busybox", "sh", "-c", "while true; do echo sidecar | /bin/busybox nc -l -p 9090; done")
+
+
+@pytest.fixture(scope="session")
+def caller_image(image_dir: Path) -> Path:
+    return guest.linux_image(image_dir / "caller", CALLER, CALLER_APP)
 
 
 @pytest.fixture(scope="session")
@@ -119,17 +130,27 @@ def _nat_tables(pod: netns.Pod) -> str:
 
 
 def test_static_mode_publishes_the_guest_and_the_pods_other_container_keeps_its_traffic(
-    runner: Runner, pod: netns.Pod, plain_image: Path,
+    runner: Runner, pod: netns.Pod, plain_image: Path, caller_image: Path,
 ) -> None:
     """A pod of a unikernel and an ordinary (runc) container: in static mode the guest sits on a private
-    link, its published port is DNATed to it, and every other port stays the pod's own."""
+    link, its published port is DNATed to it, its own calls out are masqueraded, and every other port
+    stays the pod's own."""
     runner.daemon.import_image(runner.ns, plain_image, SNAPSHOTTER)
+    runner.daemon.import_image(runner.ns, caller_image, SNAPSHOTTER)
     sidecar = runner.ctr("run", "--detach", "--with-ns", f"network:{pod.path}", PLAIN, "side", *SIDECAR)
     assert sidecar.returncode == 0, sidecar.stderr
-    proc = runner.run("s1", flags=("--detach", "--with-ns", f"network:{pod.path}", "--annotation",
-                                   "io.ukrun.network=static", "--annotation", "io.ukrun.network.publish=8080/tcp"),
-                      image=IMAGE)
-    assert proc.returncode == 0, proc.stderr
+    listener = subprocess.Popen(["ip", "netns", "exec", pod.client, "busybox", "nc", "-l", "-p", "7070"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        proc = runner.run("s1", flags=("--detach", "--with-ns", f"network:{pod.path}", "--annotation",
+                                       "io.ukrun.network=static", "--annotation",
+                                       "io.ukrun.network.publish=8080/tcp"), image=CALLER)
+        assert proc.returncode == 0, proc.stderr
+        called, _ = listener.communicate(timeout=120)
+    finally:
+        listener.kill()
+        listener.wait()
+    assert called.strip() == "guest calls out"
     runner.wait_status("s1", "RUNNING")
     assert "tapuk" in _ukrun_links(pod) and "ukrun_" in _nat_tables(pod)
     assert "ingress" not in pod.inside("tc", "qdisc", "show", "dev", "eth0").stdout  # eth0 stays the pod's
