@@ -123,21 +123,18 @@ class Fleet:
 
     def monitors(self) -> list[int]:
         """qemu processes using this daemon's snapshots."""
-        out = []
-        for pid in tbhost.processes_with_argument(str(self.daemon.dir)):
-            try:
-                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    out.append(pid)
-            except OSError:
-                continue
-        return out
+        return tbhost.qemu_processes(self.daemon.dir)
 
     def create_ms(self, ids: Sequence[str]) -> list[float]:
-        """Each container's `create`, from its start to its end, in ukrun's timing log."""
-        marks = [json.loads(line) for line in (self.state_root / "timing.jsonl").read_text().splitlines()]
-        out = []
-        for cid in ids:
-            mine = {m["phase"]: m["ns"] for m in marks if m["container"] == cid and m["verb"] == "create"}
-            if "start" in mine and "done" in mine:
-                out.append((mine["done"] - mine["start"]) / 1e6)
-        return out
+        return create_ms(self.state_root / "timing.jsonl", ids)
+
+
+def create_ms(timing_log: Path, ids: Sequence[str]) -> list[float]:
+    """Each container's `create`, from its start to its end, in ukrun's timing log (the finished ones)."""
+    marks = [json.loads(line) for line in timing_log.read_text().splitlines()]
+    out = []
+    for cid in ids:
+        mine = {m["phase"]: m["ns"] for m in marks if m["container"] == cid and m["verb"] == "create"}
+        if "start" in mine and "done" in mine:
+            out.append((mine["done"] - mine["start"]) / 1e6)
+    return out

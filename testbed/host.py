@@ -25,6 +25,18 @@ def processes_with_argument(argument: str) -> list[int]:
     return pids
 
 
+def qemu_processes(folder: Path) -> list[int]:
+    """qemu processes whose command line names something below `folder` (a daemon's snapshots)."""
+    out = []
+    for pid in processes_with_argument(str(folder)):
+        try:
+            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
 def terminate(pid: int, timeout: float = 10.0, sig: signal.Signals = signal.SIGTERM) -> None:
     """`sig`, then SIGKILL after `timeout`; reaps it when it is our child."""
     try:

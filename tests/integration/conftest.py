@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
-from testbed import guest, images, reliability
+from testbed import guest, images, netns, reliability
 from testbed import host as tbhost
 from tests.integration.runner import IMAGE, Runner
 from ukrun import host
@@ -76,6 +76,14 @@ def write_ukrun_config(config_file: Path, state_root: Path, **monitor: str) -> P
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
     return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+
+
+@pytest.fixture
+def pod(ns: str) -> Iterator[netns.Pod]:
+    """A network namespace for the test's container and a client's beside it (testbed.netns)."""
+    p = netns.make(ns)
+    yield p
+    netns.remove(p)
 
 
 @pytest.fixture

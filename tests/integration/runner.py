@@ -97,6 +97,12 @@ class Runner:
             left += ["tap"] * ("tapuk" in links) + ["tc ingress"] * ("ingress" in qdisc)
         return left
 
+    def gc(self, **env: str) -> subprocess.CompletedProcess[str]:
+        """`ukrun gc` over this runner's runtime root and state root, as an operator runs it after a crash."""
+        return subprocess.run([UKRUN, "--root", str(self.runc_root / self.ns), "--state-root", str(self.state_root),
+                               "gc"], capture_output=True, text=True, timeout=60,
+                              env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns, **env})
+
     def assert_clean(self, cid: str) -> None:
         """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""
         assert not (self.runc_root / self.ns / cid).exists(), "ukrun's state dir stayed"
@@ -112,11 +118,4 @@ class Runner:
 
     def monitors(self) -> list[int]:
         """qemu processes using this daemon's snapshots."""
-        out = []
-        for pid in tbhost.processes_with_argument(str(self.daemon.dir)):
-            try:
-                if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    out.append(pid)
-            except OSError:
-                continue
-        return out
+        return tbhost.qemu_processes(self.daemon.dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from testbed import netns
 from testbed.reliability import Fault, Report
 from tests.integration.conftest import arm_file
-from tests.integration.runner import UKRUN, Runner
+from tests.integration.runner import Runner
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ukrun"
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
@@ -47,19 +46,6 @@ def test_the_crash_points_are_found_unique_and_cover_every_phase() -> None:
     assert {p.split("-")[0] for p in POINTS} == set(PHASES), POINTS
 
 
-@pytest.fixture
-def pod(request: pytest.FixtureRequest) -> Iterator[netns.Pod]:
-    p = netns.make(request.node.nodeid)
-    yield p
-    netns.remove(p)
-
-
-def gc(r: Runner, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([UKRUN, "--root", str(r.runc_root / r.ns), "--state-root", str(r.state_root), "gc"],
-                          capture_output=True, text=True, timeout=60,
-                          env={**r.daemon.env(), "CONTAINERD_NAMESPACE": r.ns, **env})
-
-
 def killed(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0
 
@@ -77,7 +63,7 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
     elif phase == "gc":
         arm.write_text("create-before-save")  # a crashed create: something for gc to reclaim
         assert killed(r.run("f1", *SLEEP, flags=("--detach", *net)))
-        proc = gc(r, UKRUN_CRASH_AT=point)
+        proc = r.gc(UKRUN_CRASH_AT=point)
         assert proc.returncode == -9, proc.stderr
         return "ukrun gc, after a create killed at create-before-save"
     elif point == "init-before-monitor":
@@ -118,7 +104,7 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
         start_bystander(r)
     r.ctr("task", "delete", "--force", "f1")
     r.ctr("containers", "delete", "f1")
-    cleaned = gc(r)
+    cleaned = r.gc()
     assert cleaned.returncode == 0, cleaned.stderr
     assert "f1" not in r.ctr("containers", "ls", "-q").stdout.split()
     assert r.leftovers("f1", pod) == []

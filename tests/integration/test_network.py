@@ -29,13 +29,6 @@ def net_image(image_dir: Path) -> Path:
 
 
 @pytest.fixture
-def pod(ns: str) -> Iterator[netns.Pod]:
-    p = netns.make(ns)
-    yield p
-    netns.remove(p)
-
-
-@pytest.fixture
 def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path, net_image: Path) -> Iterator[Runner]:
     r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
     daemon.import_image(ns, net_image, SNAPSHOTTER)

@@ -5,9 +5,7 @@ or its GC forced during concurrent creates, takes nothing in use and leaves noth
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,21 +16,13 @@ import pytest
 from testbed import containerd as ctd
 from testbed import guest
 from testbed import host as tbhost
+from testbed.fleet import create_ms
 from tests.integration.conftest import APP, SNAPSHOTTER, remove_containers, write_ukrun_config
-from tests.integration.runner import UKRUN, Runner
+from tests.integration.runner import Runner
 from tests.integration.test_views import force_gc
 from ukrun.containerd.client import Client
 
 N = 20
-
-
-def _create_ms(runner: Runner, ids: list[str]) -> list[float]:
-    marks = [json.loads(line) for line in (runner.state_root / "timing.jsonl").read_text().splitlines()]
-    out = []
-    for cid in ids:
-        mine = {m["phase"]: m["ns"] for m in marks if m["container"] == cid and m["verb"] == "create"}
-        out.append((mine["done"] - mine["start"]) / 1e6)
-    return out
 
 
 def test_twenty_containers_of_one_image_at_once_share_one_view_and_leave_nothing(
@@ -47,7 +37,8 @@ def test_twenty_containers_of_one_image_at_once_share_one_view_and_leave_nothing
         runner.wait_status(cid, "RUNNING", timeout=180)
     (view,) = runner.views()
     assert sorted(view["users"]) == sorted(ids)  # type: ignore[call-overload]
-    create = sorted(_create_ms(runner, ids))
+    create = sorted(create_ms(runner.state_root / "timing.jsonl", ids))
+    assert len(create) == N
     with capsys.disabled():
         print(f"\n{N} concurrent creates through ctr (ms, create's own phases): p50 {statistics.median(create):.0f}, "
               f"p95 {create[int(0.95 * (len(create) - 1))]:.0f}, max {create[-1]:.0f}")
@@ -139,7 +130,8 @@ def test_containerd_killed_during_a_create_and_during_a_delete_then_all_recovers
                                 lambda: r.run("k1", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)))
         r.ctr("task", "delete", "--force", "k1")
         r.ctr("containers", "delete", "k1")
-        _gc(r)
+        cleaned = r.gc()
+        assert cleaned.returncode == 0, cleaned.stderr
         assert r.leftovers("k1") == []
         # During a delete of a stopped container.
         r.ctr("task", "kill", "-s", "SIGKILL", "k0")
@@ -147,7 +139,8 @@ def test_containerd_killed_during_a_create_and_during_a_delete_then_all_recovers
         _kill_containerd_during(r, env, "k0", "delete", lambda: r.ctr("task", "delete", "k0"))
         r.ctr("task", "delete", "--force", "k0")
         r.ctr("containers", "delete", "k0")
-        _gc(r)
+        cleaned = r.gc()
+        assert cleaned.returncode == 0, cleaned.stderr
         assert r.leftovers("k0") == []
         # The next create works, and its delete leaves nothing.
         assert r.run("k2", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
@@ -161,13 +154,6 @@ def test_containerd_killed_during_a_create_and_during_a_delete_then_all_recovers
         assert r.views() == []
     finally:
         ctd.stop(r.daemon.dir)
-
-
-def _gc(r: Runner) -> None:
-    proc = subprocess.run([UKRUN, "--root", str(r.runc_root / r.ns), "--state-root", str(r.state_root), "gc"],
-                          capture_output=True, text=True, timeout=60,
-                          env={**r.daemon.env(), "CONTAINERD_NAMESPACE": r.ns})
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_containerds_gc_forced_during_twenty_concurrent_creates_never_takes_a_view_in_use(

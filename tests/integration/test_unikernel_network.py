@@ -33,13 +33,6 @@ HELLO = "Hello from Unikraft!"
 
 
 @pytest.fixture
-def pod(ns: str) -> Iterator[netns.Pod]:
-    p = netns.make(ns + "-uknet")
-    yield p
-    netns.remove(p)
-
-
-@pytest.fixture
 def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
     r = Runner(daemon, ns, tmp_path / "runc", daemon.dir.parent / "ukrun-state")
     yield r
