@@ -7,6 +7,10 @@ class UkrunError(Exception):
     """Base of every error ukrun reports to a user."""
 
 
+class PlanError(UkrunError):
+    """What the container asks for cannot run; the message names the fix."""
+
+
 class ConfigError(UkrunError):
     """The configuration file or a flag is wrong."""
 

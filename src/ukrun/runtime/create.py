@@ -8,10 +8,7 @@ container's init runs on only after its PID is saved (ukrun.launcher's commit pi
 
 from __future__ import annotations
 
-import array
-import contextlib
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +18,7 @@ from ukrun import crashpoints
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
 from ukrun.runtime import verbs
+from ukrun.runtime.zygote import Zygote
 from ukrun.timing import Timer
 
 if TYPE_CHECKING:
@@ -43,7 +41,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         timer.flush()
         verbs.exec_runc(ctx)
     d = Path(st.container_dir(ctx.root, container_id))
-    zygote = _Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
+    zygote = Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
     store = verbs.store(ctx, ctx.containerd_namespace(bundle))
     if uk_config is None:
         from ukrun.runtime.facts import image_config
@@ -128,7 +126,7 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
-           art: Artifacts, zygote: _Zygote, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
+           art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
     from ukrun.launchconfig import LaunchConfig, Namespace
     from ukrun.runtime import rootfs as rootfsmod
     from ukrun.runtime.plan import FilesTarget
@@ -216,87 +214,6 @@ def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
             continue
         made.append(str(target))
     return made
-
-
-class _Zygote:
-    """The container's init-to-be (ukrun.launcher.zygote): forked now, told to go once the launch
-    configuration is written; closing it without `start` makes it exit."""
-
-    def __init__(self, d: Path) -> None:
-        from ukrun import launcher
-
-        sync_r, sync_w = os.pipe()
-        commit_r, commit_w = os.pipe()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            os.close(sync_r)
-            os.close(commit_w)
-            launcher.zygote(d, theirs, sync_w, commit_r)
-        theirs.close()
-        os.close(sync_w)
-        os.close(commit_r)
-        self.pid, self.sock, self.sync, self.commit_fd = pid, ours, sync_r, commit_w
-        self.reaped = False
-
-    def start(self, terminal: bool, console_socket: str) -> int:
-        """Sends "go" (and the terminal); returns the init's PID once the zygote has forked it."""
-        master = slave = -1
-        try:
-            fds = array.array("i")
-            if terminal:
-                if not console_socket:
-                    raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
-                master, slave = os.openpty()
-                _send_console(console_socket, master)
-                fds.append(slave)
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if fds else []
-            self.sock.sendmsg([b"go"], rights)
-        finally:
-            self.sock.close()
-            for fd in (master, slave):
-                if fd >= 0:
-                    os.close(fd)
-        with os.fdopen(self.sync) as r:
-            self.sync = -1
-            line = r.readline().strip()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
-        if status != 0 or not line.isdigit():
-            reason = line.removeprefix("error ").strip() or f"the launcher exited with {status}"
-            raise UkrunError(f"cannot start the container's init: {reason}")
-        return int(line)
-
-    def commit(self) -> None:
-        try:
-            os.write(self.commit_fd, b"1")
-        except BrokenPipeError:
-            raise UkrunError("the container's init died before create could hand it the container") from None
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Lets go of the zygote (it exits on end of file) and of the init (likewise, if not committed)."""
-        self.sock.close()
-        for fd in (self.sync, self.commit_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.sync = self.commit_fd = -1
-        if not self.reaped:
-            self.reaped = True
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-
-
-def _send_console(path: str, fd: int) -> None:
-    import array
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        name = os.ttyname(fd).encode() if os.isatty(fd) else b"/dev/ptmx"
-        s.sendmsg([name], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
 
 
 def _now() -> str:

@@ -15,36 +15,17 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from ukrun.errors import UkrunError
+from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
-from ukrun.network.base import (
-    CRI_CONTAINER_NAME,
-    KNATIVE_CONTAINER,
-    LINK_GUEST,
-    LINK_HOST,
-    LINK_PREFIX,
-    MODE_ANNOTATION,
-    PUBLISH_ANNOTATION,
-    GuestNetwork,
-    Interface,
-    NetworkMode,
-    StaticLink,
-    first_nameserver,
-    nat_table,
-    parse_publish,
-    tap_name,
-)
+from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
+from ukrun.runtime.netplan import network_plan
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder
-
-
-class PlanError(UkrunError):
-    """What the container asks for cannot run; the message names the fix."""
 
 
 class FilesTarget(enum.Enum):
@@ -170,7 +151,8 @@ def plan(facts: Facts) -> LaunchPlan:
                         "use qemu or solo5-spt, or run on a host with KVM")
     root, decision, notes = _root(facts, guest, monitor)
     blocks, guest_blocks = _blocks(facts, guest, root, decision)
-    network, link, net_notes = _network(facts)
+    network, link, net_notes = network_plan(facts.container_id, facts.netns, facts.interface, facts.taps,
+                                            facts.annotations, facts.etc_files)
     notes += net_notes
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, network)
     guest.check(req)
@@ -218,53 +200,6 @@ def plan(facts: Facts) -> LaunchPlan:
         netns=facts.netns if network is not None else "", network=network, link=link, notes=notes,
         interface=facts.interface.name if network is not None and facts.interface else "",
     )
-
-
-def _network(facts: Facts) -> tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]:
-    """The guest's network in the container's namespace: DYNAMIC takes over the interface (urunc's dynamic
-    mode), STATIC puts the guest on a private link behind it (urunc's static mode; see network.base).
-    One unikernel per network namespace: the tap's link and its rules are the namespace's."""
-    if not facts.netns:
-        return None, None, ("the spec names no network namespace: the guest gets no network",)
-    if facts.interface is None:
-        return None, None, (f"no interface with a default route in {facts.netns}: the guest gets no network",)
-    tap = tap_name(facts.container_id)
-    others = [c for t, c in facts.taps if t != tap]
-    if others:
-        raise PlanError(f"the network namespace {facts.netns} already carries unikernel {others[0]}: ukrun runs "
-                        "one unikernel per network namespace (pod), since its tap takes the interface's traffic "
-                        "(dynamic) or the pod's private link (static); run this one in a pod of its own")
-    iface = facts.interface
-    dns = next((first_nameserver(data) for path, data in facts.etc_files if path == "/etc/resolv.conf"), "")
-    annotations = dict(facts.annotations)
-    mode = _network_mode(annotations)
-    try:
-        publish = parse_publish(annotations.get(PUBLISH_ANNOTATION, ""))
-    except ValueError as exc:
-        raise PlanError(f"annotation {PUBLISH_ANNOTATION}: {exc}") from None
-    if mode is NetworkMode.DYNAMIC:
-        if publish:
-            raise PlanError(f"annotation {PUBLISH_ANNOTATION} needs {MODE_ANNOTATION}=static: in dynamic mode "
-                            "the guest already receives all of the interface's traffic")
-        return GuestNetwork(tap, iface.mac, iface.address, iface.prefixlen, iface.gateway, iface.mtu, dns), None, ()
-    link = StaticLink(LINK_HOST, LINK_GUEST, LINK_PREFIX, iface.name, publish, nat_table(facts.container_id))
-    ports = ", ".join(str(p) for p in publish) or "none"
-    note = (f"static network: the guest is {LINK_GUEST} behind {iface.name} ({iface.address}), masqueraded "
-            f"outwards; ports published from {iface.name}: {ports}")
-    return GuestNetwork(tap, iface.mac, LINK_GUEST, LINK_PREFIX, LINK_HOST, iface.mtu, dns), link, (note,)
-
-
-def _network_mode(annotations: dict[str, str]) -> NetworkMode:
-    value = annotations.get(MODE_ANNOTATION, "")
-    if value:
-        try:
-            return NetworkMode(value)
-        except ValueError:
-            choices = ", ".join(m.value for m in NetworkMode)
-            raise PlanError(f"annotation {MODE_ANNOTATION}={value!r} is not one of {choices}") from None
-    if annotations.get(CRI_CONTAINER_NAME) == KNATIVE_CONTAINER:
-        return NetworkMode.STATIC  # Knative's queue-proxy reaches the guest on the pod's private link
-    return NetworkMode.DYNAMIC
 
 
 def _root(facts: Facts, guest: guests.UnikernelType,
