@@ -19,6 +19,12 @@
     runc = ""                    # the runc for containers that are not unikernels; default: on PATH
     image_config = true          # no unikernel keys in the spec or /urunc.json: ask containerd for the
                                  # image's annotations and labels (a gRPC round trip per plain container)
+    rootfs_share = "auto"        # a folder rootfs: auto (virtio-fs where configured and supported, else
+                                 # 9p, as urunc chooses) | 9p | virtiofs
+
+    [extra_binaries.virtiofsd]   # urunc's key names
+    path = ""                    # virtiofsd; unset: no virtio-fs
+    options = ""                 # extra virtiofsd options, appended (a key given here replaces ukrun's)
 
     [timing]
     log = ""                     # JSON lines of per-phase timestamps, one file for every verb
@@ -37,6 +43,13 @@ from ukrun.errors import ConfigError
 DEFAULT_PATH = Path("/etc/ukrun/config.toml")
 MODES = ("shared", "per-container", "copy")
 ACCELS = ("auto", "kvm", "tcg")
+SHARES = ("auto", "9p", "virtiofs")
+
+
+@dataclass(frozen=True)
+class Virtiofsd:
+    path: str = ""
+    options: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,8 @@ class Config:
     monitors: dict[str, Monitor] = field(default_factory=dict)
     runc: str = ""
     image_config: bool = True
+    rootfs_share: str = "auto"
+    virtiofsd: Virtiofsd = Virtiofsd()
     timing_log: str = ""
     path: Path | None = None
     address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
@@ -95,6 +110,11 @@ def load(path: Path | None = None) -> Config:
             vcpus=_number(table, "default_vcpus", 1, path, int),
             accel=accel,
         )
+    runtime = _table(data, "runtime", path)
+    share = str(runtime.get("rootfs_share", base.rootfs_share))
+    if share not in SHARES:
+        raise ConfigError(f"{path}: [runtime] rootfs_share = {share!r} is not one of {', '.join(SHARES)}")
+    vfsd = _table(_table(data, "extra_binaries", path), "virtiofsd", path)
     env_address = os.environ.get("CONTAINERD_ADDRESS")
     return Config(
         address=str(env_address or ctd.get("address", base.address)),
@@ -103,8 +123,10 @@ def load(path: Path | None = None) -> Config:
         artifact_mode=mode,
         state_root=Path(str(art.get("state_root", base.state_root))),
         monitors=monitors,
-        runc=str(_table(data, "runtime", path).get("runc", "")),
-        image_config=bool(_table(data, "runtime", path).get("image_config", True)),
+        runc=str(runtime.get("runc", "")),
+        image_config=bool(runtime.get("image_config", True)),
+        rootfs_share=share,
+        virtiofsd=Virtiofsd(str(vfsd.get("path", "")), str(vfsd.get("options", ""))),
         timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),

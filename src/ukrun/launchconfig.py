@@ -30,6 +30,9 @@ class LaunchConfig:
     timing_log: str = ""
     views: str = ""  # the state root's views folder: a new mount namespace keeps only this container's view
     keep_mounts: list[str] = field(default_factory=list)
+    virtiofsd: list[str] = field(default_factory=list)  # argv; empty: none (see runtime.shareplan)
+    virtiofsd_socket: str = ""  # bound and listening before virtiofsd and the monitor start
+    virtiofsd_log: str = ""
 
     def write(self, state_dir: Path) -> None:
         (state_dir / FILE).write_text(json.dumps(asdict(self)))
