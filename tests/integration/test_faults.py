@@ -50,7 +50,7 @@ def killed(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0
 
 
-def reach(r: Runner, point: str, pod: netns.Pod) -> str:
+def reach(r: Runner, point: str, pod: netns.Pod, image: Path) -> str:
     """Drives the victim `f1` to the point, armed once; returns how, for the report."""
     arm = arm_file(r.daemon.dir)
     phase = point.split("-")[0]
@@ -66,12 +66,16 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
         proc = r.gc(UKRUN_CRASH_AT=point)
         assert proc.returncode == -9, proc.stderr
         return "ukrun gc, after a create killed at create-before-save"
-    elif point == "init-before-monitor":
+    elif point in ("init-before-monitor", "init-after-virtiofsd"):
         arm.write_text(point)
+        if point == "init-after-virtiofsd":  # reached only with a folder rootfs over virtio-fs
+            r = folder_runner(r, image)
+            net = (*net, "--annotation", "io.ukrun.rootfs.share=virtiofs")
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
         r.wait_status("f1", "STOPPED")
-        how = "ctr run -d; the init dies once started"
+        how = "ctr run -d; the init dies once started" + (" (overlayfs, virtio-fs)" if r.snapshotter == "overlayfs"
+                                                          else "")
     else:
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
@@ -93,12 +97,12 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
 @pytest.mark.reliability("faults")
 @pytest.mark.parametrize("point", POINTS)
 def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
-    runner: Runner, pod: netns.Pod, report: Report, point: str,
+    runner: Runner, pod: netns.Pod, report: Report, point: str, guest_image: Path,
 ) -> None:
     r = runner
     if point not in ALONE:
         start_bystander(r)
-    how = reach(r, point, pod)
+    how = reach(r, point, pod, guest_image)
     left = tuple(r.leftovers("f1", pod))
     if point in ALONE:
         start_bystander(r)
@@ -120,6 +124,12 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     when = "started after the crash" if point in ALONE else "running before the crash"
     report.faults.append(Fault(point, r.daemon.version, how, left, "ctr task rm -f; ctr c rm; ukrun gc",
                                f"{when}: kept running, then deleted cleanly"))
+
+
+def folder_runner(r: Runner, image: Path) -> Runner:
+    """The same daemon and roots, on overlayfs: a folder rootfs."""
+    r.daemon.import_image(r.ns, image, "overlayfs")
+    return Runner(r.daemon, r.ns, r.runc_root, r.state_root, snapshotter="overlayfs")
 
 
 def start_bystander(r: Runner) -> None:
