@@ -17,7 +17,7 @@ import dataclasses
 import pytest
 
 from tests.unit.test_plan import DIR_ROOT, STATE, facts
-from ukrun.runtime.plan import FilesTarget, PlanError, plan
+from ukrun.runtime.plan import Facts, FilesTarget, PlanError, plan
 from ukrun.runtime.shareplan import SHARE_ANNOTATION, VirtiofsdFacts
 from ukrun.unikernels.base import RootMode
 
@@ -25,7 +25,7 @@ VFSD = VirtiofsdFacts("/usr/libexec/virtiofsd", True)
 
 
 def folder(guest: str = "linux", monitor: str = "qemu", *, share: str = "auto", vfsd: VirtiofsdFacts = VFSD,
-           annotation: str = "", memory: int = 0):
+           annotation: str = "", memory: int = 0) -> Facts:
     f = facts(guest, monitor, rootfs=DIR_ROOT, mount_rootfs=True, initrd="/initrd" if guest == "linux" else "")
     f = dataclasses.replace(f, rootfs_share=share, virtiofsd=vfsd,
                             annotations=((SHARE_ANNOTATION, annotation),) if annotation else ())
