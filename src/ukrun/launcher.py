@@ -151,7 +151,11 @@ def supervise(conf: LaunchConfig) -> int:
     timer = Timer(conf.timing_log, conf.id, "init")
     daemon = 0
     if conf.virtiofsd:
-        daemon = start_virtiofsd(conf)
+        try:
+            daemon = start_virtiofsd(conf)
+        except OSError as exc:
+            os.write(2, f"ukrun: cannot start virtiofsd for the rootfs: {exc}\n".encode())
+            return 1
         crashpoints.point("init-after-virtiofsd")
     timer.mark("monitor-exec")
     timer.flush()
