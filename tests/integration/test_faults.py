@@ -26,6 +26,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ukrun"
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
 # Reached only by the view's first user (as it makes the view) or its last (as it removes it): the other
 # container starts right after the crash, on what the crash left, instead of before it.
+FOLDER = ("init-after-virtiofsd",)  # reached only with a folder rootfs (overlayfs) over virtio-fs
 ALONE = ("acquire-after-view", "acquire-after-label", "acquire-after-mount", "release-after-unmount",
          "release-after-remove")
 
@@ -50,7 +51,7 @@ def killed(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0
 
 
-def reach(r: Runner, point: str, pod: netns.Pod, image: Path) -> str:
+def reach(r: Runner, point: str, pod: netns.Pod) -> str:
     """Drives the victim `f1` to the point, armed once; returns how, for the report."""
     arm = arm_file(r.daemon.dir)
     phase = point.split("-")[0]
@@ -66,16 +67,14 @@ def reach(r: Runner, point: str, pod: netns.Pod, image: Path) -> str:
         proc = r.gc(UKRUN_CRASH_AT=point)
         assert proc.returncode == -9, proc.stderr
         return "ukrun gc, after a create killed at create-before-save"
-    elif point in ("init-before-monitor", "init-after-virtiofsd"):
+    elif point == "init-before-monitor" or point in FOLDER:
         arm.write_text(point)
-        if point == "init-after-virtiofsd":  # reached only with a folder rootfs over virtio-fs
-            r = folder_runner(r, image)
+        if point in FOLDER:
             net = (*net, "--annotation", "io.ukrun.rootfs.share=virtiofs")
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
         r.wait_status("f1", "STOPPED")
-        how = "ctr run -d; the init dies once started" + (" (overlayfs, virtio-fs)" if r.snapshotter == "overlayfs"
-                                                          else "")
+        how = "ctr run -d; the init dies once started" + (" (overlayfs, virtio-fs)" if point in FOLDER else "")
     else:
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
@@ -100,10 +99,11 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     runner: Runner, pod: netns.Pod, report: Report, point: str, guest_image: Path,
 ) -> None:
     r = runner
+    victim = folder_runner(r, guest_image) if point in FOLDER else r
     if point not in ALONE:
         start_bystander(r)
-    how = reach(r, point, pod, guest_image)
-    left = tuple(r.leftovers("f1", pod))
+    how = reach(victim, point, pod)
+    left = tuple(victim.leftovers("f1", pod))
     if point in ALONE:
         start_bystander(r)
     r.ctr("task", "delete", "--force", "f1")
@@ -111,7 +111,7 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     cleaned = r.gc()
     assert cleaned.returncode == 0, cleaned.stderr
     assert "f1" not in r.ctr("containers", "ls", "-q").stdout.split()
-    assert r.leftovers("f1", pod) == []
+    assert victim.leftovers("f1", pod) == []
     assert r.task_status("by") == "RUNNING", "the other container did not survive"
     assert [v["users"] for v in r.views()] == [["by"]]
     r.ctr("task", "kill", "-s", "SIGKILL", "by")
