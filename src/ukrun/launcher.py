@@ -177,14 +177,22 @@ def supervise(conf: LaunchConfig) -> int:
             return 1
         if pid == daemon:
             daemon = 0
-            os.write(2, f"ukrun: virtiofsd ended ({os.waitstatus_to_exitcode(status)}) before the monitor; "
-                        f"see {conf.virtiofsd_log}\n".encode())
             os.kill(child, signal.SIGKILL)
+            _tell(f"ukrun: virtiofsd ended ({os.waitstatus_to_exitcode(status)}) before the monitor; "
+                  f"see {conf.virtiofsd_log}\n")
         elif pid == child:
             if daemon:
                 os.kill(daemon, signal.SIGKILL)
                 os.waitpid(daemon, 0)
             return exit_code(status, decoding)
+
+
+def _tell(message: str) -> None:
+    """Writes to the container's stderr without blocking: a monitor that lost its virtio-fs backend may
+    have filled that pipe with complaints, which nobody reads once a detached client went away."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(2, fcntl.F_SETFL, fcntl.fcntl(2, fcntl.F_GETFL) | os.O_NONBLOCK)
+        os.write(2, message.encode())
 
 
 def start_virtiofsd(conf: LaunchConfig) -> int:

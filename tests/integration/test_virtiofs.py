@@ -1,11 +1,15 @@
 """A folder rootfs over virtio-fs, through ctr, the stock shim and ukrun: the linux demo guest boots from
 an overlayfs snapshot served by a per-container virtiofsd (the one scripts/setup puts in the cache),
 reads the image's files and writes one that lands in the container's rootfs folder; the daemon lives in
-the container's cgroup and goes with the VM; delete leaves no virtiofsd, socket or mount.
+the container's cgroup and goes with the VM, and the VM with it; delete leaves no virtiofsd, socket or
+mount.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,20 @@ def test_a_missing_virtiofsd_fails_at_create_naming_the_fix(daemon: ctd.Daemon, 
         r.assert_clean("v4")
     finally:
         ctd.stop(private.dir)
+
+
+def test_a_virtiofsd_that_dies_takes_the_vm_with_it(overlay: Runner) -> None:
+    proc = overlay.run("v5", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach", *VIRTIOFS))
+    assert proc.returncode == 0, proc.stderr
+    assert ctd.wait_for(lambda: bool(tbhost.virtiofsd_processes(overlay.daemon.dir)
+                                     and tbhost.qemu_processes(overlay.runc_root)), timeout=30)
+    for pid in tbhost.virtiofsd_processes(overlay.daemon.dir):  # this test's container's, and only those
+        with contextlib.suppress(ProcessLookupError):  # the sandboxed child dies with its parent
+            os.kill(pid, signal.SIGKILL)
+    overlay.wait_status("v5", "STOPPED")
+    assert not tbhost.qemu_processes(overlay.runc_root), "the VM outlived its virtiofsd"
+    log = (overlay.runc_root / overlay.ns / "v5" / "virtiofsd.log")
+    assert log.exists()
+    assert overlay.ctr("task", "delete", "v5").returncode == 0
+    assert overlay.ctr("containers", "delete", "v5").returncode == 0
+    overlay.assert_clean("v5")
