@@ -22,11 +22,11 @@ import re
 
 import pytest
 
-from ukrun.errors import UkrunError
+from ukrun.errors import PlanError, UkrunError
 from ukrun.hypervisors.base import ExitDecoding
 from ukrun.network.base import Interface, tap_name
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
-from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, PlanError, Resources, plan
+from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, Resources, plan
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess, RootMode
 
