@@ -4,7 +4,6 @@ the same facts; only `create` then acquires the artifacts and applies the plan."
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from ukrun import config as configmod
 from ukrun.containerd.records import ContainerRecord
 from ukrun.errors import ContainerdUnavailable, NotFound
+from ukrun.logs import log
 from ukrun.network.base import Interface
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
@@ -25,7 +25,6 @@ from ukrun.unikernels.base import GuestProcess
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
 
-log = logging.getLogger("ukrun")
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 ETC_LIMIT = 1 << 20
 

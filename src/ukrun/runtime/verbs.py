@@ -9,7 +9,6 @@ library and `runtime.state`. `create` and `delete` talk to containerd and import
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ukrun import config as configmod
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
+from ukrun.logs import log
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.unikernel import UnikernelConfig
 
-log = logging.getLogger("ukrun")
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
 
 
