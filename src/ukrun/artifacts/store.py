@@ -26,25 +26,24 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ukrun import crashpoints, errors, host
 from ukrun.artifacts import layers, paths
 from ukrun.containerd.records import ContainerRecord, gc_ref_snapshot_label
 from ukrun.image.oci import ImageLayers
+from ukrun.logs import log
 from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, UnikernelConfig, from_annotations, parse_urunc_json
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
 
-log = logging.getLogger("ukrun.artifacts")
 
 MODES = ("shared", "per-container", "copy")
 VIEW_LABEL = "ukrun.io/view"
@@ -85,8 +84,7 @@ class ViewState:
     mounted: bool = False
 
 
-@dataclass(frozen=True)
-class Artifacts:
+class Artifacts(NamedTuple):
     container: str
     namespace: str
     mode: str
@@ -104,8 +102,8 @@ class Artifacts:
     bytes_copied: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["config"] = asdict(self.config)
+        out = self._asdict()
+        out["config"] = self.config._asdict()
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
@@ -332,7 +330,7 @@ class ArtifactStore:
             crashpoints.point("acquire-after-view")
             state = ViewState(
                 id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
-                mounts=[asdict(m) for m in mounts],
+                mounts=[m._asdict() for m in mounts],
             )
             self._save_view(state)
             self.client.update_container_labels(record.id, {user_label(sn): key})
@@ -619,6 +617,6 @@ def _load_choice(path: Path) -> layers.Choice | None:
 def _store_choice(path: Path, choice: layers.Choice) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(choice)))
+    tmp.write_text(json.dumps(choice._asdict()))
     os.replace(tmp, path)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 
 class WireError(ValueError):
@@ -56,8 +56,7 @@ class Label(Enum):
 NUMERIC = frozenset({Kind.BOOL, Kind.INT32, Kind.INT64, Kind.UINT32, Kind.UINT64, Kind.ENUM})
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     number: int
     name: str
     kind: Kind

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import ipaddress
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ALIAS_PREFIX = "ukrun:"
 
@@ -28,8 +29,7 @@ class Interface:
     mtu: int
 
 
-@dataclass(frozen=True)
-class GuestNetwork:
+class GuestNetwork(NamedTuple):
     """What the guest is told, and the tap its monitor opens."""
 
     tap: str
@@ -88,8 +88,7 @@ KNATIVE_CONTAINER = "user-container"  # urunc runs this one in static mode
 LINK_HOST, LINK_GUEST, LINK_PREFIX = "172.16.1.1", "172.16.1.2", 24
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(NamedTuple):
     number: int
     protocol: Protocol
 
@@ -97,8 +96,7 @@ class Port:
         return f"{self.number}/{self.protocol.value}"
 
 
-@dataclass(frozen=True)
-class StaticLink:
+class StaticLink(NamedTuple):
     """STATIC mode: the tap's own address on the private link, the guest's, the uplink that outgoing
     traffic is masqueraded through, the ports DNATed from the uplink to the guest, and the nftables table
     (named after the container) that holds those rules."""
