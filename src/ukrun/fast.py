@@ -138,7 +138,7 @@ def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
 
     logs.setup(g.log, g.log_format, g.debug)
     try:
-        ctx = verbs.Context(root=Path(g.root), config=configmod.load(None), argv=argv,
+        ctx = verbs.Context(root=Path(g.root), config=configmod.load(None, cache_dir=Path(g.root)), argv=argv,
                             systemd_cgroup=g.systemd_cgroup)
         create(ctx, args.id, Path(args.bundle).resolve(), Path(args.pid_file) if args.pid_file else None,
                args.console_socket)

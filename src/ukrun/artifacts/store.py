@@ -30,7 +30,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -51,7 +50,7 @@ MODE_LABEL = "ukrun.io/mode"
 ACQUIRE_LABEL = "ukrun.io/acquire"
 ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
 USER_LABEL_SUFFIX = "ukrun-view"
-ACQUIRE_TTL = timedelta(minutes=10)
+ACQUIRE_TTL_S = 600.0
 def view_id(namespace: str, snapshotter: str, key: str) -> str:
     return hashlib.sha256(f"{namespace}\0{snapshotter}\0{key}".encode()).hexdigest()[:24]
 
@@ -318,7 +317,7 @@ class ArtifactStore:
         sn = record.snapshotter
         lease = self.client.create_lease(
             f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid, ROOT_LABEL: self._root_id},
-            expire=ACQUIRE_TTL,
+            expire_s=ACQUIRE_TTL_S,
         )
         try:
             try:
