@@ -188,7 +188,7 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 0
     views = store.views()
     if args.json:
-        print(json.dumps([v.__dict__ for v in views], indent=1))
+        print(json.dumps([v._asdict() for v in views], indent=1))
         return 0
     print(f"{'VIEW':<60} {'SNAPSHOTTER':<11} {'USERS':<5} {'MOUNTED':<7} MOUNT POINT")
     for v in views:

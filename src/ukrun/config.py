@@ -29,9 +29,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import NamedTuple, TypeVar
 
 from ukrun.errors import ConfigError
 
@@ -41,22 +42,23 @@ MODES = ("shared", "per-container", "copy")
 ACCELS = ("auto", "kvm", "tcg")
 
 
-@dataclass(frozen=True)
-class Monitor:
+class Monitor(NamedTuple):
     path: str = ""
     memory_mb: int = 256
     vcpus: int = 1
     accel: str = "auto"
 
 
-@dataclass(frozen=True)
-class Config:
+NO_MONITORS: Mapping[str, Monitor] = MappingProxyType({})
+
+
+class Config(NamedTuple):
     address: str = "/run/containerd/containerd.sock"
     namespace: str = "default"
     timeout: float = 30.0
     artifact_mode: str = "shared"
     state_root: Path = Path("/run/ukrun")
-    monitors: dict[str, Monitor] = field(default_factory=dict)
+    monitors: Mapping[str, Monitor] = NO_MONITORS
     runc: str = ""
     image_config: bool = True
     timing_log: str = ""

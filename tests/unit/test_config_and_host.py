@@ -49,3 +49,18 @@ def test_the_parsed_config_is_cached_per_version_of_the_file(tmp_path: Path) -> 
     assert config.load(f, cache_dir=root).artifact_mode == "shared"  # a broken cache is only skipped
     assert config.load(f, cache_dir=tmp_path / "missing").artifact_mode == "shared"
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_monitor_is_found_on_path_as_shutil_finds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from ukrun.hypervisors.base import which
+
+    tool = tmp_path / "bin" / "qemu-x"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "plain").write_text("")  # not executable
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'none'}:{tool.parent}")
+    for name in ("qemu-x", "plain", "absent", str(tool), str(tmp_path / "bin" / "plain")):
+        assert which(name) == (shutil.which(name) or ""), name

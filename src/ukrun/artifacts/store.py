@@ -27,9 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -69,17 +67,16 @@ def _safe_name(value: str, what: str) -> str:
     return value
 
 
-@dataclass
-class ViewState:
+class ViewState(NamedTuple):
     id: str
     namespace: str
     snapshotter: str
     key: str
     parent: str
     mode: str
-    mounts: list[dict[str, Any]] = field(default_factory=list)
+    mounts: tuple[dict[str, Any], ...] = ()
     mount_point: str = ""
-    users: list[str] = field(default_factory=list)
+    users: tuple[str, ...] = ()
     mounted: bool = False
 
 
@@ -164,17 +161,15 @@ class ArtifactStore:
             data = json.loads((d / "view.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        state = ViewState(**data)
         users = d / "users"
-        state.users = sorted(os.listdir(users)) if users.is_dir() else []
-        state.mount_point = str(d / "rootfs")
-        state.mounted = host.is_mounted(d / "rootfs")
-        return state
+        return ViewState(**{**data, "mounts": tuple(data.get("mounts", ()))})._replace(
+            users=tuple(sorted(os.listdir(users))) if users.is_dir() else (),
+            mount_point=str(d / "rootfs"), mounted=host.is_mounted(d / "rootfs"))
 
     def _save_view(self, state: ViewState) -> None:
         d = self._view_dir(state.id)
         (d / "users").mkdir(parents=True, exist_ok=True)
-        data = {k: v for k, v in asdict(state).items() if k not in ("users", "mount_point", "mounted")}
+        data = {k: v for k, v in state._asdict().items() if k not in ("users", "mount_point", "mounted")}
         tmp = d / "view.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, d / "view.json")
@@ -329,7 +324,7 @@ class ArtifactStore:
             crashpoints.point("acquire-after-view")
             state = ViewState(
                 id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
-                mounts=[m._asdict() for m in mounts],
+                mounts=tuple(m._asdict() for m in mounts),
             )
             self._save_view(state)
             self.client.update_container_labels(record.id, {user_label(sn): key})
@@ -358,6 +353,8 @@ class ArtifactStore:
         self._write_record(container_id, "copy")
         with self._source_root(rootfs, record) as src:
             config = spec_config or _read_config(src)
+            import shutil  # not at the top: the shared path, every create's, never copies
+
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
             copied = 0
@@ -413,6 +410,8 @@ class ArtifactStore:
         if held.startswith("view:"):
             self._release_view(container_id, held.removeprefix("view:"))
         else:
+            import shutil
+
             shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
         path.unlink(missing_ok=True)
         return True
@@ -437,6 +436,8 @@ class ArtifactStore:
         with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
         crashpoints.point("release-after-remove")
+        import shutil
+
         shutil.rmtree(self._view_dir(vid), ignore_errors=True)
         (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 
@@ -477,6 +478,8 @@ class ArtifactStore:
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
                         host.unmount_all(d / "rootfs")
+                        import shutil
+
                         shutil.rmtree(d, ignore_errors=True)
                     continue
                 if state.namespace != self.namespace:

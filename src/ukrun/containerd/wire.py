@@ -17,7 +17,6 @@ What must stay true:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
@@ -88,8 +87,7 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-@dataclass(frozen=True)
-class Rpc(Generic[Req, Resp]):
+class Rpc(NamedTuple, Generic[Req, Resp]):
     """One method of a service: its HTTP/2 path and its request and response types."""
 
     path: str

@@ -10,18 +10,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import ipaddress
-from dataclasses import dataclass
 from typing import NamedTuple
 
 ALIAS_PREFIX = "ukrun:"
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     """The container's interface that holds its default route, inside its network namespace."""
 
     name: str
-    index: int
+    ifindex: int
     address: str
     prefixlen: int
     gateway: str

@@ -61,7 +61,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         raise
     me = os.getpid()
     record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=store.namespace,
-                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
+                               annotations=dict(spec.annotations), created=_now(), timing_log=ctx.config.timing_log,
                                creator=me, creator_start=st.process_start(me))
     try:
         st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
@@ -156,11 +156,11 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     timer.mark("monitor")
     os.mkfifo(d / st.FIFO, 0o600)
     LaunchConfig(
-        id=record.id, monitor=list(plan.argv), env=MONITOR_ENV, cgroups=record.cgroups,
-        namespaces=[Namespace(n.type, n.path) for n in spec.namespaces], hostname=spec.hostname,
+        id=record.id, monitor=plan.argv, env=MONITOR_ENV, cgroups=tuple(record.cgroups),
+        namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
-        keep_mounts=[str(p) for p in (art.mount_point, *(s.path for s in plan.shares)) if p],
+        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares)) if p),
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
     record.pid_start = st.process_start(record.pid)

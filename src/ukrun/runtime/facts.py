@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ukrun import config as configmod
 from ukrun.containerd.records import ContainerRecord
@@ -29,8 +28,7 @@ ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 ETC_LIMIT = 1 << 20
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What the host and containerd say, before the artifacts are acquired."""
 
     monitor: MonitorFacts

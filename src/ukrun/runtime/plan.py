@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
@@ -34,8 +33,7 @@ class FilesTarget(enum.Enum):
     SHARE = "share"  # a read-only share beside a folder rootfs (ukrun never writes into such a folder)
 
 
-@dataclass(frozen=True)
-class MonitorFacts:
+class MonitorFacts(NamedTuple):
     name: str
     binary: str  # "" when not installed
     memory_mib: int  # the configured default
@@ -46,8 +44,7 @@ class MonitorFacts:
     path: str = ""  # the configured binary ([monitors.<name>] path), for messages
 
 
-@dataclass(frozen=True)
-class ArtifactPaths:
+class ArtifactPaths(NamedTuple):
     """Host paths of the image's artifacts, where the monitor reads them."""
 
     kernel: str
@@ -55,16 +52,14 @@ class ArtifactPaths:
     block: str = ""  # com.urunc.unikernel.block
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     memory_limit: int = 0  # bytes, from the spec
     cpu_quota: int = 0
     cpu_period: int = 0
     seccomp: bool = True  # the spec carries a seccomp profile; without one, monitors run unsandboxed
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     container_id: str
     config: UnikernelConfig
     process: GuestProcess
@@ -82,8 +77,7 @@ class Facts:
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose the network mode
 
 
-@dataclass(frozen=True)
-class LaunchPlan:
+class LaunchPlan(NamedTuple):
     container_id: str
     guest: str
     monitor: str
@@ -108,7 +102,7 @@ class LaunchPlan:
     interface: str = ""  # the container's interface that the tap is redirected from and to
     network: GuestNetwork | None = None
     link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from ukrun import config as configmod
 from ukrun import crashpoints
@@ -32,8 +31,7 @@ if TYPE_CHECKING:
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):
     root: Path
     config: configmod.Config
     argv: list[str]  # our own arguments, to hand a container that is not a unikernel to runc
@@ -86,7 +84,7 @@ def store(ctx: Context, namespace: str) -> ArtifactStore:
 
 
 # -- create -------------------------------------------------------------------------------------------
-def unikernel_config(spec_annotations: dict[str, str], rootfs: Path) -> UnikernelConfig | None:
+def unikernel_config(spec_annotations: Mapping[str, str], rootfs: Path) -> UnikernelConfig | None:
     """The spec's annotations, else `/urunc.json` in the rootfs, else None: not a unikernel.
 
     An image that carries a `/urunc.json` is a unikernel image whatever that entry is: one ukrun cannot
@@ -149,6 +147,8 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     store(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
+    import shutil
+
     shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding, ExitDevice
@@ -27,8 +26,7 @@ class RootMode(enum.Enum):
     INITRD = "initrd"  # the image's initrd is the root filesystem
 
 
-@dataclass(frozen=True)
-class GuestProcess:
+class GuestProcess(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str
@@ -36,8 +34,7 @@ class GuestProcess:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class GuestBlock:
+class GuestBlock(NamedTuple):
     """A block device as the guest sees it: its id (a virtio serial, a solo5 device name) and where the
     guest mounts it ("" when it mounts nothing)."""
 
@@ -45,8 +42,7 @@ class GuestBlock:
     mount_point: str = ""
 
 
-@dataclass(frozen=True)
-class GuestRequest:
+class GuestRequest(NamedTuple):
     config: UnikernelConfig
     process: GuestProcess
     root: RootMode
