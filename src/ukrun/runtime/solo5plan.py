@@ -55,8 +55,8 @@ def device_names(manifest: Manifest | None, guest: UnikernelType, config: Uniker
                         "(on a block snapshotter) or com.urunc.unikernel.block")
     nets = _ordered(manifest.names(DeviceType.NET), guest.net_id)
     if len(nets) > 1:
-        raise PlanError(f"the unikernel's Solo5 manifest declares {len(nets)} net devices ({', '.join(nets)}), and "
-                        f"ukrun gives a container one network while {UNATTACHED}: use a unikernel with one")
+        raise PlanError(f"the unikernel's Solo5 manifest declares {len(nets)} net devices ({', '.join(nets)}), but "
+                        f"ukrun gives a container one network and {UNATTACHED}: use a unikernel with one")
     rootfs = declared[0] if config.mount_rootfs else ""
     return DeviceNames(rootfs, declared[-1] if config.block else "", nets[0] if nets else "")
 
@@ -72,8 +72,8 @@ def checked_network(manifest: Manifest | None, net: str, planned: NetPlan) -> Ne
         return None, None, (*notes, "the unikernel's Solo5 manifest declares no net device: it gets no network, "
                                     "and its network namespace is left alone")
     if found is None:
-        raise PlanError(f"the unikernel's Solo5 manifest declares net device {net}, and the container has no "
-                        f"network ({notes[0] if notes else 'none planned'}), while {UNATTACHED}: run it in a "
+        raise PlanError(f"the unikernel's Solo5 manifest declares net device {net}, but the container has no "
+                        f"network ({notes[0] if notes else 'none planned'}) and {UNATTACHED}: run it in a "
                         "network namespace with a default route (a pod, or ctr run --with-ns network:PATH)")
     return planned
 
