@@ -12,7 +12,7 @@ import pytest
 from tests.unit.test_plan import BINARIES, BLOCK_ROOT, EXT2_ROOT, SNAP, TAP, facts, networked
 from ukrun.errors import PlanError
 from ukrun.runtime.plan import Facts, plan
-from ukrun.unikernels.solo5_manifest import Device, DeviceType, Manifest
+from ukrun.unikernels.solo5_manifest import Device, DeviceType, Manifest, NotSolo5Unikernel
 
 MAC = "02:42:c0:00:02:02"
 
@@ -115,3 +115,14 @@ def test_the_plan_shows_the_manifests_names_in_json() -> None:
     p = plan(declaring(networked("mirage", "spt"), ("service0", NET)))
     doc = p.to_json()
     assert f"--net:service0={TAP}" in doc["argv"] and doc["network"]["address"] == "192.0.2.2/24"
+
+
+def test_a_kernel_without_a_manifest_is_refused_after_the_plans_own_checks() -> None:
+    wrong = NotSolo5Unikernel("the kernel /kernel is not a Solo5 unikernel (no Solo5 manifest note), ...")
+    with pytest.raises(NotSolo5Unikernel, match="is not a Solo5 unikernel"):
+        plan(dataclasses.replace(facts("mirage", "spt"), manifest=wrong))
+    # A Unikraft kernel given to spt is told that its guest type does not run there, not that it lacks a manifest.
+    with pytest.raises(PlanError, match="a unikraft guest does not run on spt"):
+        plan(dataclasses.replace(facts("unikraft", "spt"), manifest=wrong))
+    with pytest.raises(PlanError, match="binary 'solo5-hvt' is not installed"):
+        plan(dataclasses.replace(facts("mirage", "hvt", installed=False), manifest=wrong))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ukrun import config as configmod
 from ukrun.containerd.records import ContainerRecord
-from ukrun.errors import ContainerdUnavailable, ImageError, NotFound
+from ukrun.errors import ContainerdUnavailable, NotFound
 from ukrun.network.base import Interface
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
@@ -24,7 +24,7 @@ from ukrun.unikernels.base import GuestProcess
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
-    from ukrun.unikernels.solo5_manifest import Manifest
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 log = logging.getLogger("ukrun")
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
@@ -80,9 +80,10 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
     )
 
 
-def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | None:
-    """The kernel's Solo5 manifest, for a monitor that attaches devices by its names (None for the others).
-    Only the ELF header, the program headers and the note are read (tens of microseconds)."""
+def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:
+    """The kernel's Solo5 manifest, for a monitor that attaches devices by its names (None for the others), or
+    why there is none: the plan raises it after its own checks (a guest that does not run on this monitor
+    is told so first). Only the ELF header, the program headers and the note are read (tens of microseconds)."""
     from ukrun.hypervisors.base import get
     from ukrun.unikernels import solo5_manifest as mft
 
@@ -94,16 +95,16 @@ def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | None:
             fd = f.fileno()
             return mft.parse(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size)
     except OSError as exc:
-        raise ImageError(f"the kernel {uk_config.binary} cannot be read ({exc.strerror}): check the image's "
-                         "com.urunc.unikernel.binary") from None
+        return mft.ManifestError(f"the kernel {uk_config.binary} cannot be read ({exc.strerror}): check the "
+                                 "image's com.urunc.unikernel.binary")
     except mft.NotSolo5Unikernel as exc:
-        raise mft.NotSolo5Unikernel(
+        return mft.NotSolo5Unikernel(
             f"the kernel {uk_config.binary} is not a Solo5 unikernel ({exc}), and monitor {monitor.name} runs only "
             f"Solo5 unikernels: use a kernel built for solo5-{monitor.name}, or set com.urunc.unikernel.hypervisor "
-            "to the monitor it was built for") from None
+            "to the monitor it was built for")
     except mft.MalformedManifest as exc:
-        raise mft.MalformedManifest(f"the kernel {uk_config.binary} carries a malformed Solo5 manifest ({exc}): "
-                                    "rebuild it with Solo5's toolchain") from None
+        return mft.MalformedManifest(f"the kernel {uk_config.binary} carries a malformed Solo5 manifest ({exc}): "
+                                     "rebuild it with Solo5's toolchain")
 
 
 def network_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:

@@ -24,7 +24,7 @@ from ukrun.runtime.solo5plan import DeviceNames, address_note, checked_network, 
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
-from ukrun.unikernels.solo5_manifest import Manifest
+from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder
@@ -82,7 +82,8 @@ class Facts:
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose the network mode
-    manifest: Manifest | None = None  # the kernel's Solo5 manifest, read for a monitor that names devices by it
+    manifest: Manifest | ManifestError | None = None  # the kernel's Solo5 manifest (or why it has none), read
+    # for a monitor that attaches devices by its names
 
 
 @dataclass(frozen=True)

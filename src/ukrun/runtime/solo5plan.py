@@ -22,7 +22,7 @@ from ukrun.errors import PlanError
 from ukrun.network.base import GuestNetwork, StaticLink
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestRequest, UnikernelType
-from ukrun.unikernels.solo5_manifest import DeviceType, Manifest
+from ukrun.unikernels.solo5_manifest import DeviceType, Manifest, ManifestError
 
 UNATTACHED = "its tender refuses to start while a declared device is unattached"
 NetPlan = tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]
@@ -37,7 +37,11 @@ class DeviceNames:
     net: str  # "": the unikernel declares no net device
 
 
-def device_names(manifest: Manifest | None, guest: UnikernelType, config: UnikernelConfig) -> DeviceNames:
+def device_names(manifest: Manifest | ManifestError | None, guest: UnikernelType,
+                 config: UnikernelConfig) -> DeviceNames:
+    """Raises what facts found wrong with the kernel (no manifest: not a Solo5 unikernel; a malformed one)."""
+    if isinstance(manifest, ManifestError):
+        raise manifest
     if manifest is None:
         return DeviceNames(guest.rootfs_id, guest.block_id, guest.net_id)
     declared = _ordered(manifest.names(DeviceType.BLOCK), guest.rootfs_id)
@@ -61,10 +65,10 @@ def device_names(manifest: Manifest | None, guest: UnikernelType, config: Uniker
     return DeviceNames(rootfs, declared[-1] if config.block else "", nets[0] if nets else "")
 
 
-def checked_network(manifest: Manifest | None, net: str, planned: NetPlan) -> NetPlan:
+def checked_network(manifest: Manifest | ManifestError | None, net: str, planned: NetPlan) -> NetPlan:
     """The network plan (runtime.netplan), checked against the declared net device."""
     found, _link, notes = planned
-    if manifest is None:
+    if not isinstance(manifest, Manifest):
         return planned
     if not net:
         if found is None:
