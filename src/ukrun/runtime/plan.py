@@ -2,8 +2,9 @@
 
 `plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
 installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
-container's own snapshot), the block devices, shares and initrds, the guest's command line and files,
-memory, vCPUs, accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
+container's own snapshot), the block devices (on Solo5 monitors named after the kernel's manifest:
+runtime.solo5plan), shares and initrds, the guest's command line and files, memory, vCPUs, accelerator
+and sandbox, and builds the monitor's argv and configuration files. It reads
 nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
 cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
 """
@@ -82,8 +83,7 @@ class Facts:
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose the network mode
-    manifest: Manifest | ManifestError | None = None  # the kernel's Solo5 manifest (or why it has none), read
-    # for a monitor that attaches devices by its names
+    manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
 
 
 @dataclass(frozen=True)
