@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
@@ -25,7 +25,9 @@ from ukrun.runtime.solo5plan import DeviceNames, address_note, checked_network, 
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
-from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
+
+if TYPE_CHECKING:
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder

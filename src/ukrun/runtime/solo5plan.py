@@ -17,12 +17,15 @@ With no manifest (every other monitor, which binds devices by order), the guest 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ukrun.errors import PlanError
 from ukrun.network.base import GuestNetwork, StaticLink
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestRequest, UnikernelType
-from ukrun.unikernels.solo5_manifest import DeviceType, Manifest, ManifestError
+
+if TYPE_CHECKING:  # imported where a manifest is there: no other guest's create pays for the parser's module
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 UNATTACHED = "its tender refuses to start while a declared device is unattached"
 NetPlan = tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]
@@ -40,10 +43,12 @@ class DeviceNames:
 def device_names(manifest: Manifest | ManifestError | None, guest: UnikernelType,
                  config: UnikernelConfig) -> DeviceNames:
     """Raises what facts found wrong with the kernel (no manifest: not a Solo5 unikernel; a malformed one)."""
-    if isinstance(manifest, ManifestError):
-        raise manifest
     if manifest is None:
         return DeviceNames(guest.rootfs_id, guest.block_id, guest.net_id)
+    from ukrun.unikernels.solo5_manifest import DeviceType, ManifestError
+
+    if isinstance(manifest, ManifestError):
+        raise manifest
     declared = _ordered(manifest.names(DeviceType.BLOCK), guest.rootfs_id)
     asked = [what for what, wanted in (
         ("the container's rootfs (mountRootfs)", config.mount_rootfs),
@@ -68,7 +73,7 @@ def device_names(manifest: Manifest | ManifestError | None, guest: UnikernelType
 def checked_network(manifest: Manifest | ManifestError | None, net: str, planned: NetPlan) -> NetPlan:
     """The network plan (runtime.netplan), checked against the declared net device."""
     found, _link, notes = planned
-    if not isinstance(manifest, Manifest):
+    if manifest is None:
         return planned
     if not net:
         if found is None:
