@@ -87,6 +87,7 @@ class Hypervisor(ABC):
     needs_kvm: ClassVar[bool] = False  # cannot run without /dev/kvm (no emulation fallback)
     can_share: ClassVar[bool] = False  # virtio-9p folders
     max_initrds: ClassVar[int] = 1
+    reads_manifest: ClassVar[bool] = False  # attaches devices by the names the kernel's Solo5 manifest declares
 
     def __init__(self, path: str = "") -> None:
         self.path = path

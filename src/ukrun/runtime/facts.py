@@ -23,6 +23,7 @@ from ukrun.unikernels.base import GuestProcess
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 ETC_LIMIT = 1 << 20
@@ -72,7 +73,35 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
         interface=found.interface, taps=found.taps, annotations=network_annotations(spec),
+        manifest=solo5_manifest(uk_config, artifacts.kernel),
     )
+
+
+def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:
+    """The kernel's Solo5 manifest, for a monitor that attaches devices by its names (None for the others), or
+    why there is none: the plan raises it after its own checks (a guest that does not run on this monitor
+    is told so first). Only the ELF header, the program headers and the note are read (tens of microseconds)."""
+    from ukrun.hypervisors.base import get
+    from ukrun.unikernels import solo5_manifest as mft
+
+    monitor = get(uk_config.hypervisor)
+    if not monitor.reads_manifest:
+        return None
+    try:
+        with open(kernel, "rb") as f:
+            fd = f.fileno()
+            return mft.parse(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size)
+    except OSError as exc:
+        return mft.ManifestError(f"the kernel {uk_config.binary} cannot be read ({exc.strerror}): check the "
+                                 "image's com.urunc.unikernel.binary")
+    except mft.NotSolo5Unikernel as exc:
+        return mft.NotSolo5Unikernel(
+            f"the kernel {uk_config.binary} is not a Solo5 unikernel ({exc}), and monitor {monitor.name} runs only "
+            f"Solo5 unikernels: use a kernel built for solo5-{monitor.name}, or set com.urunc.unikernel.hypervisor "
+            "to the monitor it was built for")
+    except mft.MalformedManifest as exc:
+        return mft.MalformedManifest(f"the kernel {uk_config.binary} carries a malformed Solo5 manifest ({exc}): "
+                                     "rebuild it with Solo5's toolchain")
 
 
 def network_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:

@@ -49,6 +49,7 @@ class GuestRequest(NamedTuple):
     monitor: str
     blocks: tuple[GuestBlock, ...] = ()
     network: GuestNetwork | None = None
+    net_id: str = ""  # the guest's name for its network device (a Solo5 unikernel's, from its manifest)
 
 
 ROOT_TAG = "fs0"  # the 9p tag of a shared rootfs, as urunc names it
@@ -70,6 +71,10 @@ class UnikernelType(ABC):
 
     @abstractmethod
     def cmdline(self, req: GuestRequest) -> str: ...
+
+    def told_network(self, req: GuestRequest) -> bool:
+        """Whether the command line tells the guest its address."""
+        return req.network is not None
 
     def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
         """Files (path -> content) the guest needs: written into a block rootfs before the handoff, or put
