@@ -1,19 +1,27 @@
 """The shim calls ukrun for every verb of every container. This entry point serves its calls with a tiny
 parser and no argparse: `state`, `start` and `kill` of ukrun's own containers with the standard library
-only, and `create` without the operator CLI's imports. Anything unusual (other flags, other verbs, a
-container that is not ours) returns None and goes through the full CLI, which behaves the same.
+only; `create` and `delete` without the operator CLI's imports; and any of them for a container that is
+not ukrun's straight to runc (a node may run ukrun as its only runtime). Anything unusual (other flags,
+other verbs) returns None and goes through the full CLI, which behaves the same.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ukrun.runtime.verbs import Context
 
 HOT = ("state", "start", "kill")
 VALUED = ("--root", "--log", "--log-format")
 SWITCHES = ("--debug", "--systemd-cgroup")
 CREATE_VALUED = ("--bundle", "-b", "--pid-file", "--console-socket")
 CREATE_SWITCHES = ("--no-pivot", "--no-new-keyring")
+DELETE_SWITCHES = ("--force", "-f")
 
 
 class Globals:
@@ -61,7 +69,7 @@ def parse(argv: list[str]) -> tuple[Globals, str, list[str]] | None:
     if parsed is None:
         return None
     found, i = parsed
-    if i >= len(argv) or argv[i] not in (*HOT, "create"):
+    if i >= len(argv) or argv[i] not in (*HOT, "create", "delete"):
         return None
     g = Globals()
     g.root = found.get("--root", g.root)
@@ -83,6 +91,14 @@ def parse_create(rest: list[str]) -> CreateArgs | None:
                       found.get("--console-socket", ""), rest[i])
 
 
+def parse_delete(rest: list[str]) -> tuple[bool, str] | None:
+    """(force, ID)."""
+    parsed = _flags(rest, (), DELETE_SWITCHES)
+    if parsed is None or len(rest) != parsed[1] + 1:
+        return None
+    return bool(parsed[0]), rest[-1]
+
+
 def run(argv: list[str]) -> int | None:
     parsed = parse(argv)
     if parsed is None:
@@ -91,6 +107,9 @@ def run(argv: list[str]) -> int | None:
     if verb == "create":
         args = parse_create(rest)
         return None if args is None else _create(g, args, argv)
+    if verb == "delete":
+        deleting = parse_delete(rest)
+        return None if deleting is None else _delete(g, *deleting, argv)
     all_processes = False
     if verb == "kill" and rest and rest[0] in ("--all", "-a"):
         all_processes, rest = True, rest[1:]
@@ -102,7 +121,7 @@ def run(argv: list[str]) -> int | None:
 
     try:
         if not st.is_ours(g.root, container_id):
-            return None
+            return _runc(g, argv)
         from ukrun.runtime import hot
 
         if verb == "state":
@@ -126,22 +145,24 @@ def _error(g: Globals, message: str) -> None:
     logs.log.error("%s", message)
 
 
-def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
-    """What the full CLI does for `create` (see cli._runtime), with its imports and none of the others."""
+def _context(g: Globals, argv: list[str]) -> Context:
     from pathlib import Path
 
     from ukrun import config as configmod
+    from ukrun.runtime import verbs
+
+    return verbs.Context(root=Path(g.root), config=configmod.load(None, cache_dir=Path(g.root)), argv=argv,
+                         systemd_cgroup=g.systemd_cgroup)
+
+
+def _guarded(g: Globals, work: Callable[[], None]) -> int:
+    """What the full CLI does around a verb (see cli.main): errors logged where the shim reads them."""
     from ukrun import logs
     from ukrun.errors import UkrunError
-    from ukrun.runtime import verbs
-    from ukrun.runtime.create import create
 
     logs.setup(g.log, g.log_format, g.debug)
     try:
-        ctx = verbs.Context(root=Path(g.root), config=configmod.load(None, cache_dir=Path(g.root)), argv=argv,
-                            systemd_cgroup=g.systemd_cgroup)
-        create(ctx, args.id, Path(args.bundle).resolve(), Path(args.pid_file) if args.pid_file else None,
-               args.console_socket)
+        work()
     except UkrunError as exc:
         logs.log.error("%s", exc)
         return 1
@@ -149,6 +170,38 @@ def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
         logs.log.exception("internal error: %s: %s", type(exc).__name__, exc)
         return 1
     return 0
+
+
+def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
+    def work() -> None:
+        from pathlib import Path
+
+        from ukrun.runtime.create import create
+
+        create(_context(g, argv), args.id, Path(args.bundle).resolve(),
+               Path(args.pid_file) if args.pid_file else None, args.console_socket)
+
+    return _guarded(g, work)
+
+
+def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
+    def work() -> None:
+        from ukrun.runtime import state as st
+        from ukrun.runtime import verbs
+
+        ctx = _context(g, argv)
+        if not st.is_ours(g.root, container_id):
+            verbs.exec_runc(ctx)
+        verbs.delete(ctx, container_id, force)
+
+    return _guarded(g, work)
+
+
+def _runc(g: Globals, argv: list[str]) -> int:
+    """A container that is not ukrun's: the whole invocation goes to runc (never returns on success)."""
+    from ukrun.runtime import verbs
+
+    return _guarded(g, lambda: verbs.exec_runc(_context(g, argv)))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from ukrun.fast import parse, parse_create
+from ukrun.fast import parse, parse_create, parse_delete
 
 
 def test_the_shims_calls_take_the_fast_path() -> None:
@@ -33,7 +33,7 @@ def test_the_shims_create_takes_the_fast_path_with_its_flags() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["delete", "c1"],  # not a verb served here
+        ["ps", "c1"],  # not a verb served here
         ["--criu", "/x", "state", "c1"],  # a flag the fast path does not know
         ["--root"],  # a flag without its value
         ["--debug=1", "state", "c1"],  # a switch with a value
@@ -57,3 +57,13 @@ def test_anything_else_goes_to_the_full_cli(argv: list[str]) -> None:
 )
 def test_an_unusual_create_goes_to_the_full_cli(rest: list[str]) -> None:
     assert parse_create(rest) is None
+
+
+def test_the_shims_delete_takes_the_fast_path() -> None:
+    parsed = parse(["--root", "/r", "delete", "--force", "c1"])
+    assert parsed is not None and parsed[1] == "delete"
+    assert parse_delete(parsed[2]) == (True, "c1")
+    assert parse_delete(["c2"]) == (False, "c2")
+    assert parse_delete(["-f", "c3"]) == (True, "c3")
+    for unusual in (["--force"], ["c1", "c2"], ["--force=1", "c1"], ["--all", "c1"]):
+        assert parse_delete(unusual) is None, unusual
