@@ -167,11 +167,11 @@ def filter_info() -> int:
 def redirect_filter(target: int) -> bytes:
     """The attributes of ukrun's u32 filter: one key that matches every packet (mask 0 at offset 0), the
     terminal flag, flow id 1:20, and one action, a mirred egress redirect to `target` that steals the packet.
-    Attributes nest without NLA_F_NESTED, as iproute2's tc sends them."""
+    Byte for byte what pyroute2 sent, where TCA_ACT_OPTIONS alone carries NLA_F_NESTED."""
     selector = U32_SEL.pack(TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0) + U32_KEY.pack(0, 0, 0, 0)
     mirred = attr(TCA_MIRRED_PARMS, TC_MIRRED.pack(0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target))
-    action = attr(1, str_attr(TCA_ACT_KIND, "mirred") + attr(TCA_ACT_OPTIONS, mirred))  # the action of order 1
-    options = u32_attr(TCA_U32_CLASSID, CLASSID) + attr(TCA_U32_SEL, selector) + attr(TCA_U32_ACT, action)
+    action = attr(1, str_attr(TCA_ACT_KIND, "mirred") + attr(TCA_ACT_OPTIONS | rtnl.NLA_F_NESTED, mirred))  # order 1
+    options = attr(TCA_U32_ACT, action) + u32_attr(TCA_U32_CLASSID, CLASSID) + attr(TCA_U32_SEL, selector)
     return str_attr(TCA_KIND, "u32") + attr(TCA_OPTIONS, options)
 
 

@@ -66,6 +66,7 @@ F_DUMP, F_EXCL, F_CREATE = 0x300, 0x200, 0x400
 F_CAPPED, F_ACK_TLVS = 0x100, 0x200  # on an NLMSG_ERROR
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
+NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 # The fixed headers after nlmsghdr, as struct formats (all multiples of 4 bytes long).
