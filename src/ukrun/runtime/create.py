@@ -184,19 +184,18 @@ def _connect(plan: LaunchPlan) -> None:
     from ukrun.network.base import alias
 
     assert plan.network is not None
-    with netlink.inside(plan.netns) as ipr:
-        found = ipr.link_lookup(ifname=plan.interface)
-        if not found:
+    with netlink.inside(plan.netns) as sock:
+        iface = netlink.link_index(sock, plan.interface)
+        if iface is None:
             raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
-        iface = found[0]
         crashpoints.point("create-before-tap")
-        tap = netlink.make_tap(ipr, plan.network.tap, alias(plan.container_id), plan.network.mtu)
+        tap = netlink.make_tap(sock, plan.network.tap, alias(plan.container_id), plan.network.mtu)
         crashpoints.point("create-after-tap")
         if plan.link is not None:
-            static.connect(ipr, tap, plan.link)
+            static.connect(sock, tap, plan.link)
             return
-        netlink.redirect(ipr, iface, tap)
-        netlink.redirect(ipr, tap, iface)
+        netlink.redirect(sock, iface, tap)
+        netlink.redirect(sock, tap, iface)
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:

@@ -62,8 +62,8 @@ def network(netns: str) -> tuple[Interface | None, tuple[tuple[str, str], ...]]:
     """The namespace's default interface and the ukrun taps already there."""
     from ukrun.network import netlink
 
-    with netlink.inside(netns) as ipr:
-        return netlink.default_interface(ipr), tuple(sorted(netlink.ukrun_taps(ipr).items()))
+    with netlink.inside(netns) as sock:
+        return netlink.default_interface(sock), tuple(sorted(netlink.ukrun_taps(sock).items()))
 
 
 def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,

@@ -159,8 +159,8 @@ def _disconnect(record: st.ContainerState) -> None:
 
     if not os.path.exists(record.netns):
         return
-    with netlink.inside(record.netns) as ipr:
-        netlink.remove_tap(ipr, record.tap)
+    with netlink.inside(record.netns) as sock:
+        netlink.remove_tap(sock, record.tap)
         if record.nat:
             static.disconnect(record.nat)
 
