@@ -180,7 +180,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
 def _connect(plan: LaunchPlan) -> None:
     """The container's tap, and either the redirection between it and the container's interface (dynamic)
     or the private link and its NAT rules (static)."""
-    from ukrun.network import netlink, static
+    from ukrun.network import netlink
     from ukrun.network.base import alias
 
     assert plan.network is not None
@@ -192,6 +192,8 @@ def _connect(plan: LaunchPlan) -> None:
         tap = netlink.make_tap(sock, plan.network.tap, alias(plan.container_id), plan.network.mtu)
         crashpoints.point("create-after-tap")
         if plan.link is not None:
+            from ukrun.network import static  # it runs nft: only static mode pays for subprocess
+
             static.connect(sock, tap, plan.link)
             return
         netlink.redirect(sock, iface, tap)
