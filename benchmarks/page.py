@@ -17,6 +17,7 @@ from benchmarks import plots
 from benchmarks.results import (
     ArtifactsResult,
     Machine,
+    RuntimeResult,
     load_artifacts,
     load_load,
     load_machine,
@@ -32,6 +33,16 @@ here is edited by hand. Each figure names the command that produced it; the plot
 and the command in their own footer. Others were running tests on this machine at the same time, so
 absolute figures are noisy: compare the figures within one table.
 """
+
+
+def _hot_verbs(r: RuntimeResult) -> list[str]:
+    """The hot verbs against the interpreter's own start (the goal: at most twice it)."""
+    if r.interpreter_ms <= 0:
+        return []
+    costs = {v.verb: v.ukrun_ms for v in r.verbs if v.verb in ("start", "kill")} | {"state": r.state_ms["ukrun"]}
+    return ["The interpreter's own start (`python -c pass`, whole process, alternating with `state`): "
+            f"{_ms(r.interpreter_ms)}; against it, " + ", ".join(
+                f"`{k}` {v / r.interpreter_ms:.1f}x" for k, v in costs.items()) + ".", ""]
 
 
 def _ms(v: float | None) -> str:
@@ -208,6 +219,7 @@ def write(results: Path, docs: Path) -> Path:
                 "`start`): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.phases_ms.items(), key=lambda kv: kv[1])),
                 "", "Import time of the hot verbs, interpreter start included: "
                 + ", ".join(f"`{k}` {v:.0f} ms" for k, v in r.imports_ms.items()) + ".", "",
+                *_hot_verbs(r),
                 img(plots.start_latency(r, pdir / "start-latency.png", m, cmd("runtime")), "start latency"), "",
                 img(plots.verbs(r, pdir / "verbs.png", m, cmd("runtime")), "verb costs"), ""]
     out += lost

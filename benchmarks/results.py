@@ -95,12 +95,13 @@ class RuntimeResult:
     state_ms: dict[str, float]  # "ukrun" / "runc": median whole-process `state`
     phases_ms: dict[str, float]  # ukrun's phase -> median ms after the start of create
     imports_ms: dict[str, float]  # hot verb -> import time, interpreter start included
+    interpreter_ms: float = 0.0  # median whole-process `python -c pass`, alternating with `state`
 
 
 def load_runtime(path: Path) -> RuntimeResult:
     d: dict[str, Any] = json.loads(path.read_text())
     return RuntimeResult(d["containerd"], d["command"], d["start_ms"], [VerbCost(**v) for v in d["verbs"]],
-                         d["state_ms"], d["phases_ms"], d["imports_ms"])
+                         d["state_ms"], d["phases_ms"], d["imports_ms"], d.get("interpreter_ms", 0.0))
 
 
 @dataclass

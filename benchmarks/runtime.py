@@ -64,13 +64,15 @@ def verb_costs(log: Path) -> dict[str, tuple[float, int]]:
     return {v: (statistics.median(r[0] for r in rs), max(r[1] for r in rs)) for v, rs in rows.items()}
 
 
-def wall(cmd: list[str], n: int) -> float:
-    times = []
+def walls(cmds: list[list[str]], n: int) -> list[float]:
+    """Median wall ms of each whole process, the commands alternating so that noise hits them alike."""
+    times: list[list[float]] = [[] for _ in cmds]
     for _ in range(n):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for cmd, mine in zip(cmds, times, strict=True):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True)
+            mine.append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> int:
@@ -132,8 +134,10 @@ def main() -> int:
                 ctr("task", "delete", cid)
                 ctr("containers", "delete", cid)
             costs[kind] = verb_costs(log)
-        state_ukrun = wall([UKRUN, "--root", str(runc_root / "ukrun" / NS), "state", "ukrun0"], 30)
-        state_runc = wall(["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"], 30)
+        state_ukrun, state_runc, interpreter = walls([
+            [UKRUN, "--root", str(runc_root / "ukrun" / NS), "state", "ukrun0"],
+            ["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"],
+            [sys.executable, "-c", "pass"]], 30)
         marks = [json.loads(line) for line in timing.read_text().splitlines()]
         phases: dict[str, list[float]] = {}
         for i in range(runs):
@@ -143,7 +147,8 @@ def main() -> int:
                 if m["verb"] in ("create", "init"):
                     phases.setdefault(f"{m['verb']}:{m['phase']}", []).append((m["ns"] - base) / 1e6)
         print(f"containerd {ctd.installed_version('2')}, blockfile; ukrun guest = linux under qemu TCG")
-        print(f"state, whole process, median of 30:   ukrun {state_ukrun:6.1f} ms   runc {state_runc:6.1f} ms")
+        print(f"state, whole process, median of 30:   ukrun {state_ukrun:6.1f} ms   runc {state_runc:6.1f} ms   "
+              f"interpreter start (python -c pass) {interpreter:6.1f} ms")
         ratios = [u / r for u, r in zip(starts["ukrun"], starts["runc"], strict=True)]
         print(f"ctr run -d until RUNNING, median of {runs}, alternating: "
               f"ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
@@ -153,7 +158,8 @@ def main() -> int:
         for verb in ("create", "start", "kill", "delete"):
             u, r = costs["ukrun"].get(verb, (0.0, 0)), costs["runc"].get(verb, (0.0, 0))
             print(f"  {verb:<7} ukrun {u[0]:7.1f} ms {u[1] / 1024:6.1f} MiB   "
-                  f"runc {r[0]:7.1f} ms {r[1] / 1024:6.1f} MiB   difference {u[0] - r[0]:+7.1f} ms")
+                  f"runc {r[0]:7.1f} ms {r[1] / 1024:6.1f} MiB   difference {u[0] - r[0]:+7.1f} ms   "
+                  f"{u[0] / interpreter:4.1f}x the interpreter's start")
         print("ukrun phases after the start of create (median ms; init:monitor-exec waits for start):")
         for name, values in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
             print(f"  {name:<24} {statistics.median(values):8.1f}")
@@ -174,7 +180,8 @@ def main() -> int:
                      for v in ("create", "start", "kill", "delete")]
             dump(RuntimeResult(ctd.installed_version("2"), command_line(), starts, verbs,
                                {"ukrun": state_ukrun, "runc": state_runc},
-                               {k: statistics.median(v) for k, v in phases.items()}, imports), opts.json)
+                               {k: statistics.median(v) for k, v in phases.items()}, imports, interpreter),
+                 opts.json)
         return 0
     finally:
         for line in ctr("task", "ls").stdout.splitlines()[1:]:

@@ -1,6 +1,7 @@
 """Network namespaces the tests make: a container's ("pod") and a client's, joined by a veth pair, with
-addresses of the documentation range (192.0.2.0/24) that exist only inside them: no traffic of the
-tests ever leaves namespaces they made. Removed by name, as made."""
+addresses of the documentation range (192.0.2.0/24) by default, or the ones a unikernel with a fixed
+address needs; they exist only inside these namespaces: no traffic of the tests ever leaves namespaces
+they made. Removed by name, as made."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ CONTAINER_IP, CLIENT_IP, PREFIX = "192.0.2.2", "192.0.2.1", 24
 class Pod:
     name: str  # the container's namespace
     client: str  # the client's namespace
+    container_ip: str = CONTAINER_IP  # the container's eth0
+    client_ip: str = CLIENT_IP  # the client's end, the container's gateway
 
     @property
     def path(self) -> str:
@@ -35,19 +38,19 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def make(seed: str) -> Pod:
+def make(seed: str, container_ip: str = CONTAINER_IP, client_ip: str = CLIENT_IP) -> Pod:
     tag = hashlib.sha256(seed.encode()).hexdigest()[:8]
-    pod = Pod(f"ukpod-{tag}", f"ukcli-{tag}")
+    pod = Pod(f"ukpod-{tag}", f"ukcli-{tag}", container_ip, client_ip)
     remove(pod)
     _ip("netns", "add", pod.name)
     _ip("netns", "add", pod.client)
     _ip("link", "add", f"ukv-{tag}", "netns", pod.client, "type", "veth", "peer", "name", "eth0",
         "netns", pod.name)
-    _ip("-n", pod.client, "addr", "add", f"{CLIENT_IP}/{PREFIX}", "dev", f"ukv-{tag}")
+    _ip("-n", pod.client, "addr", "add", f"{client_ip}/{PREFIX}", "dev", f"ukv-{tag}")
     _ip("-n", pod.client, "link", "set", f"ukv-{tag}", "up")
-    _ip("-n", pod.name, "addr", "add", f"{CONTAINER_IP}/{PREFIX}", "dev", "eth0")
+    _ip("-n", pod.name, "addr", "add", f"{container_ip}/{PREFIX}", "dev", "eth0")
     _ip("-n", pod.name, "link", "set", "eth0", "up")
-    _ip("-n", pod.name, "route", "add", "default", "via", CLIENT_IP)
+    _ip("-n", pod.name, "route", "add", "default", "via", client_ip)
     return pod
 
 

@@ -1,10 +1,10 @@
 """A MirageOS-style Solo5 unikernel that answers ARP and ICMP echo, built here for the network tests.
 
-Solo5's own test_net cannot take a container's network through ukrun: it declares its net device as
-`service0` (ukrun attaches MirageOS's `service`) and answers only at the fixed 10.0.0.2, refusing any
-command line but `verbose` or `limit` (ukrun passes `--ipv4=... --ipv4-gateway=...`). This one follows
-MirageOS's conventions instead: its manifest declares `service`, and it takes its address from
-`--ipv4=<addr>/<prefix>` on its command line (and prints `--ipv4-gateway=`). It is compiled from the C
+Solo5's own test_net declares its net device as `service0` and answers only at its fixed 10.0.0.2,
+refusing any command line but `verbose` or `limit`, so it never sees MirageOS's address flags. This one
+follows MirageOS's conventions instead, so that the path a MirageOS unikernel takes is booted too: its
+manifest declares `service`, and it takes its address from `--ipv4=<addr>/<prefix>` on its command
+line (and prints `--ipv4-gateway=`). It is compiled from the C
 below with the Solo5 toolchain that scripts/build-unikernels left in its work folder (or
 $UKRUN_SOLO5_TOOLCHAIN, a Solo5 tree with `toolchain/bin` and `elftool/solo5-elftool`): nothing is
 downloaded and nothing of Solo5's enters this repository.

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ukrun import config as configmod
+from ukrun import logs
 from ukrun.errors import UkrunError
+from ukrun.logs import log
 
 if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
 
-log = logging.getLogger("ukrun")
 RUNTIME_VERBS = ("create", "start", "state", "kill", "delete", "ps", "features")
 UNSUPPORTED = ("exec", "pause", "resume", "update", "checkpoint", "restore", "events", "run", "list", "spec")
 
@@ -188,7 +188,7 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 0
     views = store.views()
     if args.json:
-        print(json.dumps([v.__dict__ for v in views], indent=1))
+        print(json.dumps([v._asdict() for v in views], indent=1))
         return 0
     print(f"{'VIEW':<60} {'SNAPSHOTTER':<11} {'USERS':<5} {'MOUNTED':<7} MOUNT POINT")
     for v in views:
@@ -232,8 +232,6 @@ def run(argv: list[str]) -> int:
     if verb is not None:
         return _unsupported_verb(verb, argv)
     args = _parser().parse_args(argv)
-    from ukrun import logs
-
     logs.setup(args.log, args.log_format, args.debug)
     cfg = configmod.load(args.config)
     if args.verb in RUNTIME_VERBS:
@@ -261,8 +259,6 @@ def main() -> None:
         code = run(sys.argv[1:])
     except UkrunError as exc:
         log.error("%s", exc)
-        if not logging.getLogger().handlers:
-            print(f"ukrun: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         code = 130
     except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
@@ -273,7 +269,6 @@ def main() -> None:
 def _exit(code: int) -> NoReturn:
     """Ends without the interpreter's teardown (finalizing every module and object, a few ms on every
     create and delete). Everything ukrun writes is flushed first."""
-    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -32,42 +32,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import NamedTuple, TypeVar
 
 from ukrun.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/ukrun/config.toml")
+CACHE_NAME = ".ukrun-config.json"  # in the runtime root: no containerd ID starts with a dot
 MODES = ("shared", "per-container", "copy")
 ACCELS = ("auto", "kvm", "tcg")
 SHARES = ("auto", "9p", "virtiofs")
 
 
-@dataclass(frozen=True)
-class Virtiofsd:
+class Virtiofsd(NamedTuple):
     path: str = ""
     options: str = ""
 
 
-@dataclass(frozen=True)
-class Monitor:
+class Monitor(NamedTuple):
     path: str = ""
     memory_mb: int = 256
     vcpus: int = 1
     accel: str = "auto"
 
 
-@dataclass(frozen=True)
-class Config:
+NO_MONITORS: Mapping[str, Monitor] = MappingProxyType({})
+
+
+class Config(NamedTuple):
     address: str = "/run/containerd/containerd.sock"
     namespace: str = "default"
     timeout: float = 30.0
     artifact_mode: str = "shared"
     state_root: Path = Path("/run/ukrun")
-    monitors: dict[str, Monitor] = field(default_factory=dict)
+    monitors: Mapping[str, Monitor] = NO_MONITORS
     runc: str = ""
     image_config: bool = True
     rootfs_share: str = "auto"
@@ -80,16 +83,17 @@ class Config:
         return self.monitors.get(name, Monitor())
 
 
-def load(path: Path | None = None) -> Config:
+def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
+    """`cache_dir`: where the parsed file may be kept (see _read); create passes its runtime root."""
     explicit = path is not None or "UKRUN_CONFIG" in os.environ
     path = path or Path(os.environ.get("UKRUN_CONFIG", DEFAULT_PATH))
     try:
-        data = tomllib.loads(path.read_text())
+        data = _read(path, cache_dir)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path} does not exist; create it or unset UKRUN_CONFIG") from None
         data = {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     ctd = _table(data, "containerd", path)
     art = _table(data, "artifacts", path)
@@ -131,6 +135,33 @@ def load(path: Path | None = None) -> Config:
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),
     )
+
+
+def _read(path: Path, cache_dir: Path | None) -> dict[str, object]:
+    """The file's TOML, parsed once per version of the file: `create` runs for every container, and
+    importing tomllib costs more than reading its answer back as JSON. The key is the file's path,
+    identity, size and change times, so any edit, or a replacement as editors make, parses it again.
+    One cache file per runtime root, of the last file read: a node has one configuration. A cache that
+    cannot be read or written is skipped, never an error."""
+    if cache_dir is None:
+        import tomllib
+
+        return tomllib.loads(path.read_text())
+    st = path.stat()
+    key = f"{os.path.abspath(path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+    cache = cache_dir / CACHE_NAME
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        cached = json.loads(cache.read_text())
+        if cached["key"] == key and isinstance(cached["data"], dict):
+            return cached["data"]
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    with contextlib.suppress(OSError, ValueError, TypeError):  # TypeError: a TOML date has no JSON form
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "data": data}))
+        os.replace(tmp, cache)
+    return data
 
 
 N = TypeVar("N", int, float)

@@ -1,85 +1,207 @@
-"""The shim calls `state`, `start` and `kill` for every container, often. This entry point serves them
-for ukrun's own containers with a tiny parser and the standard library only; anything unusual (other
-flags, other verbs, a container that is not ours) returns None and goes through the full CLI."""
+"""The shim calls ukrun for every verb of every container. This entry point serves its calls with a tiny
+parser and no argparse: `state`, `start` and `kill` of ukrun's own containers with the standard library
+only; `create` and `delete` without the operator CLI's imports; and any of them for a container that is
+not ukrun's straight to runc (a node may run ukrun as its only runtime). Anything unusual (other flags,
+other verbs) returns None and goes through the full CLI, which behaves the same.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
+TYPE_CHECKING = False  # not typing's: importing typing would cost every state, start and kill ~10 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ukrun.runtime.verbs import Context
+
 HOT = ("state", "start", "kill")
 VALUED = ("--root", "--log", "--log-format")
 SWITCHES = ("--debug", "--systemd-cgroup")
+CREATE_VALUED = ("--bundle", "-b", "--pid-file", "--console-socket")
+CREATE_SWITCHES = ("--no-pivot", "--no-new-keyring")
+DELETE_SWITCHES = ("--force", "-f")
 
 
-def parse(argv: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
-    opts: dict[str, str] = {"--root": "/run/ukrun/runtime", "--log": "", "--log-format": "text"}
+class Globals:
+    """runc's global flags, as the shim passes them."""
+
+    __slots__ = ("debug", "log", "log_format", "root", "systemd_cgroup")
+
+    def __init__(self) -> None:
+        self.root, self.log, self.log_format = "/run/ukrun/runtime", "", "text"
+        self.debug = self.systemd_cgroup = False
+
+
+class CreateArgs:
+    __slots__ = ("bundle", "console_socket", "id", "pid_file")
+
+    def __init__(self, bundle: str, pid_file: str, console_socket: str, container_id: str) -> None:
+        self.bundle, self.pid_file, self.console_socket, self.id = bundle, pid_file, console_socket, container_id
+
+
+def _flags(argv: list[str], valued: tuple[str, ...], switches: tuple[str, ...]) -> tuple[dict[str, str], int] | None:
+    """Leading flags: (flag -> value, "" for a switch; the index of the first argument), or None when a
+    flag is unknown, lacks its value or gives a switch a value."""
+    found: dict[str, str] = {}
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         flag, eq, value = argv[i].partition("=")
-        if flag in VALUED:
+        if flag in valued:
             if not eq:
                 if i + 1 >= len(argv):
                     return None
                 value = argv[i + 1]
                 i += 1
-            opts[flag] = value
-        elif flag not in SWITCHES or eq:
+            found[flag] = value
+        elif flag in switches and not eq:
+            found[flag] = ""
+        else:
             return None
         i += 1
-    if i >= len(argv) or argv[i] not in HOT:
+    return found, i
+
+
+def parse(argv: list[str]) -> tuple[Globals, str, list[str]] | None:
+    """(global flags, verb, the verb's arguments) for the verbs served here."""
+    parsed = _flags(argv, VALUED, SWITCHES)
+    if parsed is None:
         return None
-    return opts, argv[i], argv[i + 1:]
+    found, i = parsed
+    if i >= len(argv) or argv[i] not in (*HOT, "create", "delete"):
+        return None
+    g = Globals()
+    g.root = found.get("--root", g.root)
+    g.log = found.get("--log", g.log)
+    g.log_format = found.get("--log-format", g.log_format)
+    g.debug, g.systemd_cgroup = "--debug" in found, "--systemd-cgroup" in found
+    return g, argv[i], argv[i + 1:]
 
 
-def _log_error(opts: dict[str, str], message: str) -> None:
-    """What logs.JsonFormatter writes, without importing logging: the shim reads the last error line."""
-    import json
-    import time
+def parse_create(rest: list[str]) -> CreateArgs | None:
+    """create's flags come before the ID, as the shim passes them."""
+    parsed = _flags(rest, CREATE_VALUED, CREATE_SWITCHES)
+    if parsed is None:
+        return None
+    found, i = parsed
+    if len(rest) != i + 1:
+        return None
+    return CreateArgs(found.get("--bundle", found.get("-b", ".")), found.get("--pid-file", ""),
+                      found.get("--console-socket", ""), rest[i])
 
-    sys.stderr.write(f"ukrun: {message}\n")
-    if not opts["--log"]:
-        return
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if opts["--log-format"] == "json":
-        line = json.dumps({"level": "error", "msg": message, "time": stamp})
-    else:
-        line = f"{stamp} ERROR {message}"
-    with open(opts["--log"], "a") as f:
-        f.write(line + "\n")
+
+def parse_delete(rest: list[str]) -> tuple[bool, str] | None:
+    """(force, ID)."""
+    parsed = _flags(rest, (), DELETE_SWITCHES)
+    if parsed is None or len(rest) != parsed[1] + 1:
+        return None
+    return bool(parsed[0]), rest[-1]
 
 
 def run(argv: list[str]) -> int | None:
     parsed = parse(argv)
     if parsed is None:
         return None
-    opts, verb, rest = parsed
+    g, verb, rest = parsed
+    if verb == "create":
+        args = parse_create(rest)
+        return None if args is None else _create(g, args, argv)
+    if verb == "delete":
+        deleting = parse_delete(rest)
+        return None if deleting is None else _delete(g, *deleting, argv)
     all_processes = False
     if verb == "kill" and rest and rest[0] in ("--all", "-a"):
         all_processes, rest = True, rest[1:]
     if not rest or any(a.startswith("-") for a in rest) or len(rest) > (2 if verb == "kill" else 1):
         return None
-    root, container_id = opts["--root"], rest[0]
+    container_id = rest[0]
     from ukrun.errors import UkrunError
     from ukrun.runtime import state as st
 
     try:
-        if not st.is_ours(root, container_id):
-            return None
+        if not st.is_ours(g.root, container_id):
+            return _runc(g, argv)
         from ukrun.runtime import hot
 
         if verb == "state":
             import json
 
-            sys.stdout.write(json.dumps(hot.state(root, container_id), indent=1) + "\n")
+            sys.stdout.write(json.dumps(hot.state(g.root, container_id), indent=1) + "\n")
         elif verb == "start":
-            hot.start(root, container_id)
+            hot.start(g.root, container_id)
         else:
-            hot.kill(root, container_id, hot.parse_signal(rest[1] if len(rest) > 1 else "SIGTERM"), all_processes)
+            hot.kill(g.root, container_id, hot.parse_signal(rest[1] if len(rest) > 1 else "SIGTERM"), all_processes)
     except UkrunError as exc:
-        _log_error(opts, str(exc))
+        _error(g, str(exc))
         return 1
     return 0
+
+
+def _error(g: Globals, message: str) -> None:
+    from ukrun import logs
+
+    logs.setup(g.log, g.log_format, g.debug)
+    logs.log.error("%s", message)
+
+
+def _context(g: Globals, argv: list[str]) -> Context:
+    from pathlib import Path
+
+    from ukrun import config as configmod
+    from ukrun.runtime import verbs
+
+    return verbs.Context(root=Path(g.root), config=configmod.load(None, cache_dir=Path(g.root)), argv=argv,
+                         systemd_cgroup=g.systemd_cgroup)
+
+
+def _guarded(g: Globals, work: Callable[[], None]) -> int:
+    """What the full CLI does around a verb (see cli.main): errors logged where the shim reads them."""
+    from ukrun import logs
+    from ukrun.errors import UkrunError
+
+    logs.setup(g.log, g.log_format, g.debug)
+    try:
+        work()
+    except UkrunError as exc:
+        logs.log.error("%s", exc)
+        return 1
+    except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
+        logs.log.exception("internal error: %s: %s", type(exc).__name__, exc)
+        return 1
+    return 0
+
+
+def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
+    def work() -> None:
+        from pathlib import Path
+
+        from ukrun.runtime.create import create
+
+        create(_context(g, argv), args.id, Path(args.bundle).resolve(),
+               Path(args.pid_file) if args.pid_file else None, args.console_socket)
+
+    return _guarded(g, work)
+
+
+def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
+    def work() -> None:
+        from ukrun.runtime import state as st
+        from ukrun.runtime import verbs
+
+        ctx = _context(g, argv)
+        if not st.is_ours(g.root, container_id):
+            verbs.exec_runc(ctx)
+        verbs.delete(ctx, container_id, force)
+
+    return _guarded(g, work)
+
+
+def _runc(g: Globals, argv: list[str]) -> int:
+    """A container that is not ukrun's: the whole invocation goes to runc (never returns on success)."""
+    from ukrun.runtime import verbs
+
+    return _guarded(g, lambda: verbs.exec_runc(_context(g, argv)))
 
 
 def main() -> None:

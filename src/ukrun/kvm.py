@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 BOOT_SECTOR = bytes([0xB0, 0x2A, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]).ljust(510, b"\0") + b"\x55\xaa"
@@ -20,6 +18,9 @@ EXPECTED = (0x2A << 1) | 1
 
 def boots(qemu: str, accel_args: list[str], timeout: float = 5.0) -> bool:
     """Whether qemu with `accel_args` runs the boot sector to its end within `timeout` seconds."""
+    import subprocess
+    import tempfile
+
     with tempfile.NamedTemporaryFile(suffix=".img") as disk:
         disk.write(BOOT_SECTOR)
         disk.flush()

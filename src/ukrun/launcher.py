@@ -61,7 +61,7 @@ def setns(path: str, kind: str) -> None:
         os.close(fd)
 
 
-def isolate_mounts(views: str, keep: list[str]) -> None:
+def isolate_mounts(views: str, keep: tuple[str, ...]) -> None:
     """In a new mount namespace: become a slave of the host's (nothing done here propagates out), then
     detach what this container must not hold: other containers' rootfs (a mount at <dir>/rootfs beside a
     <dir>/config.json: a concurrent create would find its device still in use) and other views."""

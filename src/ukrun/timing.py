@@ -35,6 +35,6 @@ class Timer:
             finally:
                 os.close(fd)
         except OSError as exc:  # timings are an aid: they never make a verb fail
-            import logging
+            from ukrun.logs import log
 
-            logging.getLogger("ukrun").warning("cannot write phase timings to %s: %s", self.path, exc)
+            log.warning("cannot write phase timings to %s: %s", self.path, exc)

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ukrun.errors import ImageError
 from ukrun.image.oci import load_json
@@ -26,8 +26,7 @@ PATH_KEYS = ("binary", "initrd", "block")
 KNOWN = (*REQUIRED, "cmdline", "initrd", "block", "blkMntPoint", "unikernelVersion", "useDMBlock", "mountRootfs")
 
 
-@dataclass(frozen=True)
-class UnikernelConfig:
+class UnikernelConfig(NamedTuple):
     unikernel_type: str
     hypervisor: str
     binary: str
@@ -136,7 +135,7 @@ def from_image(annotations: Mapping[str, str], labels: Mapping[str, str]) -> Uni
     merged = {k: v for k, v in labels.items() if k.startswith(PREFIX)}
     merged.update((k, v) for k, v in annotations.items() if k.startswith(PREFIX))
     found = from_annotations(merged)
-    return None if found is None else replace(found, source="image")
+    return None if found is None else found._replace(source="image")
 
 
 def parse_urunc_json(data: bytes) -> UnikernelConfig:

@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,7 @@ def test_snapshots_and_leases(client: Client, loaded: str) -> None:
     assert client.stat_snapshot(SNAPSHOTTER, active.parent).kind is SnapshotKind.COMMITTED
     assert client.mounts(SNAPSHOTTER, loaded)[0].source
 
-    lease = client.create_lease("test-lease", {"ukrun.test": "yes"}, expire=timedelta(hours=1))
+    lease = client.create_lease("test-lease", {"ukrun.test": "yes"}, expire_s=3600)
     assert lease.id == "test-lease" and lease.labels["ukrun.test"] == "yes" and GC_EXPIRE_LABEL in lease.labels
     assert [le.id for le in client.list_leases(["id==test-lease"])] == ["test-lease"]
     mounts = client.view(SNAPSHOTTER, "test-view", active.parent, labels={"ukrun.test": "v"}, lease="test-lease")

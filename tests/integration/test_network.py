@@ -15,6 +15,8 @@ from testbed import guest, images, netns
 from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukrun_config
 from tests.integration.runner import Runner
 from ukrun.image.build import Entry
+from ukrun.network.base import tap_name
+from ukrun.network.netlink import PRIO
 
 IMAGE = "ukrun/net-guest:1"
 APP = """#!/bin/sh
@@ -54,7 +56,13 @@ def test_a_linux_guest_answers_on_its_containers_address(runner: Runner, pod: ne
     proc = runner.run("n1", flags=("--detach", "--with-ns", f"network:{pod.path}"), image=IMAGE)
     assert proc.returncode == 0, proc.stderr
     runner.wait_status("n1", "RUNNING")
-    assert "tapuk" in _ukrun_links(pod)
+    tap = tap_name("n1")
+    assert tap in _ukrun_links(pod)
+    # ukrun's filters, as tc reads them back: at its own priority, a match-all u32 redirecting each way.
+    for source, target in (("eth0", tap), (tap, "eth0")):
+        shown = pod.inside("tc", "filter", "show", "dev", source, "ingress").stdout
+        assert f"pref {PRIO} u32" in shown and "match 00000000/00000000 at 0" in shown, shown
+        assert f"mirred (Egress Redirect to device {target}) stolen" in shown, shown
     answer = _ask(pod, time.monotonic() + 90)
     assert answer.strip() == f"guest kernel {guest.kernel_release()}", answer
     # A second unikernel in the same network namespace is refused, naming the one already there.

@@ -54,6 +54,39 @@ def test_a_hand_written_urunc_bundle(tmp_path: Path) -> None:
     assert "a unikraft guest does not run on spt; it runs on qemu, firecracker" in refused.stderr, refused.stderr
 
 
+def test_a_solo5_bundle_is_planned_from_its_kernels_own_manifest(tmp_path: Path) -> None:
+    from testbed.unikernels import SOLO5, need
+
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs" / "unikernel").mkdir(parents=True)
+    kernel = bundle / "rootfs" / "unikernel" / "kernel"
+    kernel.write_bytes(need(SOLO5 / "test_net.spt").read_bytes())
+    annotations = {"com.urunc.unikernel.unikernelType": "mirage", "com.urunc.unikernel.hypervisor": "spt",
+                   "com.urunc.unikernel.binary": "/unikernel/kernel"}
+    spec = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "annotations": annotations,
+            "process": {"args": ["verbose"], "env": [], "cwd": "/"}}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    with open(config, "a") as f:
+        f.write(f'[monitors.spt]\npath = "{SOLO5 / "solo5-spt"}"\n')
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "UKRUN_CONFIG": str(config),
+           "CONTAINERD_ADDRESS": str(tmp_path / "no-containerd.sock")}
+    # test_net declares `service0`, and this bundle has no network namespace: the tender would refuse it.
+    refused = _plan(bundle, env)
+    assert refused.returncode == 1
+    assert "the unikernel's Solo5 manifest declares net device service0, but the container has no network" \
+        in refused.stderr, refused.stderr
+    kernel.write_bytes(need(SOLO5 / "test_hello.spt").read_bytes())
+    proc = _plan(bundle, env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["argv"] == [str(SOLO5 / "solo5-spt"), "--mem=256", "--", str(kernel), "verbose"]
+    kernel.write_bytes((SOLO5 / "solo5-spt").read_bytes())
+    wrong = _plan(bundle, env)
+    assert wrong.returncode == 1
+    assert "the kernel /unikernel/kernel is not a Solo5 unikernel (no Solo5 manifest note)" in wrong.stderr, \
+        wrong.stderr
+
+
 def test_a_bundle_on_a_containerd_snapshot_is_proven_before_it_is_planned_as_a_block_device(
     daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path,
 ) -> None:

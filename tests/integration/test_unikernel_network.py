@@ -5,9 +5,10 @@ is asked from the client namespace at the container's address:
 - Unikraft's c-http (lwip) on qemu: an HTTP GET gets "Hello from Unikraft!" (`netdev.ip=` and virtio-net);
 - a MirageOS-style Solo5 unikernel on spt and hvt (testbed.solo5net: device `service`, address from
   `--ipv4=`): ARP and ICMP echo at the container's address, with the container's MAC;
-- Solo5's own test_net, which cannot take the network: it declares `service0`, not MirageOS's `service`
-  (and answers only at 10.0.0.2, refusing any command line but `verbose`/`limit`); the tender refuses it
-  and nothing stays.
+- Solo5's own test_net on spt and hvt, which declares its net device as `service0` in its manifest and
+  answers only at its fixed 10.0.0.2 (so its pod has that address): ukrun attaches the network under the
+  manifest's name and passes no MirageOS `--ipv4=` flags, which test_net would refuse; ARP and ICMP echo
+  answer at the container's address with the container's MAC.
 Afterwards nothing of ukrun's stays: no tap, no ingress qdisc on the container's eth0, no monitor.
 """
 
@@ -39,9 +40,10 @@ def runner(daemon: ctd.Daemon, ns: str, tmp_path: Path) -> Iterator[Runner]:
     remove_containers(r)
 
 
-def _image(r: Runner, workdir: Path, name: str, config: UnikernelConfig, kernel: Path) -> str:
+def _image(r: Runner, workdir: Path, name: str, config: UnikernelConfig, kernel: Path,
+           cmd: tuple[str, ...] = ()) -> str:
     tar = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
-    build_unikernel_image(tar, name, config, kernel)
+    build_unikernel_image(tar, name, config, kernel, cmd=cmd)
     r.daemon.import_image(r.ns, tar, SNAPSHOTTER)
     return name
 
@@ -136,17 +138,38 @@ def test_a_mirage_style_solo5_unikernel_answers_arp_and_ping_on_its_containers_a
     _assert_nothing_left(solo5, pod, "p1", taps)
 
 
+TEST_NET_IP, TEST_NET_GATEWAY = "10.0.0.2", "10.0.0.1"  # fixed in Solo5's tests/test_net/test_net.c
+
+
+@pytest.fixture
+def test_net_pod(ns: str) -> Iterator[netns.Pod]:
+    """A pod network namespace with test_net's own address on its eth0."""
+    p = netns.make(ns, TEST_NET_IP, TEST_NET_GATEWAY)
+    yield p
+    netns.remove(p)
+
+
 @pytest.mark.parametrize("monitor", MONITORS)
-def test_solo5_test_net_cannot_take_the_network_since_it_declares_service0(
-    solo5: Runner, pod: netns.Pod, tmp_path: Path, monitor: str
+def test_solo5_test_net_takes_the_network_under_its_declared_service0_and_answers_arp_and_ping(
+    solo5: Runner, test_net_pod: netns.Pod, tmp_path: Path, monitor: str
 ) -> None:
-    # ukrun attaches a MirageOS guest's network as `service`; the tender refuses a device that the
-    # unikernel's manifest does not declare, and test_net declares `service0`.
+    pod = test_net_pod
     kernel = need(SOLO5 / f"test_net.{monitor}")
     config = UnikernelConfig("mirage", monitor, "/unikernel/kernel")
-    image = _image(solo5, tmp_path, f"ukrun/solo5-net-{monitor}:1", config, kernel)
-    proc = solo5.run("s1", image=image, flags=("--rm", "--with-ns", f"network:{pod.path}"))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out
-    assert "Resource not declared in manifest: 'service'" in out, out
-    _assert_nothing_left(solo5, pod, "s1", [])
+    image = _image(solo5, tmp_path, f"ukrun/solo5-net-{monitor}:1", config, kernel, cmd=("verbose",))
+    log = tmp_path / "test_net.log"
+    _run_detached(solo5, "s1", image, pod, log)
+    taps = _taps(pod)
+    assert len(taps) == 1, taps
+    ping = _poll(lambda: pod.run("ping", "-c", "1", "-W", "1", TEST_NET_IP, timeout=10).stdout,
+                 lambda out: " 1 received" in out, attempts=60, seconds=60)
+    console = log.read_text(errors="replace")
+    assert " 1 received" in ping, f"{ping}\nconsole: {console[-2000:]}"
+    mac = _mac(pod)
+    neigh = pod.run("ip", "neigh", "show", TEST_NET_IP).stdout
+    assert f"lladdr {mac}" in neigh, neigh
+    # test_net acquired `service0` with the container's MAC, and its command line was only `verbose`.
+    assert f"[service0] Serving ping on 10.0.0.2, with MAC: {mac.replace(':', '')}" in console, console
+    assert "[service0] Received ping, sending reply" in console, console
+    _stop(solo5, "s1")
+    _assert_nothing_left(solo5, pod, "s1", taps)

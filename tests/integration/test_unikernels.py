@@ -62,6 +62,21 @@ def test_a_solo5_unikernel_gets_its_containers_own_snapshot_as_its_block_device(
     solo5.assert_clean("b1")
 
 
+def test_a_kernel_that_is_no_solo5_unikernel_is_refused_at_create_naming_the_fix(solo5: Runner, tmp_path: Path) -> None:
+    # A Solo5 tender is an ELF executable with no Solo5 manifest: the very thing a wrong image would carry.
+    config = UnikernelConfig("mirage", "spt", "/unikernel/kernel")
+    tar = tmp_path / "not-solo5.tar"
+    build_unikernel_image(tar, "ukrun/not-solo5:1", config, SOLO5 / "solo5-spt")
+    solo5.daemon.import_image(solo5.ns, tar, SNAPSHOTTER)
+    proc = solo5.run("x1", image="ukrun/not-solo5:1", flags=("--rm",))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert ("the kernel /unikernel/kernel is not a Solo5 unikernel (no Solo5 manifest note), and monitor spt runs "
+            "only Solo5 unikernels: use a kernel built for solo5-spt") in out, out
+    solo5.ctr("containers", "delete", "x1")
+    solo5.assert_clean("x1")
+
+
 @pytest.fixture
 def unikraft(runner_for_qemu: Runner) -> Runner:
     need(UNIKRAFT / "ukrun-hello_qemu-x86_64")

@@ -73,7 +73,7 @@ def test_two_containers_share_one_view_of_the_marked_layer(
         (a1.mount_point / "x").write_text("no")  # type: ignore[operator]
     labels = client.get_container("c2").labels
     assert labels[user_label(SNAPSHOTTER)] == a1.view_key
-    assert [v.users for v in store.views()] == [["c1", "c2"]]
+    assert [v.users for v in store.views()] == [("c1", "c2")]
 
     assert store.release("c1")
     assert views(client) == [a1.view_key] and a1.kernel.exists()

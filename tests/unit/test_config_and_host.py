@@ -43,3 +43,36 @@ def test_mountinfo_unescapes_paths() -> None:
     text = "36 35 7:0 / /tmp/a\\040b rw,relatime shared:1 - ext4 /dev/loop0 rw\n"
     (m,) = parse_mountinfo(text)
     assert (m.mount_point, m.fstype, m.source, m.device) == ("/tmp/a b", "ext4", "/dev/loop0", "7:0")
+
+
+def test_the_parsed_config_is_cached_per_version_of_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "config.toml"
+    f.write_text('[artifacts]\nmode = "copy"\n')
+    root = tmp_path / "root"
+    root.mkdir()
+    assert config.load(f, cache_dir=root).artifact_mode == "copy"
+    cache = root / config.CACHE_NAME
+    planted = cache.read_text().replace('"copy"', '"per-container"')
+    cache.write_text(planted)
+    assert config.load(f, cache_dir=root).artifact_mode == "per-container"  # read back, not parsed again
+    f.write_text('[artifacts]\nmode = "shared"\n')  # any edit parses the file again
+    assert config.load(f, cache_dir=root).artifact_mode == "shared"
+    cache.write_text("{not json")
+    assert config.load(f, cache_dir=root).artifact_mode == "shared"  # a broken cache is only skipped
+    assert config.load(f, cache_dir=tmp_path / "missing").artifact_mode == "shared"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_monitor_is_found_on_path_as_shutil_finds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from ukrun.hypervisors.base import which
+
+    tool = tmp_path / "bin" / "qemu-x"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "plain").write_text("")  # not executable
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'none'}:{tool.parent}")
+    for name in ("qemu-x", "plain", "absent", str(tool), str(tmp_path / "bin" / "plain")):
+        assert which(name) == (shutil.which(name) or ""), name

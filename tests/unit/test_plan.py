@@ -16,17 +16,16 @@ Sources of the expectations (facts, not code):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
 import pytest
 
-from ukrun.errors import UkrunError
+from ukrun.errors import PlanError, UkrunError
 from ukrun.hypervisors.base import ExitDecoding
 from ukrun.network.base import Interface, tap_name
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
-from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, PlanError, Resources, plan
+from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, Resources, plan
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess, RootMode
 
@@ -238,7 +237,7 @@ TAP = tap_name("c1")
 def networked(guest: str, monitor: str, **kw: object) -> Facts:
     f = facts(guest, monitor, **kw)  # type: ignore[arg-type]
     resolv = (("/etc/resolv.conf", b"search example\nnameserver 192.0.2.53\n"),)
-    return dataclasses.replace(f, netns="/run/netns/pod", interface=IFACE, etc_files=resolv)
+    return f._replace(netns="/run/netns/pod", interface=IFACE, etc_files=resolv)
 
 
 def test_each_guest_is_told_its_network_in_its_own_convention() -> None:
@@ -275,15 +274,15 @@ def test_firecracker_and_cloud_hypervisor_get_the_tap() -> None:
 
 
 def test_one_unikernel_per_network_namespace() -> None:
-    crowded = dataclasses.replace(networked("linux", "qemu"), taps=((tap_name("other"), "other"),))
+    crowded = networked("linux", "qemu")._replace(taps=((tap_name("other"), "other"),))
     with pytest.raises(PlanError, match="already carries unikernel other: ukrun runs one unikernel per network"):
         plan(crowded)
-    again = dataclasses.replace(networked("linux", "qemu"), taps=((TAP, "c1"),))  # its own, from a crashed create
+    again = networked("linux", "qemu")._replace(taps=((TAP, "c1"),))  # its own, from a crashed create
     assert plan(again).network is not None
 
 
 def annotated(guest: str, monitor: str, annotations: dict[str, str], **kw: object) -> Facts:
-    return dataclasses.replace(networked(guest, monitor, **kw), annotations=tuple(annotations.items()))
+    return networked(guest, monitor, **kw)._replace(annotations=tuple(annotations.items()))
 
 
 def test_static_mode_puts_the_guest_on_a_private_link_and_publishes_ports() -> None:

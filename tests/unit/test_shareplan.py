@@ -12,8 +12,6 @@ Sources of the expectations (facts, not code):
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from tests.unit.test_plan import DIR_ROOT, STATE, facts
@@ -27,10 +25,10 @@ VFSD = VirtiofsdFacts("/usr/libexec/virtiofsd", True)
 def folder(guest: str = "linux", monitor: str = "qemu", *, share: str = "auto", vfsd: VirtiofsdFacts = VFSD,
            annotation: str = "", memory: int = 0) -> Facts:
     f = facts(guest, monitor, rootfs=DIR_ROOT, mount_rootfs=True, initrd="/initrd" if guest == "linux" else "")
-    f = dataclasses.replace(f, rootfs_share=share, virtiofsd=vfsd,
-                            annotations=((SHARE_ANNOTATION, annotation),) if annotation else ())
+    f = f._replace(rootfs_share=share, virtiofsd=vfsd,
+                   annotations=((SHARE_ANNOTATION, annotation),) if annotation else ())
     if memory:
-        f = dataclasses.replace(f, resources=dataclasses.replace(f.resources, memory_limit=memory << 20))
+        f = f._replace(resources=f.resources._replace(memory_limit=memory << 20))
     return f
 
 
@@ -104,14 +102,14 @@ def test_monitors_without_virtiofs_here() -> None:
 
 
 def test_virtiofsd_options_add_to_and_replace_ukruns() -> None:
-    p = plan(folder(vfsd=dataclasses.replace(VFSD, options="--cache auto --sandbox=chroot --xattr")))
+    p = plan(folder(vfsd=VFSD._replace(options="--cache auto --sandbox=chroot --xattr")))
     assert p.virtiofsd is not None
     assert p.virtiofsd.argv[3:] == ("--log-level=warn", "--cache", "auto", "--sandbox=chroot", "--xattr")
     with pytest.raises(PlanError, match="--shared-dir, --socket-path, which ukrun sets"):
-        plan(folder(vfsd=dataclasses.replace(VFSD, options="--socket-path=/x --shared-dir /y")))
+        plan(folder(vfsd=VFSD._replace(options="--socket-path=/x --shared-dir /y")))
 
 
 def test_a_socket_path_over_the_unix_limit_is_refused() -> None:
-    f = dataclasses.replace(folder(), state_dir="/run/" + "x" * 100)
+    f = folder()._replace(state_dir="/run/" + "x" * 100)
     with pytest.raises(PlanError, match="Unix socket's limit: use a shorter runtime root"):
         plan(f)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from posixpath import normpath
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from ukrun.containerd.records import Descriptor
 from ukrun.errors import ImageError
@@ -27,8 +26,7 @@ class BlobSource(Protocol):
     def stream_blob(self, digest: str) -> Iterator[bytes]: ...
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     chain_id: str
     marked_paths: tuple[str, ...]  # empty when the top chain was chosen
     reason: str

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ukrun.errors import ImageError, MissingInImage, UnsafePath
 
@@ -20,8 +20,7 @@ NAME_MAX = 255  # bytes in one path component, as Linux file systems allow
 PATH_MAX = 4096
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     path: Path  # host path inside the root
     followed_links: int
 

@@ -26,25 +26,21 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ukrun import crashpoints, errors, host
 from ukrun.artifacts import layers, paths
 from ukrun.containerd.records import ContainerRecord, gc_ref_snapshot_label
 from ukrun.image.oci import ImageLayers
+from ukrun.logs import log
 from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, UnikernelConfig, from_annotations, parse_urunc_json
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
 
-log = logging.getLogger("ukrun.artifacts")
 
 MODES = ("shared", "per-container", "copy")
 VIEW_LABEL = "ukrun.io/view"
@@ -52,7 +48,7 @@ MODE_LABEL = "ukrun.io/mode"
 ACQUIRE_LABEL = "ukrun.io/acquire"
 ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
 USER_LABEL_SUFFIX = "ukrun-view"
-ACQUIRE_TTL = timedelta(minutes=10)
+ACQUIRE_TTL_S = 600.0
 def view_id(namespace: str, snapshotter: str, key: str) -> str:
     return hashlib.sha256(f"{namespace}\0{snapshotter}\0{key}".encode()).hexdigest()[:24]
 
@@ -71,22 +67,20 @@ def _safe_name(value: str, what: str) -> str:
     return value
 
 
-@dataclass
-class ViewState:
+class ViewState(NamedTuple):
     id: str
     namespace: str
     snapshotter: str
     key: str
     parent: str
     mode: str
-    mounts: list[dict[str, Any]] = field(default_factory=list)
+    mounts: tuple[dict[str, Any], ...] = ()
     mount_point: str = ""
-    users: list[str] = field(default_factory=list)
+    users: tuple[str, ...] = ()
     mounted: bool = False
 
 
-@dataclass(frozen=True)
-class Artifacts:
+class Artifacts(NamedTuple):
     container: str
     namespace: str
     mode: str
@@ -104,8 +98,8 @@ class Artifacts:
     bytes_copied: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["config"] = asdict(self.config)
+        out = self._asdict()
+        out["config"] = self.config._asdict()
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
@@ -167,17 +161,15 @@ class ArtifactStore:
             data = json.loads((d / "view.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        state = ViewState(**data)
         users = d / "users"
-        state.users = sorted(os.listdir(users)) if users.is_dir() else []
-        state.mount_point = str(d / "rootfs")
-        state.mounted = host.is_mounted(d / "rootfs")
-        return state
+        return ViewState(**{**data, "mounts": tuple(data.get("mounts", ()))})._replace(
+            users=tuple(sorted(os.listdir(users))) if users.is_dir() else (),
+            mount_point=str(d / "rootfs"), mounted=host.is_mounted(d / "rootfs"))
 
     def _save_view(self, state: ViewState) -> None:
         d = self._view_dir(state.id)
         (d / "users").mkdir(parents=True, exist_ok=True)
-        data = {k: v for k, v in asdict(state).items() if k not in ("users", "mount_point", "mounted")}
+        data = {k: v for k, v in state._asdict().items() if k not in ("users", "mount_point", "mounted")}
         tmp = d / "view.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, d / "view.json")
@@ -320,7 +312,7 @@ class ArtifactStore:
         sn = record.snapshotter
         lease = self.client.create_lease(
             f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid, ROOT_LABEL: self._root_id},
-            expire=ACQUIRE_TTL,
+            expire_s=ACQUIRE_TTL_S,
         )
         try:
             try:
@@ -332,7 +324,7 @@ class ArtifactStore:
             crashpoints.point("acquire-after-view")
             state = ViewState(
                 id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
-                mounts=[asdict(m) for m in mounts],
+                mounts=tuple(m._asdict() for m in mounts),
             )
             self._save_view(state)
             self.client.update_container_labels(record.id, {user_label(sn): key})
@@ -361,6 +353,8 @@ class ArtifactStore:
         self._write_record(container_id, "copy")
         with self._source_root(rootfs, record) as src:
             config = spec_config or _read_config(src)
+            import shutil  # not at the top: the shared path, every create's, never copies
+
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
             copied = 0
@@ -416,6 +410,8 @@ class ArtifactStore:
         if held.startswith("view:"):
             self._release_view(container_id, held.removeprefix("view:"))
         else:
+            import shutil
+
             shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
         path.unlink(missing_ok=True)
         return True
@@ -440,6 +436,8 @@ class ArtifactStore:
         with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
         crashpoints.point("release-after-remove")
+        import shutil
+
         shutil.rmtree(self._view_dir(vid), ignore_errors=True)
         (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 
@@ -480,6 +478,8 @@ class ArtifactStore:
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
                         host.unmount_all(d / "rootfs")
+                        import shutil
+
                         shutil.rmtree(d, ignore_errors=True)
                     continue
                 if state.namespace != self.namespace:
@@ -619,6 +619,6 @@ def _load_choice(path: Path) -> layers.Choice | None:
 def _store_choice(path: Path, choice: layers.Choice) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(choice)))
+    tmp.write_text(json.dumps(choice._asdict()))
     os.replace(tmp, path)
 

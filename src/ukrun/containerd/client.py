@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TypeVar
 
 from ukrun import errors
@@ -219,11 +219,11 @@ class Client:
 
     # -- leases -------------------------------------------------------------------------------------
     def create_lease(self, lease_id: str, labels: Mapping[str, str] | None = None,
-                     expire: timedelta | None = None) -> Lease:
+                     expire_s: float | None = None) -> Lease:
+        """`expire_s`: seconds from now after which containerd's GC may remove the lease."""
         all_labels = dict(labels or {})
-        if expire is not None:
-            until = datetime.now(UTC) + expire
-            all_labels[GC_EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if expire_s is not None:
+            all_labels[GC_EXPIRE_LABEL] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expire_s))
         req = api.LeasesCreateRequest(id=lease_id, labels=all_labels)
         lease = self._unary(api.LEASES_CREATE, req, f"lease {lease_id!r}").lease or api.LeasesLease()
         return Lease(id=lease.id, labels=dict(lease.labels))

@@ -1,9 +1,17 @@
-"""Plain records the containerd client returns. Importing this module costs nothing (no gRPC)."""
+"""Plain records the containerd client returns. Importing this module costs nothing (no gRPC).
+
+They are typed named tuples, not dataclasses: `create` imports them on every call, and a frozen
+dataclass costs about half a millisecond of code generation at import, a named tuple a tenth of that.
+Mappings default to one shared empty mapping that cannot be changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from enum import IntEnum
+from types import MappingProxyType
+from typing import NamedTuple
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 class SnapshotKind(IntEnum):
@@ -13,55 +21,48 @@ class SnapshotKind(IntEnum):
     COMMITTED = 3
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     type: str
     source: str
     options: tuple[str, ...] = ()
     target: str = ""
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
+class SnapshotInfo(NamedTuple):
     name: str
     parent: str
     kind: SnapshotKind
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY
 
 
-@dataclass(frozen=True)
-class ContainerRecord:
+class ContainerRecord(NamedTuple):
     id: str
     image: str
     snapshotter: str
     snapshot_key: str
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY
     spec: bytes = b""
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     media_type: str
     digest: str
     size: int
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = EMPTY
 
 
-@dataclass(frozen=True)
-class ImageRecord:
+class ImageRecord(NamedTuple):
     name: str
     target: Descriptor
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     id: str
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = EMPTY
 
 
-@dataclass(frozen=True)
-class PluginInfo:
+class PluginInfo(NamedTuple):
     type: str
     id: str
     init_error: str = ""

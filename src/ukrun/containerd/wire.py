@@ -17,9 +17,8 @@ What must stay true:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 
 class WireError(ValueError):
@@ -56,8 +55,7 @@ class Label(Enum):
 NUMERIC = frozenset({Kind.BOOL, Kind.INT32, Kind.INT64, Kind.UINT32, Kind.UINT64, Kind.ENUM})
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     number: int
     name: str
     kind: Kind
@@ -89,8 +87,7 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-@dataclass(frozen=True)
-class Rpc(Generic[Req, Resp]):
+class Rpc(NamedTuple, Generic[Req, Resp]):
     """One method of a service: its HTTP/2 path and its request and response types."""
 
     path: str

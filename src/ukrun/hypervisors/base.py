@@ -8,23 +8,20 @@ cannot do (share a folder, load an initrd) is refused here with one sentence nam
 from __future__ import annotations
 
 import enum
-import shutil
+import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ukrun.errors import UkrunError
 
 
-@dataclass(frozen=True)
-class BlockDevice:
+class BlockDevice(NamedTuple):
     id: str
     path: str
     read_only: bool = False
 
 
-@dataclass(frozen=True)
-class Share:
+class Share(NamedTuple):
     """A host folder the guest mounts over virtio-9p under `tag`."""
 
     tag: str
@@ -32,8 +29,7 @@ class Share:
     read_only: bool = False
 
 
-@dataclass(frozen=True)
-class VirtioFs:
+class VirtioFs(NamedTuple):
     """A host folder the guest mounts over virtio-fs under `tag`, served by a virtiofsd listening on
     `socket` (a vhost-user backend): the guest's memory must then be shared with that process."""
 
@@ -41,8 +37,7 @@ class VirtioFs:
     socket: str
 
 
-@dataclass(frozen=True)
-class NetDevice:
+class NetDevice(NamedTuple):
     """A network device backed by a host tap; `id` is the guest's name for it (a solo5 device name)."""
 
     id: str
@@ -50,8 +45,7 @@ class NetDevice:
     mac: str
 
 
-@dataclass(frozen=True)
-class ExitDevice:
+class ExitDevice(NamedTuple):
     """qemu's isa-debug-exit: a guest writing v to the port makes qemu exit with (v << 1) | 1."""
 
     iobase: int
@@ -67,8 +61,7 @@ class ExitDecoding(enum.Enum):
     UNIKRAFT = "unikraft"  # Unikraft writes 41 at a clean halt (status 83) and 42 at a crash (85)
 
 
-@dataclass(frozen=True)
-class MonitorSpec:
+class MonitorSpec(NamedTuple):
     kernel: str
     cmdline: str
     initrds: tuple[str, ...] = ()  # the image's initrd, then any the guest type adds (urunit's config)
@@ -84,10 +77,17 @@ class MonitorSpec:
     workdir: str = ""  # the container's state folder: where a monitor's configuration file goes
 
 
-@dataclass(frozen=True)
-class MonitorLaunch:
+class MonitorLaunch(NamedTuple):
     argv: tuple[str, ...]
     files: tuple[tuple[str, str], ...] = ()  # (path, text) written before the monitor starts
+
+
+def which(name: str) -> str:
+    """shutil.which without shutil, whose import (bz2, lzma) costs create more than the lookup:
+    a name with a slash is taken as a path; "" when not found or not executable."""
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name)
+                                             for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    return next((c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)), "")
 
 
 class Hypervisor(ABC):
@@ -97,13 +97,14 @@ class Hypervisor(ABC):
     can_share: ClassVar[bool] = False  # virtio-9p folders
     can_virtiofs: ClassVar[bool] = False  # virtio-fs folders (vhost-user-fs), with ukrun's 9p files share beside
     max_initrds: ClassVar[int] = 1
+    reads_manifest: ClassVar[bool] = False  # attaches devices by the names the kernel's Solo5 manifest declares
 
     def __init__(self, path: str = "") -> None:
         self.path = path
 
     def find(self) -> str:
         """The monitor binary: the configured path, else the first on PATH; "" when there is none."""
-        return shutil.which(self.path or self.binary) or ""
+        return which(self.path or self.binary)
 
     def missing(self) -> str:
         return (f"monitor {self.name}: binary {self.path or self.binary!r} is not installed; "

@@ -12,7 +12,7 @@ assume KVM: `accel` is "kvm" only where a probe booted a guest with these very f
 
 from __future__ import annotations
 
-import platform
+import os
 
 from ukrun.hypervisors.base import ExitDecoding, Hypervisor, MonitorLaunch, MonitorSpec, register
 
@@ -26,7 +26,7 @@ def _escape(value: str) -> str:
 @register
 class Qemu(Hypervisor):
     name = "qemu"
-    binary = f"qemu-system-{platform.machine()}"
+    binary = f"qemu-system-{os.uname().machine}"
     can_share = True
     can_virtiofs = True
 

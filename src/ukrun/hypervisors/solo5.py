@@ -1,9 +1,9 @@
 """Solo5's tenders: `solo5-spt` (a seccomp-sandboxed process, no KVM) and `solo5-hvt` (KVM).
 
-A Solo5 unikernel declares its devices by name in its manifest (`solo5-elftool query-manifest`); the
-tender attaches each with `--block:<name>=<path>` or `--net:<name>=<tap>`, and refuses to start when a
-declared device is not attached. The guest type names its devices (MirageOS: `storage`, `service`;
-Rumprun: `rootfs`, `tap`). Everything after the kernel is the unikernel's command line (the tender
+A Solo5 unikernel declares its devices by name in its manifest (unikernels.solo5_manifest); the
+tender attaches each with `--block:<name>=<path>` or `--net:<name>=<tap>`, refuses a name the manifest
+does not declare, and refuses to start when a declared device is not attached. The plan takes the names
+from the kernel's manifest (runtime.solo5plan). Everything after the kernel is the unikernel's command line (the tender
 joins its words with spaces). The tender's exit status is the unikernel's (`solo5_exit`), 255 for
 `solo5_abort` and fatal traps, 1 when the tender itself refuses. Memory is in MiB. The tenders apply
 their own seccomp filters; there is no shared folder and no initrd.
@@ -16,6 +16,7 @@ from ukrun.hypervisors.base import Hypervisor, MonitorLaunch, MonitorSpec, regis
 
 class _Solo5(Hypervisor):
     max_initrds = 0
+    reads_manifest = True
 
     def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
         argv = [binary, f"--mem={spec.memory_mib}"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ukrun.errors import ImageError
+
+EMPTY: Mapping[str, str] = MappingProxyType({})  # the default mapping: shared, so unchangeable
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -36,8 +39,7 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     return chains
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     digest: str
     media_type: str
     diff_id: str
@@ -45,12 +47,11 @@ class Layer:
     marked_paths: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ImageLayers:
+class ImageLayers(NamedTuple):
     manifest_digest: str
     layers: tuple[Layer, ...]
-    annotations: dict[str, str] = field(default_factory=dict)  # the manifest's
-    labels: dict[str, str] = field(default_factory=dict)  # the image configuration's
+    annotations: Mapping[str, str] = EMPTY  # the manifest's
+    labels: Mapping[str, str] = EMPTY  # the image configuration's
 
     def marked(self) -> int | None:
         """Index of the topmost layer that carries the artifact mark, if any."""

@@ -10,17 +10,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ALIAS_PREFIX = "ukrun:"
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     """The container's interface that holds its default route, inside its network namespace."""
 
     name: str
-    index: int
+    ifindex: int
     address: str
     prefixlen: int
     gateway: str
@@ -28,8 +27,7 @@ class Interface:
     mtu: int
 
 
-@dataclass(frozen=True)
-class GuestNetwork:
+class GuestNetwork(NamedTuple):
     """What the guest is told, and the tap its monitor opens."""
 
     tap: str
@@ -88,8 +86,7 @@ KNATIVE_CONTAINER = "user-container"  # urunc runs this one in static mode
 LINK_HOST, LINK_GUEST, LINK_PREFIX = "172.16.1.1", "172.16.1.2", 24
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(NamedTuple):
     number: int
     protocol: Protocol
 
@@ -97,8 +94,7 @@ class Port:
         return f"{self.number}/{self.protocol.value}"
 
 
-@dataclass(frozen=True)
-class StaticLink:
+class StaticLink(NamedTuple):
     """STATIC mode: the tap's own address on the private link, the guest's, the uplink that outgoing
     traffic is masqueraded through, the ports DNATed from the uplink to the guest, and the nftables table
     (named after the container) that holds those rules."""

@@ -1,33 +1,49 @@
-"""Every change ukrun makes to a container's network namespace, through netlink (pyroute2): the facts
-of its default interface, its tap, and the tc redirection between them (an ingress qdisc on each, a
-match-all u32 filter with a mirred egress redirect to the other), as urunc's dynamic mode sets them up.
+"""Every change ukrun makes to a container's network namespace, through rtnetlink (`rtnl`): the facts of
+its default interface, its tap, and the tc redirection between them (an ingress qdisc on each, a match-all
+u32 filter with a mirred egress redirect to the other), as urunc's dynamic mode sets them up.
 
-The calling thread enters the namespace and comes back (`inside`); sockets opened there stay bound to
-it. Importing pyroute2 costs ~130 ms: only creates and deletes of networked containers import this.
+The calling thread enters the namespace and comes back (`inside`); the netlink socket opened there stays
+bound to it. What must stay true: ukrun's filters are found and removed by their priority PRIO and their
+redirect target, never another's; the ingress qdisc goes only when ukrun's filter was its last one. Only
+creates and deletes of networked containers import this.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from typing import Any
-
-from pyroute2.iproute.linux import IPRoute
+from collections.abc import Callable, Iterator
 
 from ukrun.errors import HostError
+from ukrun.network import rtnl
 from ukrun.network.base import ALIAS_PREFIX, Interface
+from ukrun.network.rtnl import IFADDRMSG, IFINFOMSG, RTMSG, TCMSG, Kind, NetlinkError, attr, str_attr, u32_attr
 
 CLONE_NEWNET = 0x40000000
 TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+IFF_UP, IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x1, 0x0002, 0x1000, 0x4000
 ETH_P_ALL = 0x0003
-INGRESS = 0xFFFF0000
+INGRESS = 0xFFFF0000  # the ingress qdisc's handle, ffff:, the parent of its filters
+TC_H_INGRESS = 0xFFFFFFF1  # the ingress qdisc's parent
 PRIO = 0xC0DE  # ukrun's filters: removed by this priority, never another's
+CLASSID = 0x10020  # the u32 filter's flow id, 1:20, as ukrun has always set it
+# Attribute numbers (linux/if_link.h, if_addr.h, rtnetlink.h, pkt_sched.h, pkt_cls.h, tc_act/tc_mirred.h)
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS = 1, 3, 4, 20
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_OIF, RTA_GATEWAY = 4, 5
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
+TCA_ACT_KIND, TCA_ACT_OPTIONS = 1, 2
+TCA_MIRRED_PARMS = 2
+TC_U32_TERMINAL, TC_ACT_STOLEN, TCA_EGRESS_REDIR = 1, 4, 1
+U32_SEL = struct.Struct("=BBBxHHhhI")  # struct tc_u32_sel without keys: flags, offshift, nkeys, ...
+U32_KEY = struct.Struct("=IIii")  # struct tc_u32_key: mask, val (both __be32), off, offmask
+TC_MIRRED = struct.Struct("=IIiiiiI")  # struct tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -38,7 +54,7 @@ def _setns(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def inside(netns: str) -> Iterator[IPRoute]:
+def inside(netns: str) -> Iterator[rtnl.Socket]:
     """This thread in the namespace at path `netns`, with a netlink socket of that namespace."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -50,44 +66,64 @@ def inside(netns: str) -> Iterator[IPRoute]:
             _setns(target)
         finally:
             os.close(target)
-        ipr = IPRoute()
         try:
-            yield ipr
+            sock = rtnl.Socket()
+            try:
+                yield sock
+            finally:
+                sock.close()
         finally:
-            ipr.close()
             _setns(own)
     finally:
         os.close(own)
 
 
-def default_interface(ipr: IPRoute) -> Interface | None:
+def default_interface(sock: rtnl.Socket) -> Interface | None:
     """The interface of the IPv4 default route, with its first address; None without one."""
     gateway, index = "", 0
-    for r in ipr.get_routes(family=socket.AF_INET):
-        if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY"):
-            gateway, index = r.get_attr("RTA_GATEWAY"), r.get_attr("RTA_OIF")
+    for r in sock.dump(Kind.GETROUTE, RTMSG, (socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), b"",
+                       "cannot list the namespace's routes"):
+        if r.header[1] == 0 and RTA_GATEWAY in r.attrs:
+            gateway = socket.inet_ntoa(r.attrs[RTA_GATEWAY])
+            index = rtnl.u32(r.attrs[RTA_OIF]) if RTA_OIF in r.attrs else 0
             break
     if not index:
         return None
-    addrs = [a for a in ipr.get_addr(family=socket.AF_INET) if a["index"] == index]
-    (link,) = ipr.get_links(index)
+    addrs = [a for a in sock.dump(Kind.GETADDR, IFADDRMSG, (socket.AF_INET, 0, 0, 0, 0), b"",
+                                  "cannot list the namespace's addresses")
+             if a.header[4] == index and IFA_ADDRESS in a.attrs]
     if not addrs:
         return None
-    return Interface(link.get_attr("IFLA_IFNAME"), index, addrs[0].get_attr("IFA_ADDRESS"), addrs[0]["prefixlen"],
-                     gateway, link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_MTU"))
+    (link,) = sock.request(Kind.GETLINK, 0, IFINFOMSG, (0, 0, index, 0, 0), b"",
+                           f"cannot read the interface with index {index}")
+    return Interface(rtnl.string(link.attrs[IFLA_IFNAME]), index, socket.inet_ntoa(addrs[0].attrs[IFA_ADDRESS]),
+                     addrs[0].header[1], gateway, ":".join(f"{b:02x}" for b in link.attrs.get(IFLA_ADDRESS, b"")),
+                     rtnl.u32(link.attrs[IFLA_MTU]))
 
 
-def ukrun_taps(ipr: IPRoute) -> dict[str, str]:
+def ukrun_taps(sock: rtnl.Socket) -> dict[str, str]:
     """Taps ukrun made in this namespace: name -> the container that owns it."""
     out = {}
-    for link in ipr.get_links():
-        label = link.get_attr("IFLA_IFALIAS") or ""
+    for link in _links(sock):
+        label = rtnl.string(link.attrs.get(IFLA_IFALIAS, b""))
         if label.startswith(ALIAS_PREFIX):
-            out[link.get_attr("IFLA_IFNAME")] = label.removeprefix(ALIAS_PREFIX)
+            out[rtnl.string(link.attrs[IFLA_IFNAME])] = label.removeprefix(ALIAS_PREFIX)
     return out
 
 
-def make_tap(ipr: IPRoute, name: str, label: str, mtu: int) -> int:
+def link_index(sock: rtnl.Socket, name: str) -> int | None:
+    """The index of the interface called `name`; None when there is none."""
+    try:
+        (link,) = sock.request(Kind.GETLINK, 0, IFINFOMSG, (0, 0, 0, 0, 0), str_attr(IFLA_IFNAME, name),
+                               f"cannot look up the interface {name}")
+    except NetlinkError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    return link.header[2]
+
+
+def make_tap(sock: rtnl.Socket, name: str, label: str, mtu: int) -> int:
     """A persistent tap, labelled, up; returns its index."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
@@ -95,44 +131,105 @@ def make_tap(ipr: IPRoute, name: str, label: str, mtu: int) -> int:
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
     finally:
         os.close(fd)
-    (index,) = ipr.link_lookup(ifname=name)
-    ipr.link("set", index=index, ifalias=label, mtu=mtu, state="up")
-    return int(index)
+    index = link_index(sock, name)
+    if index is None:
+        raise HostError(f"the tap {name} went away as soon as it was made")
+    sock.request(Kind.NEWLINK, 0, IFINFOMSG, (0, 0, index, IFF_UP, IFF_UP),
+                 str_attr(IFLA_IFALIAS, label) + u32_attr(IFLA_MTU, mtu), f"cannot label and bring up the tap {name}")
+    return index
 
 
-def redirect(ipr: IPRoute, source: int, target: int) -> None:
+def add_address(sock: rtnl.Socket, index: int, address: str, prefixlen: int) -> None:
+    """`address`/`prefixlen` on the interface `index` (IFA_LOCAL and IFA_ADDRESS, as `ip address add`)."""
+    packed = socket.inet_aton(address)
+    sock.request(Kind.NEWADDR, rtnl.F_CREATE | rtnl.F_EXCL, IFADDRMSG, (socket.AF_INET, prefixlen, 0, 0, index),
+                 attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed),
+                 lambda: f"cannot add the address {address}/{prefixlen} to {_device(sock, index)}")
+
+
+def redirect(sock: rtnl.Socket, source: int, target: int) -> None:
     """Everything that arrives on `source` leaves through `target` (tc ingress, u32, mirred)."""
-    if not [q for q in ipr.get_qdiscs(index=source) if q["parent"] == INGRESS]:
-        ipr.tc("add", "ingress", source, "ffff:")
-    ipr.tc("add-filter", "u32", source, parent="ffff:", prio=PRIO, protocol=ETH_P_ALL, keys=["0x0/0x0+0"],
-           target=0x10020, action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": target})
+    qdiscs = sock.dump(Kind.GETQDISC, TCMSG, (0, source, 0, 0, 0), b"",
+                       _about(sock, "cannot list the qdiscs of {}", source))
+    if not any(q.header[1] == source and q.header[3] == TC_H_INGRESS for q in qdiscs):
+        sock.request(Kind.NEWQDISC, rtnl.F_CREATE | rtnl.F_EXCL, TCMSG, (0, source, INGRESS, TC_H_INGRESS, 0),
+                     str_attr(TCA_KIND, "ingress"), _about(sock, "cannot add an ingress qdisc to {}", source))
+    sock.request(Kind.NEWTFILTER, rtnl.F_CREATE | rtnl.F_EXCL, TCMSG, (0, source, 0, INGRESS, filter_info()),
+                 redirect_filter(target),
+                 lambda: f"cannot redirect {_device(sock, source)} to {_device(sock, target)} with a tc filter")
 
 
-def remove_tap(ipr: IPRoute, name: str) -> None:
+def filter_info() -> int:
+    """tcm_info of ukrun's filters: the priority above the protocol (in network byte order)."""
+    return PRIO << 16 | socket.htons(ETH_P_ALL)
+
+
+def redirect_filter(target: int) -> bytes:
+    """The attributes of ukrun's u32 filter: one key that matches every packet (mask 0 at offset 0), the
+    terminal flag, flow id 1:20, and one action, a mirred egress redirect to `target` that steals the packet.
+    Byte for byte what pyroute2 sent, where TCA_ACT_OPTIONS alone carries NLA_F_NESTED."""
+    selector = U32_SEL.pack(TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0) + U32_KEY.pack(0, 0, 0, 0)
+    mirred = attr(TCA_MIRRED_PARMS, TC_MIRRED.pack(0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target))
+    action = attr(1, str_attr(TCA_ACT_KIND, "mirred") + attr(TCA_ACT_OPTIONS | rtnl.NLA_F_NESTED, mirred))  # order 1
+    options = attr(TCA_U32_ACT, action) + u32_attr(TCA_U32_CLASSID, CLASSID) + attr(TCA_U32_SEL, selector)
+    return str_attr(TCA_KIND, "u32") + attr(TCA_OPTIONS, options)
+
+
+def remove_tap(sock: rtnl.Socket, name: str) -> None:
     """Removes the tap and ukrun's filters elsewhere that redirect to it, then an ingress qdisc that they
     leave empty. The tap's own qdisc and filters go with it."""
-    found = ipr.link_lookup(ifname=name)
-    if not found:
+    tap = link_index(sock, name)
+    if tap is None:
         return
-    tap = found[0]
-    for link in ipr.get_links():
-        index = link["index"]
-        if index == tap:
+    for link in _links(sock):
+        index = link.header[2]
+        if index == tap or not any(_redirects_to(f, tap) for f in _filters(sock, index)):
             continue
-        filters = ipr.get_filters(index=index, parent=INGRESS)
-        if not any(_prio(f) == PRIO and _mirred_target(f) == tap for f in filters):
-            continue
-        ipr.tc("del-filter", index=index, parent=INGRESS, prio=PRIO, protocol=ETH_P_ALL)
-        if not ipr.get_filters(index=index, parent=INGRESS):
-            ipr.tc("del", "ingress", index, "ffff:")
-    ipr.link("del", index=tap)
+        sock.request(Kind.DELTFILTER, 0, TCMSG, (0, index, 0, INGRESS, filter_info()), b"",
+                     _about(sock, "cannot delete ukrun's tc filter on {}", index))
+        if not _filters(sock, index):
+            sock.request(Kind.DELQDISC, 0, TCMSG, (0, index, INGRESS, TC_H_INGRESS, 0), str_attr(TCA_KIND, "ingress"),
+                         _about(sock, "cannot delete the ingress qdisc of {}", index))
+    sock.request(Kind.DELLINK, 0, IFINFOMSG, (0, 0, tap, 0, 0), b"", f"cannot delete the tap {name}")
 
 
-def _prio(f: Any) -> int:
-    return int(f["info"]) >> 16
+def mirred_target(f: rtnl.Reply) -> int:
+    """The device a u32 filter's first action redirects to (0 if it is no u32 filter with a mirred action)."""
+    if rtnl.string(f.attrs.get(TCA_KIND, b"")) != "u32":
+        return 0
+    action = rtnl.nested(f.attrs, TCA_OPTIONS, TCA_U32_ACT, 1)
+    if action is None:
+        return 0
+    found = rtnl.attrs(action)
+    parms = rtnl.nested(found, TCA_ACT_OPTIONS, TCA_MIRRED_PARMS)
+    if rtnl.string(found.get(TCA_ACT_KIND, b"")) != "mirred" or parms is None or len(parms) < TC_MIRRED.size:
+        return 0
+    target: int = TC_MIRRED.unpack_from(parms)[6]
+    return target
 
 
-def _mirred_target(f: Any) -> int:
-    """The device a u32 filter's first action redirects to (0 if it is no mirred redirect)."""
-    parms = f.get_nested("TCA_OPTIONS", "TCA_U32_ACT", "TCA_ACT_PRIO_1", "TCA_ACT_OPTIONS", "TCA_MIRRED_PARMS")
-    return int(parms["ifindex"]) if parms else 0
+def _redirects_to(f: rtnl.Reply, tap: int) -> bool:
+    return f.header[4] >> 16 == PRIO and mirred_target(f) == tap
+
+
+def _links(sock: rtnl.Socket) -> list[rtnl.Reply]:
+    return sock.dump(Kind.GETLINK, IFINFOMSG, (0, 0, 0, 0, 0), b"", "cannot list the namespace's interfaces")
+
+
+def _filters(sock: rtnl.Socket, index: int) -> list[rtnl.Reply]:
+    return sock.dump(Kind.GETTFILTER, TCMSG, (0, index, 0, INGRESS, 0), b"",
+                     _about(sock, "cannot list the ingress filters of {}", index))
+
+
+def _about(sock: rtnl.Socket, text: str, index: int) -> Callable[[], str]:
+    """An error sentence about one interface, its name read only when the error happens."""
+    return lambda: text.format(_device(sock, index))
+
+
+def _device(sock: rtnl.Socket, index: int) -> str:
+    """The interface's name, for an error sentence (its index when it cannot be read)."""
+    try:
+        (link,) = sock.request(Kind.GETLINK, 0, IFINFOMSG, (0, 0, index, 0, 0), b"", "")
+        return f"{rtnl.string(link.attrs[IFLA_IFNAME])} (index {index})"
+    except (HostError, KeyError, ValueError):
+        return f"the interface with index {index}"

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 from ukrun.errors import HostError
+from ukrun.network import netlink, rtnl
 from ukrun.network.base import StaticLink
 
 NFT = "nft"
 
 
-def connect(ipr: Any, tap: int, link: StaticLink) -> None:
-    ipr.addr("add", index=tap, address=link.host, prefixlen=link.prefixlen)
+def connect(sock: rtnl.Socket, tap: int, link: StaticLink) -> None:
+    netlink.add_address(sock, tap, link.host, link.prefixlen)
     with open("/proc/sys/net/ipv4/ip_forward", "w") as f:  # this thread's namespace: the container's
         f.write("1")
     _nft(["-f", "-"], link.ruleset(), f"cannot set up the NAT rules of {link.table}")

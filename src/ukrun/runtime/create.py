@@ -61,7 +61,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         raise
     me = os.getpid()
     record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=store.namespace,
-                               annotations=spec.annotations, created=_now(), timing_log=ctx.config.timing_log,
+                               annotations=dict(spec.annotations), created=_now(), timing_log=ctx.config.timing_log,
                                creator=me, creator_start=st.process_start(me))
     try:
         st.save(ctx.root, record)  # from here on, `delete` and `gc` find whatever this create makes
@@ -157,12 +157,13 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     os.mkfifo(d / st.FIFO, 0o600)
     vfsd = plan.virtiofsd
     LaunchConfig(
-        id=record.id, monitor=list(plan.argv), env=MONITOR_ENV, cgroups=record.cgroups,
-        namespaces=[Namespace(n.type, n.path) for n in spec.namespaces], hostname=spec.hostname,
+        id=record.id, monitor=plan.argv, env=MONITOR_ENV, cgroups=tuple(record.cgroups),
+        namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
-        keep_mounts=[str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir) if p],
-        virtiofsd=list(vfsd.argv) if vfsd else [], virtiofsd_socket=vfsd.socket if vfsd else "",
+        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
+                          if p),
+        virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
         virtiofsd_log=vfsd.log if vfsd else "",
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
@@ -183,23 +184,24 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
 def _connect(plan: LaunchPlan) -> None:
     """The container's tap, and either the redirection between it and the container's interface (dynamic)
     or the private link and its NAT rules (static)."""
-    from ukrun.network import netlink, static
+    from ukrun.network import netlink
     from ukrun.network.base import alias
 
     assert plan.network is not None
-    with netlink.inside(plan.netns) as ipr:
-        found = ipr.link_lookup(ifname=plan.interface)
-        if not found:
+    with netlink.inside(plan.netns) as sock:
+        iface = netlink.link_index(sock, plan.interface)
+        if iface is None:
             raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
-        iface = found[0]
         crashpoints.point("create-before-tap")
-        tap = netlink.make_tap(ipr, plan.network.tap, alias(plan.container_id), plan.network.mtu)
+        tap = netlink.make_tap(sock, plan.network.tap, alias(plan.container_id), plan.network.mtu)
         crashpoints.point("create-after-tap")
         if plan.link is not None:
-            static.connect(ipr, tap, plan.link)
+            from ukrun.network import static  # it runs nft: only static mode pays for subprocess
+
+            static.connect(sock, tap, plan.link)
             return
-        netlink.redirect(ipr, iface, tap)
-        netlink.redirect(ipr, tap, iface)
+        netlink.redirect(sock, iface, tap)
+        netlink.redirect(sock, tap, iface)
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:

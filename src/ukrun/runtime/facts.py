@@ -4,16 +4,15 @@ the same facts; only `create` then acquires the artifacts and applies the plan."
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ukrun import config as configmod
 from ukrun.containerd.records import ContainerRecord
 from ukrun.errors import ContainerdUnavailable, NotFound
+from ukrun.logs import log
 from ukrun.network.base import Interface
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
@@ -25,14 +24,13 @@ from ukrun.unikernels.base import GuestProcess
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
-log = logging.getLogger("ukrun")
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 ETC_LIMIT = 1 << 20
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What the host and containerd say, before the artifacts are acquired."""
 
     monitor: MonitorFacts
@@ -44,7 +42,7 @@ class HostFacts:
     interface: Interface | None
     taps: tuple[tuple[str, str], ...]
     rootfs_share: str = "auto"
-    virtiofsd: VirtiofsdFacts = field(default_factory=VirtiofsdFacts)
+    virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
 
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
@@ -65,8 +63,8 @@ def network(netns: str) -> tuple[Interface | None, tuple[tuple[str, str], ...]]:
     """The namespace's default interface and the ukrun taps already there."""
     from ukrun.network import netlink
 
-    with netlink.inside(netns) as ipr:
-        return netlink.default_interface(ipr), tuple(sorted(netlink.ukrun_taps(ipr).items()))
+    with netlink.inside(netns) as sock:
+        return netlink.default_interface(sock), tuple(sorted(netlink.ukrun_taps(sock).items()))
 
 
 def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,
@@ -76,8 +74,36 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
         interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
-        rootfs_share=found.rootfs_share, virtiofsd=found.virtiofsd,
+        manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
+        virtiofsd=found.virtiofsd,
     )
+
+
+def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:
+    """The kernel's Solo5 manifest, for a monitor that attaches devices by its names (None for the others), or
+    why there is none: the plan raises it after its own checks (a guest that does not run on this monitor
+    is told so first). Only the ELF header, the program headers and the note are read (tens of microseconds)."""
+    from ukrun.hypervisors.base import get
+    from ukrun.unikernels import solo5_manifest as mft
+
+    monitor = get(uk_config.hypervisor)
+    if not monitor.reads_manifest:
+        return None
+    try:
+        with open(kernel, "rb") as f:
+            fd = f.fileno()
+            return mft.parse(lambda offset, length: os.pread(fd, length, offset), os.fstat(fd).st_size)
+    except OSError as exc:
+        return mft.ManifestError(f"the kernel {uk_config.binary} cannot be read ({exc.strerror}): check the "
+                                 "image's com.urunc.unikernel.binary")
+    except mft.NotSolo5Unikernel as exc:
+        return mft.NotSolo5Unikernel(
+            f"the kernel {uk_config.binary} is not a Solo5 unikernel ({exc}), and monitor {monitor.name} runs only "
+            f"Solo5 unikernels: use a kernel built for solo5-{monitor.name}, or set com.urunc.unikernel.hypervisor "
+            "to the monitor it was built for")
+    except mft.MalformedManifest as exc:
+        return mft.MalformedManifest(f"the kernel {uk_config.binary} carries a malformed Solo5 manifest ({exc}): "
+                                     "rebuild it with Solo5's toolchain")
 
 
 def plan_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:

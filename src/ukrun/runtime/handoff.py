@@ -16,7 +16,7 @@ decided, for `ukrun plan` and for errors.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 
@@ -28,8 +28,7 @@ class RootfsKind(enum.Enum):
     DIR = "dir"  # not a mounted block device
 
 
-@dataclass(frozen=True)
-class RootfsInfo:
+class RootfsInfo(NamedTuple):
     """What is mounted at the bundle's rootfs, from mountinfo and sysfs."""
 
     mount_point: str
@@ -42,8 +41,7 @@ class RootfsInfo:
     backing_id: FileId | None = None
 
 
-@dataclass(frozen=True)
-class SnapshotMount:
+class SnapshotMount(NamedTuple):
     """One mount containerd names for the container's snapshot, with what its source is on the host."""
 
     type: str
@@ -58,8 +56,7 @@ class Handoff(enum.Enum):
     FOLDER = "folder"
 
 
-@dataclass(frozen=True)
-class RootDecision:
+class RootDecision(NamedTuple):
     handoff: Handoff
     rule: str
     device: str = ""  # BLOCK: what the monitor opens after the unmount

@@ -2,8 +2,9 @@
 
 `plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
 installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
-container's own snapshot), the block devices, shares and initrds, the guest's command line and files,
-memory, vCPUs, accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
+container's own snapshot), the block devices (on Solo5 monitors named after the kernel's manifest:
+runtime.solo5plan), shares and initrds, the guest's command line and files, memory, vCPUs, accelerator
+and sandbox, and builds the monitor's argv and configuration files. It reads
 nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
 cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
 """
@@ -12,8 +13,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
@@ -21,9 +21,13 @@ from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.runtime.netplan import network_plan
 from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, choose, virtiofsd
+from ukrun.runtime.solo5plan import DeviceNames, address_note, checked_network, device_names
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
+
+if TYPE_CHECKING:
+    from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder
@@ -35,8 +39,7 @@ class FilesTarget(enum.Enum):
     SHARE = "share"  # a read-only share beside a folder rootfs (ukrun never writes into such a folder)
 
 
-@dataclass(frozen=True)
-class MonitorFacts:
+class MonitorFacts(NamedTuple):
     name: str
     binary: str  # "" when not installed
     memory_mib: int  # the configured default
@@ -47,8 +50,7 @@ class MonitorFacts:
     path: str = ""  # the configured binary ([monitors.<name>] path), for messages
 
 
-@dataclass(frozen=True)
-class ArtifactPaths:
+class ArtifactPaths(NamedTuple):
     """Host paths of the image's artifacts, where the monitor reads them."""
 
     kernel: str
@@ -56,16 +58,14 @@ class ArtifactPaths:
     block: str = ""  # com.urunc.unikernel.block
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     memory_limit: int = 0  # bytes, from the spec
     cpu_quota: int = 0
     cpu_period: int = 0
     seccomp: bool = True  # the spec carries a seccomp profile; without one, monitors run unsandboxed
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     container_id: str
     config: UnikernelConfig
     process: GuestProcess
@@ -81,12 +81,12 @@ class Facts:
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose network and share
+    manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
-    virtiofsd: VirtiofsdFacts = field(default_factory=VirtiofsdFacts)
+    virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
 
 
-@dataclass(frozen=True)
-class LaunchPlan:
+class LaunchPlan(NamedTuple):
     container_id: str
     guest: str
     monitor: str
@@ -112,7 +112,7 @@ class LaunchPlan:
     network: GuestNetwork | None = None
     link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
     virtiofsd: VirtiofsdPlan | None = None  # VIRTIOFS root: the daemon the init starts before the monitor
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -156,12 +156,13 @@ def plan(facts: Facts) -> LaunchPlan:
     if monitor.needs_kvm and not facts.monitor.kvm_device:
         raise PlanError(f"monitor {monitor.name} needs KVM and this host has no /dev/kvm; "
                         "use qemu or solo5-spt, or run on a host with KVM")
+    names = device_names(facts.manifest, guest, cfg)
     root, decision, notes = _root(facts, guest, monitor)
-    blocks, guest_blocks = _blocks(facts, guest, root, decision)
-    network, link, net_notes = network_plan(facts.container_id, facts.netns, facts.interface, facts.taps,
-                                            facts.annotations, facts.etc_files)
-    notes += net_notes
-    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, network)
+    blocks, guest_blocks = _blocks(facts, guest, names, root, decision)
+    net, link, net_notes = checked_network(facts.manifest, names.net, network_plan(
+        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, facts.etc_files))
+    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
+    notes += net_notes + address_note(guest, req)
     guest.check(req)
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
@@ -194,7 +195,7 @@ def plan(facts: Facts) -> LaunchPlan:
         kernel=facts.artifacts.kernel, cmdline=cmdline, initrds=initrds,
         memory_mib=_memory(facts), vcpus=_vcpus(facts), blocks=blocks, shares=shares, accel=_accel(facts),
         virtiofs=hv.VirtioFs(guests.ROOT_TAG, daemon.socket) if daemon else None,
-        nets=(hv.NetDevice(guest.net_id, network.tap, network.mac),) if network is not None else (),
+        nets=(hv.NetDevice(names.net, net.tap, net.mac),) if net is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
     )
     launch = monitor.launch(spec, facts.monitor.binary)
@@ -208,8 +209,8 @@ def plan(facts: Facts) -> LaunchPlan:
         cmdline=cmdline, memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,
         seccomp=spec.seccomp, blocks=blocks, shares=shares, initrds=initrds, argv=launch.argv,
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
-        netns=facts.netns if network is not None else "", network=network, link=link, notes=notes,
-        interface=facts.interface.name if network is not None and facts.interface else "", virtiofsd=daemon,
+        netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
+        interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
     )
 
 
@@ -251,22 +252,22 @@ def _no_rootfs_rule(root: RootMode) -> str:
     return "mountRootfs is unset: the guest gets no root filesystem"
 
 
-def _blocks(facts: Facts, guest: guests.UnikernelType, root: RootMode,
+def _blocks(facts: Facts, guest: guests.UnikernelType, names: DeviceNames, root: RootMode,
             decision: RootDecision | None) -> tuple[tuple[hv.BlockDevice, ...], tuple[GuestBlock, ...]]:
     blocks: list[hv.BlockDevice] = []
     seen: list[GuestBlock] = []
     if root is RootMode.BLOCK and decision is not None:
-        blocks.append(hv.BlockDevice(guest.rootfs_id, decision.device))
-        seen.append(GuestBlock(guest.rootfs_id, "/"))
+        blocks.append(hv.BlockDevice(names.rootfs, decision.device))
+        seen.append(GuestBlock(names.rootfs, "/"))
     if facts.artifacts.block:
         if not (guest.raw_block or guest.block_fs_types):
             raise PlanError(f"a {guest.name} guest reads no block device: drop com.urunc.unikernel.block "
                             "from the image")
-        if root is RootMode.BLOCK and guest.block_id == guest.rootfs_id:
+        if root is RootMode.BLOCK and names.block == names.rootfs:
             raise PlanError(f"a {guest.name} guest takes one block device: the image's block "
                             f"({facts.config.block}) and the container's rootfs (mountRootfs) cannot both be it")
-        blocks.append(hv.BlockDevice(guest.block_id, facts.artifacts.block))
-        seen.append(GuestBlock(guest.block_id, facts.config.block_mount_point))
+        blocks.append(hv.BlockDevice(names.block, facts.artifacts.block))
+        seen.append(GuestBlock(names.block, facts.config.block_mount_point))
     return tuple(blocks), tuple(seen)
 
 

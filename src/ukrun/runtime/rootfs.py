@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +122,8 @@ def unmount(info: RootfsInfo, owner_pid: int) -> None:
     """Unmounts the rootfs in the owner's mount namespace (the shim's), entering it when it differs."""
     own, theirs = _mount_ns("self"), _mount_ns(owner_pid)
     if theirs and own != theirs:
+        import subprocess
+
         proc = subprocess.run(["nsenter", f"--mount=/proc/{owner_pid}/ns/mnt", "umount", info.mount_point],
                               capture_output=True, text=True)
         if proc.returncode != 0:

@@ -23,8 +23,7 @@ them they name; the ones ukrun must own are refused there):
 from __future__ import annotations
 
 import enum
-import shlex
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
@@ -46,15 +45,13 @@ class ShareChoice(enum.Enum):
     VIRTIOFS = "virtiofs"
 
 
-@dataclass(frozen=True)
-class VirtiofsdFacts:
+class VirtiofsdFacts(NamedTuple):
     path: str = ""  # [extra_binaries.virtiofsd] path; "" when not configured
     executable: bool = False  # the path is an executable file
     options: str = ""  # [extra_binaries.virtiofsd] options
 
 
-@dataclass(frozen=True)
-class VirtiofsdPlan:
+class VirtiofsdPlan(NamedTuple):
     """The container's virtiofsd: the init binds `socket`, hands it over as fd SOCKET_FD, runs `argv`
     with its stderr on `log`, and ends it when the monitor ends (or dies with the init)."""
 
@@ -107,6 +104,8 @@ def virtiofsd(vfsd: VirtiofsdFacts, shared_dir: str, state_dir: str) -> Virtiofs
     if len(socket.encode()) > SUN_PATH_MAX:
         raise PlanError(f"the virtio-fs socket path {socket} is over {SUN_PATH_MAX} bytes, a Unix socket's "
                         "limit: use a shorter runtime root (the shim's --root) or 9p")
+    import shlex  # only for a container that goes over virtio-fs
+
     try:
         extra = tuple(shlex.split(vfsd.options))
     except ValueError as exc:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from ukrun.errors import UkrunError
 
 SPEC_LIMIT = 4 * 1024 * 1024
+EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     args: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     cwd: str = "/"
@@ -22,24 +23,21 @@ class Process:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class SpecMount:
+class SpecMount(NamedTuple):
     destination: str
     type: str
     source: str
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     type: str
     path: str = ""
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     bundle: Path
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = EMPTY
     process: Process = Process()
     root_path: str = "rootfs"
     mounts: tuple[SpecMount, ...] = ()

@@ -9,19 +9,18 @@ library and `runtime.state`. `create` and `delete` talk to containerd and import
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from ukrun import config as configmod
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
+from ukrun.logs import log
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
@@ -29,12 +28,10 @@ if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.unikernel import UnikernelConfig
 
-log = logging.getLogger("ukrun")
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
 
 
-@dataclass
-class Context:
+class Context(NamedTuple):
     root: Path
     config: configmod.Config
     argv: list[str]  # our own arguments, to hand a container that is not a unikernel to runc
@@ -87,7 +84,7 @@ def store(ctx: Context, namespace: str) -> ArtifactStore:
 
 
 # -- create -------------------------------------------------------------------------------------------
-def unikernel_config(spec_annotations: dict[str, str], rootfs: Path) -> UnikernelConfig | None:
+def unikernel_config(spec_annotations: Mapping[str, str], rootfs: Path) -> UnikernelConfig | None:
     """The spec's annotations, else `/urunc.json` in the rootfs, else None: not a unikernel.
 
     An image that carries a `/urunc.json` is a unikernel image whatever that entry is: one ukrun cannot
@@ -150,19 +147,23 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     store(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
+    import shutil
+
     shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
 
 
 def _disconnect(record: st.ContainerState) -> None:
     """Removes the container's tap and the filters that point at it, and its NAT table in static mode; a
     namespace already gone took them."""
-    from ukrun.network import netlink, static
+    from ukrun.network import netlink
 
     if not os.path.exists(record.netns):
         return
-    with netlink.inside(record.netns) as ipr:
-        netlink.remove_tap(ipr, record.tap)
+    with netlink.inside(record.netns) as sock:
+        netlink.remove_tap(sock, record.tap)
         if record.nat:
+            from ukrun.network import static
+
             static.disconnect(record.nat)
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding, ExitDevice
@@ -28,8 +27,7 @@ class RootMode(enum.Enum):
     INITRD = "initrd"  # the image's initrd is the root filesystem
 
 
-@dataclass(frozen=True)
-class GuestProcess:
+class GuestProcess(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...]
     cwd: str
@@ -37,8 +35,7 @@ class GuestProcess:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class GuestBlock:
+class GuestBlock(NamedTuple):
     """A block device as the guest sees it: its id (a virtio serial, a solo5 device name) and where the
     guest mounts it ("" when it mounts nothing)."""
 
@@ -46,14 +43,14 @@ class GuestBlock:
     mount_point: str = ""
 
 
-@dataclass(frozen=True)
-class GuestRequest:
+class GuestRequest(NamedTuple):
     config: UnikernelConfig
     process: GuestProcess
     root: RootMode
     monitor: str
     blocks: tuple[GuestBlock, ...] = ()
     network: GuestNetwork | None = None
+    net_id: str = ""  # the guest's name for its network device (a Solo5 unikernel's, from its manifest)
 
 
 ROOT_TAG = "fs0"  # the 9p or virtio-fs tag of a shared rootfs, as urunc names it
@@ -76,6 +73,10 @@ class UnikernelType(ABC):
 
     @abstractmethod
     def cmdline(self, req: GuestRequest) -> str: ...
+
+    def told_network(self, req: GuestRequest) -> bool:
+        """Whether the command line tells the guest its address."""
+        return req.network is not None
 
     def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
         """Files (path -> content) the guest needs: written into a block rootfs before the handoff, or put

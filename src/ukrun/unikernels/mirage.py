@@ -1,11 +1,14 @@
-"""A MirageOS unikernel (or any Solo5 unikernel built the MirageOS way) on solo5-spt, solo5-hvt or qemu.
+"""A MirageOS unikernel, or any Solo5 unikernel, on solo5-spt, solo5-hvt or qemu.
 
 Its command line is the container's process arguments (the image's `cmdline` when the spec has none),
-after `--ipv4=<addr>/<prefix> --ipv4-gateway=<gw>` when it has a network (device `service`).
-Its block device is named `storage` (as MirageOS's Solo5 target declares it): a block image from the
-image (`com.urunc.unikernel.block`), or, with `mountRootfs`, the container's own snapshot device,
-handed over raw. urunc attaches no container rootfs to a MirageOS guest; ukrun does, since MirageOS
-reads its storage raw: any file system type is accepted and nothing is written into it.
+after `--ipv4=<addr>/<prefix> --ipv4-gateway=<gw>` when it has a network under MirageOS's device name
+`service`. Those flags are MirageOS's convention for that device: a Solo5 unikernel whose manifest names
+its net device otherwise (Solo5's test_net: `service0`) gets the device but not the flags, and must know
+its address itself. Its block device is MirageOS's `storage`, or on a Solo5 monitor the block device its
+manifest declares (runtime.solo5plan): a block image from the image (`com.urunc.unikernel.block`), or,
+with `mountRootfs`, the container's own snapshot device, handed over raw. urunc attaches no container
+rootfs to a MirageOS guest; ukrun does, since MirageOS reads its storage raw: any file system type is
+accepted and nothing is written into it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ class Mirage(UnikernelType):
     block_id = "storage"
     net_id = "service"
 
+    def told_network(self, req: GuestRequest) -> bool:
+        return req.network is not None and req.net_id == self.net_id
+
     def cmdline(self, req: GuestRequest) -> str:
         net = req.network
-        parts = [f"--ipv4={net.cidr}", f"--ipv4-gateway={net.gateway}"] if net is not None else []
+        parts = [f"--ipv4={net.cidr}", f"--ipv4-gateway={net.gateway}"] if net and self.told_network(req) else []
         return " ".join([*parts, *(req.process.args or tuple(req.config.cmdline.split()))])

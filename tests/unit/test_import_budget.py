@@ -1,0 +1,41 @@
+"""What the shim's verbs import: every container pays it on every call (issue: start latency). Each
+module listed here once cost a verb several milliseconds; these tests keep them out."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ukrun.runtime import state as st
+
+HOT_FORBIDDEN = ("typing", "dataclasses", "logging", "argparse", "tomllib", "ukrun.config", "ukrun.containerd")
+CREATE_FORBIDDEN = ("dataclasses", "inspect", "logging", "argparse", "tomllib", "datetime", "shutil", "subprocess",
+                    "platform", "tempfile", "pyroute2", "asyncio", "grpc", "google.protobuf")
+# What create imports, from the shim's call to the monitor's argv (runtime.create imports the rest lazily).
+CREATE_PATH = ("ukrun.fast", "ukrun.config", "ukrun.runtime.create", "ukrun.runtime.plan", "ukrun.runtime.facts",
+               "ukrun.artifacts.store", "ukrun.containerd.client", "ukrun.launcher", "ukrun.runtime.rootfs",
+               "ukrun.hypervisors", "ukrun.unikernels", "ukrun.network.netlink")
+
+
+def _loaded(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def _hits(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden))
+
+
+def test_state_start_and_kill_import_only_the_standard_library_basics(tmp_path: Path) -> None:
+    (tmp_path / "c1").mkdir()
+    st.save(tmp_path, st.ContainerState(id="c1", bundle="/b", pid=1, pid_start=st.process_start(1), created="x"))
+    for verb in ("state c1", "kill c1 0"):  # kill 0: a signal that checks, never one that acts
+        argv = ["--root", str(tmp_path), *verb.split()]
+        loaded = _loaded(f"import os, sys\nsys.argv = ['ukrun', *{argv!r}]\nfrom ukrun import fast\n"
+                         "code = fast.run(sys.argv[1:])\nassert code == 0, code")
+        assert _hits(loaded, HOT_FORBIDDEN) == [], verb
+
+
+def test_creates_path_loads_no_dataclasses_cli_or_heavy_library() -> None:
+    loaded = _loaded("\n".join(f"import {m}" for m in CREATE_PATH))
+    assert _hits(loaded, CREATE_FORBIDDEN) == []
