@@ -1,8 +1,9 @@
 """A real Linux guest for the demo and the tests: the cached Debian kernel, a busybox initramfs, and an
 image whose rootfs holds a static busybox and the application.
 
-The initramfs's init loads the virtio, ext4 and 9p modules, mounts what `ukrun.root=` names (/dev/vda,
-the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p), reads the script
+The initramfs's init loads the virtio, ext4, 9p and virtio-fs modules, mounts what `ukrun.root=` names
+(/dev/vda, the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p or
+virtio-fs), reads the script
 `ukrun.process=` names (written by ukrun: the spec's cwd, env and args) from that root or from the
 read-only share `ukrun.files=` names, switches root and runs it. A non-zero exit code is written to I/O
 port 0xf4 (qemu's isa-debug-exit); 0 powers off.
@@ -23,7 +24,7 @@ from ukrun.unikernel import UnikernelConfig
 BUSYBOX = Path("/bin/busybox")
 MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4", "9pnet", "netfs", "fscache", "9p",
-           "9pnet_virtio", "pvpanic", "pvpanic-pci", "failover", "net_failover", "virtio_net")
+           "9pnet_virtio", "fuse", "virtiofs", "pvpanic", "pvpanic-pci", "failover", "net_failover", "virtio_net")
 
 # Runs in the guest after switch_root, from the image's own busybox.
 AFTER_SWITCH = (
@@ -65,6 +66,8 @@ case "$root" in
   9p:*)
     opts=trans=virtio,version=9p2000.L,msize=262144
     mount -t 9p -o $opts "${{root#9p:}}" /newroot || fail "cannot mount $root" ;;
+  virtiofs:*)
+    mount -t virtiofs "${{root#virtiofs:}}" /newroot || fail "cannot mount $root" ;;
   *)
     i=0
     while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done

@@ -27,13 +27,24 @@ def processes_with_argument(argument: str) -> list[int]:
 
 def qemu_processes(folder: Path) -> list[int]:
     """qemu processes whose command line names something below `folder` (a daemon's snapshots)."""
+    return _named_processes(folder, b"qemu-system")
+
+
+def virtiofsd_processes(folder: Path) -> list[int]:
+    """virtiofsd processes whose command line names something below `folder` (a daemon's rootfs); run
+    directly or by a loader, a program named virtiofsd is among their arguments."""
+    return _named_processes(folder, b"virtiofsd", whole=True)
+
+
+def _named_processes(folder: Path, name: bytes, whole: bool = False) -> list[int]:
     out = []
     for pid in processes_with_argument(str(folder)):
         try:
-            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                out.append(pid)
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if any(os.path.basename(a) == name if whole else name in a for a in args):
+            out.append(pid)
     return out
 
 

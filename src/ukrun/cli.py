@@ -218,6 +218,8 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
         print(f"share      {sh['tag']} = {sh['path']}{' (read-only)' if sh['read_only'] else ''}")
     for name in plan["guest_files"]["files"]:
         print(f"file       {name} -> {plan['guest_files']['target']}")
+    if plan["virtiofsd"]:
+        print(f"virtiofsd  {' '.join(plan['virtiofsd']['argv'])} (socket {plan['virtiofsd']['socket']})")
     print(f"argv       {' '.join(plan['argv'])}")
     print(f"exit code  {plan['exit_decoding']}")
     for note in plan["notes"]:

@@ -19,6 +19,12 @@
     runc = ""                    # the runc for containers that are not unikernels; default: on PATH
     image_config = true          # no unikernel keys in the spec or /urunc.json: ask containerd for the
                                  # image's annotations and labels (a gRPC round trip per plain container)
+    rootfs_share = "auto"        # a folder rootfs: auto (virtio-fs where configured and supported, else
+                                 # 9p, as urunc chooses) | 9p | virtiofs
+
+    [extra_binaries.virtiofsd]   # urunc's key names
+    path = ""                    # virtiofsd; unset: no virtio-fs
+    options = ""                 # extra virtiofsd options, appended (a key given here replaces ukrun's)
 
     [timing]
     log = ""                     # JSON lines of per-phase timestamps, one file for every verb
@@ -40,6 +46,12 @@ DEFAULT_PATH = Path("/etc/ukrun/config.toml")
 CACHE_NAME = ".ukrun-config.json"  # in the runtime root: no containerd ID starts with a dot
 MODES = ("shared", "per-container", "copy")
 ACCELS = ("auto", "kvm", "tcg")
+SHARES = ("auto", "9p", "virtiofs")
+
+
+class Virtiofsd(NamedTuple):
+    path: str = ""
+    options: str = ""
 
 
 class Monitor(NamedTuple):
@@ -61,6 +73,8 @@ class Config(NamedTuple):
     monitors: Mapping[str, Monitor] = NO_MONITORS
     runc: str = ""
     image_config: bool = True
+    rootfs_share: str = "auto"
+    virtiofsd: Virtiofsd = Virtiofsd()
     timing_log: str = ""
     path: Path | None = None
     address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
@@ -100,6 +114,11 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
             vcpus=_number(table, "default_vcpus", 1, path, int),
             accel=accel,
         )
+    runtime = _table(data, "runtime", path)
+    share = str(runtime.get("rootfs_share", base.rootfs_share))
+    if share not in SHARES:
+        raise ConfigError(f"{path}: [runtime] rootfs_share = {share!r} is not one of {', '.join(SHARES)}")
+    vfsd = _table(_table(data, "extra_binaries", path), "virtiofsd", path)
     env_address = os.environ.get("CONTAINERD_ADDRESS")
     return Config(
         address=str(env_address or ctd.get("address", base.address)),
@@ -108,8 +127,10 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
         artifact_mode=mode,
         state_root=Path(str(art.get("state_root", base.state_root))),
         monitors=monitors,
-        runc=str(_table(data, "runtime", path).get("runc", "")),
-        image_config=bool(_table(data, "runtime", path).get("image_config", True)),
+        runc=str(runtime.get("runc", "")),
+        image_config=bool(runtime.get("image_config", True)),
+        rootfs_share=share,
+        virtiofsd=Virtiofsd(str(vfsd.get("path", "")), str(vfsd.get("options", ""))),
         timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),

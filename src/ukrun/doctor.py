@@ -26,6 +26,7 @@ def run(cfg: configmod.Config, address: str, namespace: str, state_root: Path) -
     checks = [_config(cfg)]
     checks += _containerd(cfg, address, namespace)
     checks += _monitors(cfg, state_root)
+    checks.append(_virtiofsd(cfg))
     checks.append(_runc(cfg))
     checks.append(_nft())
     checks.append(_state_root(state_root))
@@ -99,6 +100,29 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
             out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "
                              "guests run under TCG", "check the host's KVM (a PVM or nested setup may lack features)"))
     return out
+
+
+def _virtiofsd(cfg: configmod.Config) -> Check:
+    import subprocess
+
+    path, share = cfg.virtiofsd.path, cfg.rootfs_share
+    if not path:
+        if share == "virtiofs":
+            return Check("virtiofsd", "fail", "[runtime] rootfs_share is virtiofs but no virtiofsd is configured: "
+                         "folder rootfs fail at create", "set path under [extra_binaries.virtiofsd]")
+        return Check("virtiofsd", "ok", "not configured: folder rootfs go over 9p")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("virtiofsd", "fail", f"{path} does not run: {exc}",
+                     "install virtiofsd there, or correct or remove path under [extra_binaries.virtiofsd]")
+    version = (out.stdout.strip().splitlines() or [f"exit status {out.returncode}"])[0]
+    if out.returncode != 0:
+        return Check("virtiofsd", "fail", f"{path} --version failed: {version}",
+                     "install a working virtiofsd there, or correct path under [extra_binaries.virtiofsd]")
+    use = "9p (rootfs_share = 9p)" if share == "9p" else "virtio-fs" + (" where the guest and monitor support it"
+                                                                       if share == "auto" else "")
+    return Check("virtiofsd", "ok", f"{version} at {path}: folder rootfs go over {use}")
 
 
 def _nft() -> Check:

@@ -32,6 +32,9 @@ class LaunchConfig(NamedTuple):
     timing_log: str = ""
     views: str = ""  # the state root's views folder: a new mount namespace keeps only this container's view
     keep_mounts: tuple[str, ...] = ()
+    virtiofsd: tuple[str, ...] = ()  # argv; empty: none (see runtime.shareplan)
+    virtiofsd_socket: str = ""  # bound and listening before virtiofsd and the monitor start
+    virtiofsd_log: str = ""
 
     def write(self, state_dir: Path) -> None:
         data = {**self._asdict(), "env": dict(self.env), "namespaces": [n._asdict() for n in self.namespaces]}
@@ -44,5 +47,6 @@ class LaunchConfig(NamedTuple):
             id=data["id"], monitor=tuple(data["monitor"]), env=data["env"], cgroups=tuple(data["cgroups"]),
             namespaces=tuple(Namespace(**n) for n in data["namespaces"]), hostname=data["hostname"],
             terminal=data["terminal"], exit_decoding=data["exit_decoding"], timing_log=data["timing_log"],
-            views=data["views"], keep_mounts=tuple(data["keep_mounts"]),
+            views=data["views"], keep_mounts=tuple(data["keep_mounts"]), virtiofsd=tuple(data["virtiofsd"]),
+            virtiofsd_socket=data["virtiofsd_socket"], virtiofsd_log=data["virtiofsd_log"],
         )

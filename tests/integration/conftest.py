@@ -20,6 +20,7 @@ from ukrun.containerd.client import Client
 from ukrun.errors import HostError
 
 SNAPSHOTTER = "blockfile"
+VIRTIOFSD = ctd.cache_dir() / "virtiofsd" / "virtiofsd"  # a wrapper: trixie's virtiofsd with its own libc
 
 
 RELIABILITY = reliability.Report()
@@ -64,10 +65,13 @@ def arm_file(daemon_dir: Path) -> Path:
     return daemon_dir.parent / "crash-arm"
 
 
-def write_ukrun_config(config_file: Path, state_root: Path, **monitor: str) -> Path:
+def write_ukrun_config(config_file: Path, state_root: Path, virtiofsd: Path = VIRTIOFSD, **monitor: str) -> Path:
+    """ukrun's configuration for the tests: folder rootfs go over 9p unless a test's annotation chooses
+    virtio-fs, served by the virtiofsd scripts/setup put in the cache."""
     extra = "".join(f'{k} = "{v}"\n' for k, v in monitor.items())
     config_file.write_text(
         f'[artifacts]\nstate_root = "{state_root}"\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
+        f'[runtime]\nrootfs_share = "9p"\n[extra_binaries.virtiofsd]\npath = "{virtiofsd}"\n'
         f"[monitors.qemu]\ndefault_memory_mb = 256\n{extra}"
     )
     return config_file

@@ -115,6 +115,7 @@ class Runner:
             assert not c.list_leases(['labels."ukrun.io/acquire"'])
             assert not [s for s in c.list_snapshots(self.snapshotter, ["kind==view"])]
         assert not self.monitors(), "a monitor process stayed"
+        assert not tbhost.virtiofsd_processes(self.daemon.dir), "a virtiofsd process stayed"
 
     def monitors(self) -> list[int]:
         """qemu processes using this daemon's snapshots."""

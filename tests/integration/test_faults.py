@@ -26,6 +26,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ukrun"
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
 # Reached only by the view's first user (as it makes the view) or its last (as it removes it): the other
 # container starts right after the crash, on what the crash left, instead of before it.
+FOLDER = ("init-after-virtiofsd",)  # reached only with a folder rootfs (overlayfs) over virtio-fs
 ALONE = ("acquire-after-view", "acquire-after-label", "acquire-after-mount", "release-after-unmount",
          "release-after-remove")
 
@@ -66,12 +67,14 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
         proc = r.gc(UKRUN_CRASH_AT=point)
         assert proc.returncode == -9, proc.stderr
         return "ukrun gc, after a create killed at create-before-save"
-    elif point == "init-before-monitor":
+    elif point == "init-before-monitor" or point in FOLDER:
         arm.write_text(point)
+        if point in FOLDER:
+            net = (*net, "--annotation", "io.ukrun.rootfs.share=virtiofs")
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
         r.wait_status("f1", "STOPPED")
-        how = "ctr run -d; the init dies once started"
+        how = "ctr run -d; the init dies once started" + (" (overlayfs, virtio-fs)" if point in FOLDER else "")
     else:
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
         assert proc.returncode == 0, proc.stderr
@@ -93,13 +96,14 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
 @pytest.mark.reliability("faults")
 @pytest.mark.parametrize("point", POINTS)
 def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
-    runner: Runner, pod: netns.Pod, report: Report, point: str,
+    runner: Runner, pod: netns.Pod, report: Report, point: str, guest_image: Path,
 ) -> None:
     r = runner
+    victim = folder_runner(r, guest_image) if point in FOLDER else r
     if point not in ALONE:
         start_bystander(r)
-    how = reach(r, point, pod)
-    left = tuple(r.leftovers("f1", pod))
+    how = reach(victim, point, pod)
+    left = tuple(victim.leftovers("f1", pod))
     if point in ALONE:
         start_bystander(r)
     r.ctr("task", "delete", "--force", "f1")
@@ -107,7 +111,7 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     cleaned = r.gc()
     assert cleaned.returncode == 0, cleaned.stderr
     assert "f1" not in r.ctr("containers", "ls", "-q").stdout.split()
-    assert r.leftovers("f1", pod) == []
+    assert victim.leftovers("f1", pod) == []
     assert r.task_status("by") == "RUNNING", "the other container did not survive"
     assert [v["users"] for v in r.views()] == [["by"]]
     r.ctr("task", "kill", "-s", "SIGKILL", "by")
@@ -120,6 +124,12 @@ def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     when = "started after the crash" if point in ALONE else "running before the crash"
     report.faults.append(Fault(point, r.daemon.version, how, left, "ctr task rm -f; ctr c rm; ukrun gc",
                                f"{when}: kept running, then deleted cleanly"))
+
+
+def folder_runner(r: Runner, image: Path) -> Runner:
+    """The same daemon and roots, on overlayfs: a folder rootfs."""
+    r.daemon.import_image(r.ns, image, "overlayfs")
+    return Runner(r.daemon, r.ns, r.runc_root, r.state_root, snapshotter="overlayfs")
 
 
 def start_bystander(r: Runner) -> None:

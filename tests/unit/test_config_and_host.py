@@ -27,6 +27,18 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         config.load(tmp_path / "missing.toml")
 
 
+def test_virtiofsd_and_the_rootfs_share_use_uruncs_key_names(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[runtime]\nrootfs_share = "virtiofs"\n[extra_binaries.virtiofsd]\npath = "/usr/libexec/virtiofsd"\n'
+                 'options = "--cache auto"\n')
+    c = config.load(f)
+    assert (c.rootfs_share, c.virtiofsd) == ("virtiofs", config.Virtiofsd("/usr/libexec/virtiofsd", "--cache auto"))
+    assert (config.Config().rootfs_share, config.Config().virtiofsd.path) == ("auto", "")
+    f.write_text('[runtime]\nrootfs_share = "nfs"\n')
+    with pytest.raises(ConfigError, match="rootfs_share = 'nfs' is not one of auto, 9p, virtiofs"):
+        config.load(f)
+
+
 def test_mountinfo_unescapes_paths() -> None:
     text = "36 35 7:0 / /tmp/a\\040b rw,relatime shared:1 - ext4 /dev/loop0 rw\n"
     (m,) = parse_mountinfo(text)

@@ -29,6 +29,14 @@ class Share(NamedTuple):
     read_only: bool = False
 
 
+class VirtioFs(NamedTuple):
+    """A host folder the guest mounts over virtio-fs under `tag`, served by a virtiofsd listening on
+    `socket` (a vhost-user backend): the guest's memory must then be shared with that process."""
+
+    tag: str
+    socket: str
+
+
 class NetDevice(NamedTuple):
     """A network device backed by a host tap; `id` is the guest's name for it (a solo5 device name)."""
 
@@ -61,6 +69,7 @@ class MonitorSpec(NamedTuple):
     vcpus: int = 1
     blocks: tuple[BlockDevice, ...] = ()
     shares: tuple[Share, ...] = ()
+    virtiofs: VirtioFs | None = None
     nets: tuple[NetDevice, ...] = ()
     accel: str = "tcg"  # "kvm" only where a probe showed it works
     exit_device: ExitDevice | None = None
@@ -86,6 +95,7 @@ class Hypervisor(ABC):
     binary: ClassVar[str]
     needs_kvm: ClassVar[bool] = False  # cannot run without /dev/kvm (no emulation fallback)
     can_share: ClassVar[bool] = False  # virtio-9p folders
+    can_virtiofs: ClassVar[bool] = False  # virtio-fs folders (vhost-user-fs), with ukrun's 9p files share beside
     max_initrds: ClassVar[int] = 1
     reads_manifest: ClassVar[bool] = False  # attaches devices by the names the kernel's Solo5 manifest declares
 
@@ -104,6 +114,8 @@ class Hypervisor(ABC):
         if spec.shares and not self.can_share:
             raise UkrunError(f"monitor {self.name} cannot share a folder with the guest; use a block snapshotter "
                              "(devmapper, blockfile) or a monitor that shares folders (qemu)")
+        if spec.virtiofs is not None and not self.can_virtiofs:
+            raise UkrunError(f"monitor {self.name} cannot share a folder over virtio-fs here; use qemu or 9p")
         if len(spec.initrds) > self.max_initrds:
             raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
                              f"{len(spec.initrds)}: {', '.join(spec.initrds)}")

@@ -3,8 +3,10 @@
 Options as cloud-hypervisor's `--help` and `docs/` describe them: `--kernel`, `--cmdline`,
 `--initramfs` (one), `--memory size=<n>M`, `--cpus boot=<n>`, `--disk path=<p>,readonly=on|off,id=<id>`,
 `--console off --serial tty` (the guest's serial console on the container's stdio) and
-`--seccomp true|false` (urunc's opt-out: a spec without a seccomp profile). It needs KVM; folders go
-through virtio-fs only, which ukrun does not offer on it yet.
+`--seccomp true|false` (urunc's opt-out: a spec without a seccomp profile). It needs KVM. It shares
+folders over virtio-fs only (`--fs tag=,socket=` with `--memory shared=on`), not 9p: ukrun does not
+share folders with it yet, since a folder rootfs also needs ukrun's read-only files share, which would
+take a second virtiofsd.
 """
 
 from __future__ import annotations

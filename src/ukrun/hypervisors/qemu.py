@@ -1,4 +1,9 @@
-"""qemu-system: kernel, initrd, virtio block devices and 9p folders, serial console on the container's stdio.
+"""qemu-system: kernel, initrd, virtio block devices, 9p and virtio-fs folders, serial console on the
+container's stdio.
+
+virtio-fs (qemu's `vhost-user-fs-pci`) needs the guest's RAM in a shared memory object that the
+virtiofsd process maps: the RAM then comes from a memfd backend (`share=on`) of exactly `-m`'s size,
+made the guest's one NUMA node; qemu connects to virtiofsd's socket at start and fails if nobody listens.
 
 Where urunc starts qemu with `-sandbox` (the spec carries a seccomp profile), ukrun does too, with the
 same values; a spec without one (`seccomp=unconfined`) turns it off. Unlike urunc, ukrun does not
@@ -23,6 +28,7 @@ class Qemu(Hypervisor):
     name = "qemu"
     binary = f"qemu-system-{os.uname().machine}"
     can_share = True
+    can_virtiofs = True
 
     @staticmethod
     def accel_args(accel: str) -> list[str]:
@@ -44,6 +50,9 @@ class Qemu(Hypervisor):
         ]
         if spec.seccomp:
             argv += ["-sandbox", SANDBOX]
+        if spec.virtiofs is not None:
+            argv += ["-object", f"memory-backend-memfd,id=mem,size={spec.memory_mib}M,share=on",
+                     "-numa", "node,memdev=mem"]
         argv += ["-kernel", spec.kernel, "-append", spec.cmdline]
         for initrd in spec.initrds:
             argv += ["-initrd", initrd]
@@ -59,6 +68,9 @@ class Qemu(Hypervisor):
                 "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
                 "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
             ]
+        if spec.virtiofs is not None:
+            argv += ["-chardev", f"socket,id=vfs0,path={_escape(spec.virtiofs.socket)}",
+                     "-device", f"vhost-user-fs-pci,chardev=vfs0,tag={spec.virtiofs.tag}"]
         for i, net in enumerate(spec.nets):
             argv += ["-netdev", f"tap,id=net{i},ifname={net.tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=net{i},mac={net.mac}"]

@@ -155,12 +155,16 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     st.save(ctx.root, record)
     timer.mark("monitor")
     os.mkfifo(d / st.FIFO, 0o600)
+    vfsd = plan.virtiofsd
     LaunchConfig(
         id=record.id, monitor=plan.argv, env=MONITOR_ENV, cgroups=tuple(record.cgroups),
         namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
-        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares)) if p),
+        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
+                          if p),
+        virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
+        virtiofsd_log=vfsd.log if vfsd else "",
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
     record.pid_start = st.process_start(record.pid)

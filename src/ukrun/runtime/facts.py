@@ -17,6 +17,7 @@ from ukrun.network.base import Interface
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
+from ukrun.runtime.shareplan import VirtiofsdFacts
 from ukrun.runtime.spec import Spec
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess
@@ -37,11 +38,11 @@ class HostFacts(NamedTuple):
     container: ContainerRecord | None
     snapshot: tuple[SnapshotMount, ...] | None
     elsewhere: tuple[str, ...]
-
-
     netns: str
     interface: Interface | None
     taps: tuple[tuple[str, str], ...]
+    rootfs_share: str = "auto"
+    virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
 
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
@@ -54,7 +55,7 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
         elsewhere=elsewhere(info) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
-        taps=taps,
+        taps=taps, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
     )
 
 
@@ -72,8 +73,9 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
-        interface=found.interface, taps=found.taps, annotations=network_annotations(spec),
-        manifest=solo5_manifest(uk_config, artifacts.kernel),
+        interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
+        manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
+        virtiofsd=found.virtiofsd,
     )
 
 
@@ -104,11 +106,19 @@ def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | Manife
                                      "rebuild it with Solo5's toolchain")
 
 
-def network_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
+def plan_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
+    """The spec's annotations that the plan reads: the network mode and ports, the rootfs share."""
     from ukrun.network.base import CRI_CONTAINER_NAME, MODE_ANNOTATION, PUBLISH_ANNOTATION
+    from ukrun.runtime.shareplan import SHARE_ANNOTATION
 
-    keys = (MODE_ANNOTATION, PUBLISH_ANNOTATION, CRI_CONTAINER_NAME)
+    keys = (MODE_ANNOTATION, PUBLISH_ANNOTATION, CRI_CONTAINER_NAME, SHARE_ANNOTATION)
     return tuple((k, spec.annotations[k]) for k in keys if k in spec.annotations)
+
+
+def virtiofsd(cfg: configmod.Config) -> VirtiofsdFacts:
+    path = cfg.virtiofsd.path
+    return VirtiofsdFacts(path, bool(path) and os.path.isfile(path) and os.access(path, os.X_OK),
+                          cfg.virtiofsd.options)
 
 
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"

@@ -20,6 +20,7 @@ from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.runtime.netplan import network_plan
+from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, choose, virtiofsd
 from ukrun.runtime.solo5plan import DeviceNames, address_note, checked_network, device_names
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
@@ -79,8 +80,10 @@ class Facts(NamedTuple):
     netns: str = ""  # the container's network namespace (a path), when the spec names one
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
-    annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose the network mode
+    annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose network and share
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
+    rootfs_share: str = "auto"  # [runtime] rootfs_share
+    virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
 
 
 class LaunchPlan(NamedTuple):
@@ -108,6 +111,7 @@ class LaunchPlan(NamedTuple):
     interface: str = ""  # the container's interface that the tap is redirected from and to
     network: GuestNetwork | None = None
     link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
+    virtiofsd: VirtiofsdPlan | None = None  # VIRTIOFS root: the daemon the init starts before the monitor
     notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +137,9 @@ class LaunchPlan(NamedTuple):
                 "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu,
                 "mode": (NetworkMode.STATIC if self.link else NetworkMode.DYNAMIC).value,
                 "publish": [str(p) for p in self.link.publish] if self.link else []},
+            "virtiofsd": None if self.virtiofsd is None else {
+                "argv": list(self.virtiofsd.argv), "socket": self.virtiofsd.socket,
+                "shared_dir": self.virtiofsd.shared_dir, "log": self.virtiofsd.log},
             "notes": list(self.notes),
         }
 
@@ -161,8 +168,11 @@ def plan(facts: Facts) -> LaunchPlan:
     target = FilesTarget.NONE
     shares: tuple[hv.Share, ...] = ()
     files_dir = ""
-    if root is RootMode.SHARED:
-        shares = (hv.Share(guests.ROOT_TAG, facts.rootfs.mount_point),)
+    daemon = virtiofsd(facts.virtiofsd, facts.rootfs.mount_point, facts.state_dir) \
+        if root is RootMode.VIRTIOFS else None
+    if root in (RootMode.SHARED, RootMode.VIRTIOFS):
+        if root is RootMode.SHARED:
+            shares = (hv.Share(guests.ROOT_TAG, facts.rootfs.mount_point),)
         if files:
             files_dir = f"{facts.state_dir}/guest"
             shares += (hv.Share(guests.FILES_TAG, files_dir, read_only=True),)
@@ -184,6 +194,7 @@ def plan(facts: Facts) -> LaunchPlan:
     spec = hv.MonitorSpec(
         kernel=facts.artifacts.kernel, cmdline=cmdline, initrds=initrds,
         memory_mib=_memory(facts), vcpus=_vcpus(facts), blocks=blocks, shares=shares, accel=_accel(facts),
+        virtiofs=hv.VirtioFs(guests.ROOT_TAG, daemon.socket) if daemon else None,
         nets=(hv.NetDevice(names.net, net.tap, net.mac),) if net is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
     )
@@ -199,7 +210,7 @@ def plan(facts: Facts) -> LaunchPlan:
         seccomp=spec.seccomp, blocks=blocks, shares=shares, initrds=initrds, argv=launch.argv,
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
-        interface=facts.interface.name if net is not None and facts.interface else "",
+        interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
     )
 
 
@@ -231,7 +242,8 @@ def _root(facts: Facts, guest: guests.UnikernelType,
     if not monitor.can_share:
         raise PlanError(f"this rootfs is a folder ({decision.rule}), and monitor {monitor.name} cannot share "
                         "folders: use a block snapshotter (devmapper, blockfile) or qemu")
-    return RootMode.SHARED, decision, notes
+    mode, how = choose(guest, monitor, facts.rootfs_share, facts.annotations, facts.virtiofsd)
+    return mode, decision, notes + how
 
 
 def _no_rootfs_rule(root: RootMode) -> str:

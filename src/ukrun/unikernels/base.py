@@ -23,6 +23,7 @@ class RootMode(enum.Enum):
     NONE = "none"  # the kernel alone (and its initrd, if any, as an initrd)
     BLOCK = "block"  # the container's snapshot device, handed over
     SHARED = "9p"  # the container's rootfs folder over virtio-9p, tag ROOT_TAG
+    VIRTIOFS = "virtiofs"  # the container's rootfs folder over virtio-fs (a virtiofsd), tag ROOT_TAG
     INITRD = "initrd"  # the image's initrd is the root filesystem
 
 
@@ -52,7 +53,7 @@ class GuestRequest(NamedTuple):
     net_id: str = ""  # the guest's name for its network device (a Solo5 unikernel's, from its manifest)
 
 
-ROOT_TAG = "fs0"  # the 9p tag of a shared rootfs, as urunc names it
+ROOT_TAG = "fs0"  # the 9p or virtio-fs tag of a shared rootfs, as urunc names it
 FILES_TAG = "ukrun"  # a shared rootfs: the guest's files (rootfs_files) come on this read-only share
 
 
@@ -62,6 +63,7 @@ class UnikernelType(ABC):
     block_fs_types: ClassVar[tuple[str, ...]] = ()  # file systems it boots from as a block rootfs
     raw_block: ClassVar[bool] = False  # takes the rootfs device raw: any file system, nothing written
     shares_root: ClassVar[bool] = False  # boots from a folder rootfs over virtio-9p
+    virtiofs_root: ClassVar[bool] = False  # boots from a folder rootfs over virtio-fs
     initrd_root: ClassVar[bool] = False  # boots with the image's initrd as its root filesystem
     rootfs_id: ClassVar[str] = "rootfs"  # the id of the rootfs block device
     block_id: ClassVar[str] = "annot_vol"  # the id of the image's block (`com.urunc.unikernel.block`)

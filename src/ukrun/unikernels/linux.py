@@ -2,20 +2,22 @@
 
 The command line follows urunc's (its `unikernels/linux.go`; the kernel's `admin-guide/kernel-parameters`
 for the meaning): `panic=-1 console=ttyS0`, the root (`root=/dev/vda rw` for the container's block
-device, `root=/dev/ram0 rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a shared
-folder), the network (`ip=<addr>::<gw>:<mask>:urunc:eth0:off`), then the process: `init=<argv0> --
-<args>` (`rdinit=` for an initrd root), an argument holding spaces in single quotes (urunc's init,
-urunit, joins them again). The environment goes as bare `K=V` parameters, which the kernel hands to
-init as its environment; when argv0 is urunit, it goes in urunit's configuration instead (environment,
-uid, gid, working folder, block mounts), handed over as an extra initrd that the kernel keeps
-(`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
+device, `root=/dev/ram0 rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a folder
+over 9p, `root=fs0 rw rootfstype=virtiofs` for a folder over virtio-fs, the kernel's own convention for
+booting from a virtio-fs tag (`init/do_mounts.c`)), the network (`ip=<addr>::<gw>:<mask>:urunc:eth0:off`),
+then the process: `init=<argv0> -- <args>` (`rdinit=` for an initrd root), an argument holding spaces in
+single quotes (urunc's init, urunit, joins them again). The environment goes as bare `K=V` parameters,
+which the kernel hands to init as its environment; when argv0 is urunit, it goes in urunit's
+configuration instead (environment, uid, gid, working folder, block mounts), handed over as an extra
+initrd that the kernel keeps (`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
 
 ukrun's own contract rides along, before the `--`: an init that knows it mounts what `ukrun.root=`
-names (`/dev/vda` or `9p:<tag>`) and runs the script `ukrun.process=` names (the spec's cwd, env and
-args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a folder rootfs, into which
-ukrun writes nothing), on that read-only share. It reports a non-zero exit code by writing it to I/O
-port 0xf4 (qemu's isa-debug-exit); power-off is 0. An init that does not know it ignores those
-parameters (the kernel keeps dotted parameters from init's environment).
+names (`/dev/vda`, `9p:<tag>` or `virtiofs:<tag>`) and runs the script `ukrun.process=` names (the
+spec's cwd, env and args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a folder
+rootfs, into which ukrun writes nothing, whichever way it goes), on that read-only 9p share. It reports
+a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. An init
+that does not know it ignores those parameters (the kernel keeps dotted parameters from init's
+environment).
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ HOSTNAME = "urunc"  # the `ip=` parameter's host name field, as urunc writes it
 URUNIT_CONFIG = "/sys/firmware/initrd"
 SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
                "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
-
-
+VIRTIOFS_ROOT = f"root={ROOT_TAG} rw rootfstype=virtiofs"
 INIT_KEYS = "init= (rdinit=)"
 
 
@@ -58,6 +59,7 @@ class Linux(UnikernelType):
     monitors = ("qemu", "firecracker", "cloud-hypervisor")
     block_fs_types = ("ext2", "ext3", "ext4")
     shares_root = True
+    virtiofs_root = True
     initrd_root = True
     exit_device = ExitDevice(0xF4, 4)
     exit_decoding = ExitDecoding.DEBUG_EXIT
@@ -85,6 +87,8 @@ class Linux(UnikernelType):
             parts += ["root=/dev/ram0", "rw"]
         elif req.root is RootMode.SHARED:
             parts.append(SHARED_ROOT)
+        elif req.root is RootMode.VIRTIOFS:
+            parts.append(VIRTIOFS_ROOT)
         net = req.network
         if net is not None:
             parts.append(f"ip={net.address}::{net.gateway}:{net.mask}:{HOSTNAME}:eth0:off")
@@ -95,8 +99,10 @@ class Linux(UnikernelType):
         parts += ["quiet", "loglevel=3"]
         if req.root is RootMode.BLOCK:
             parts += ["ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
-        elif req.root is RootMode.SHARED:
-            parts += [f"ukrun.root=9p:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}", f"ukrun.process={PROCESS_SCRIPT}"]
+        elif req.root in (RootMode.SHARED, RootMode.VIRTIOFS):
+            transport = "9p" if req.root is RootMode.SHARED else "virtiofs"
+            parts += [f"ukrun.root={transport}:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}",
+                      f"ukrun.process={PROCESS_SCRIPT}"]
         args = process_args(req)
         if args:
             init = "rdinit" if req.root is RootMode.INITRD else "init"
@@ -105,7 +111,7 @@ class Linux(UnikernelType):
         return " ".join(parts)
 
     def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
-        if req.root not in (RootMode.BLOCK, RootMode.SHARED):
+        if req.root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
             return {}
         process = req.process
         lines = ["# written by ukrun: the container's process, run by the guest's init", "set -e"]
