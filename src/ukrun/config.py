@@ -20,6 +20,10 @@
     image_config = true          # no unikernel keys in the spec or /urunc.json: ask containerd for the
                                  # image's annotations and labels (a gRPC round trip per plain container)
 
+    [volumes]
+    block_devices = []           # glob patterns of host block devices a VM may be handed as a volume
+                                 # (the spec's bind mount of a device's file system); default: none
+
     [timing]
     log = ""                     # JSON lines of per-phase timestamps, one file for every verb
 """
@@ -62,6 +66,7 @@ class Config(NamedTuple):
     runc: str = ""
     image_config: bool = True
     timing_log: str = ""
+    block_devices: tuple[str, ...] = ()
     path: Path | None = None
     address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
 
@@ -100,6 +105,10 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
             vcpus=_number(table, "default_vcpus", 1, path, int),
             accel=accel,
         )
+    devices = _table(data, "volumes", path).get("block_devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d.startswith("/") for d in devices):
+        raise ConfigError(f"{path}: [volumes] block_devices must be a list of absolute paths or glob patterns, "
+                          'such as ["/dev/mapper/vol-*"]')
     env_address = os.environ.get("CONTAINERD_ADDRESS")
     return Config(
         address=str(env_address or ctd.get("address", base.address)),
@@ -111,6 +120,7 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
         runc=str(_table(data, "runtime", path).get("runc", "")),
         image_config=bool(_table(data, "runtime", path).get("image_config", True)),
         timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
+        block_devices=tuple(devices),
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),
     )

@@ -9,6 +9,7 @@ container's init runs on only after its PID is saved (ukrun.launcher's commit pi
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from ukrun.timing import Timer
 
 if TYPE_CHECKING:
     from ukrun.artifacts.store import Artifacts, ArtifactStore
-    from ukrun.runtime.plan import Facts, LaunchPlan
+    from ukrun.runtime.plan import Facts, JoinedInitrd, LaunchPlan
     from ukrun.runtime.spec import Spec
     from ukrun.unikernel import UnikernelConfig
 
@@ -147,6 +148,14 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         rootfsmod.unmount(info, os.getppid())
         rootfsmod.verify_unmounted(info)
         timer.mark("rootfs-handoff")
+    if plan.volumes:
+        record.volumes = [[v.device, v.source] for v in plan.volumes]
+        st.save(ctx.root, record)  # before the unmount: a crash from here on leaves a record of it
+        for v in plan.volumes:
+            rootfsmod.hand_over_volume(v.source, v.device, os.getppid())
+        timer.mark("volumes")
+    if plan.joined_initrd is not None:
+        _join_initrd(plan.joined_initrd)
     for path, data in plan.files:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -175,6 +184,15 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _join_initrd(joined: JoinedInitrd) -> None:
+    """The image's initrd, zero-padded to 4 bytes (where the kernel looks for the next archive), then the
+    archive of the spec's files."""
+    fd = os.open(joined.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(joined.image, "rb") as image:
+        shutil.copyfileobj(image, out, 1 << 20)
+        out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
 def _connect(plan: LaunchPlan) -> None:
