@@ -9,6 +9,7 @@ does not name is refused at create, and the volume stays mounted and untouched.
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,24 @@ from pathlib import Path
 import pytest
 
 from testbed import containerd as ctd
+from testbed import guest
 from testbed import host as tbhost
-from tests.integration.conftest import remove_containers
+from tests.integration.conftest import SNAPSHOTTER, remove_containers
 from tests.integration.runner import Runner
 from ukrun import host
+from ukrun.image.build import build_unikernel_image
+from ukrun.unikernel import UnikernelConfig
+
+INITRD_IMAGE = "ukrun/initrd-root:1"
+# The initrd root's own init: prints the copied file and reports 3 (9 when the file is missing).
+INITRD_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox cat /app/conf
+code=3; [ -f /app/conf ] || code=9
+/bin/busybox printf "\\\\$(/bin/busybox printf %03o $code)" | /bin/busybox dd of=/dev/port bs=1 seek=244 count=1
+/bin/busybox poweroff -f
+"""
 
 
 def _config(daemon: ctd.Daemon) -> Path:
@@ -128,3 +143,29 @@ def test_a_block_volume_the_configuration_does_not_name_is_refused(mounts_runner
     assert sorted(p.name for p in folder.iterdir()) == ["before.txt", "lost+found"]
     assert (folder / "before.txt").read_text() == "on the volume before\n"
     assert not mounts_runner.monitors()
+
+
+@pytest.fixture(scope="module")
+def initrd_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A linux image whose root is its gzip-compressed initrd (mountRootfs unset); its init is /init."""
+    work = tmp_path_factory.mktemp("initrd-root")
+    plain = guest.build_initramfs(work / "initrd.cpio", (), INITRD_INIT)
+    packed = work / "initrd.img"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    config = UnikernelConfig("linux", "qemu", "/boot/vmlinuz", initrd="/boot/initrd.img")
+    out = work / "initrd-root.tar"
+    build_unikernel_image(out, INITRD_IMAGE, config, guest.kernel(), packed, cmd=("/init",))
+    return out
+
+
+def test_a_linux_initrd_root_unpacks_the_files_appended_to_its_initrd(mounts_runner: Runner, initrd_image: Path,
+                                                                      tmp_path: Path) -> None:
+    mounts_runner.daemon.import_image(mounts_runner.ns, initrd_image, SNAPSHOTTER)
+    conf = tmp_path / "app.conf"
+    conf.write_text("from-an-appended-archive\n")
+    proc = mounts_runner.run("i1", "/init", image=INITRD_IMAGE,
+                             flags=("--mount", f"type=bind,src={conf},dst=/app/conf,options=rbind:ro"))
+    assert "from-an-appended-archive" in proc.stdout, (proc.stdout, proc.stderr)
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert mounts_runner.ctr("containers", "delete", "i1").returncode == 0
+    mounts_runner.assert_clean("i1")

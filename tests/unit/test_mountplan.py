@@ -217,3 +217,19 @@ def test_facts_leave_a_large_folder_unread(tmp_path: Path, monkeypatch: pytest.M
     (found,) = gather.bound_mounts(Spec(tmp_path, mounts=(SpecMount("/d", "bind", str(tmp_path / "d")),)), (), None,
                                    None)
     assert found.kind is MountKind.TREE and found.skipped == "it holds more than 3 entries" and not found.files
+
+
+def test_volumes_of_an_initrd_root_are_attached_with_a_note_that_only_its_own_init_mounts_them() -> None:
+    p = plan(with_mounts(facts("linux", "qemu", initrd="/initrd"), volume("/data")))
+    assert [b.id for b in p.blocks] == ["vol0"] and "ukrun.blocks" not in p.cmdline
+    assert mount_notes(p) == ("block volumes vol0 are attached, but only the image's own init can mount them: "
+                              "ukrun's init contract (ukrun.blocks=) comes with a block or folder rootfs",)
+
+
+def test_a_file_is_never_written_over_a_folder_of_the_image(tmp_path: Path) -> None:
+    from ukrun.errors import ImageError
+    from ukrun.runtime.rootfs import write_guest_files
+
+    (tmp_path / "etc" / "hosts").mkdir(parents=True)
+    with pytest.raises(ImageError, match="/etc/hosts is a folder in the image"):
+        write_guest_files(tmp_path, {"/etc/hosts": b"x"})

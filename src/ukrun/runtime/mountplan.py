@@ -107,16 +107,21 @@ def resolv_conf(mounts: tuple[BoundMount, ...]) -> tuple[tuple[str, bytes], ...]
 def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, root: RootMode,
                 has_initrd: bool) -> MountsPlan:
     volumes = _volumes([m for m in mounts if m.kind is MountKind.VOLUME], guest)
+    told: tuple[str, ...] = ()
+    if volumes and root not in (RootMode.BLOCK, RootMode.SHARED):
+        told = (f"block volumes {', '.join(v.id for v in volumes)} are attached, but only the image's own init "
+                "can mount them: ukrun's init contract (ukrun.blocks=) comes with a block or folder rootfs",)
     copies = [m for m in mounts if m.kind is not MountKind.VOLUME]
     if not any(m.files or m.skipped for m in copies):
-        return MountsPlan(volumes=volumes)
+        return MountsPlan(volumes=volumes, notes=told)
     into_rootfs = root is RootMode.BLOCK and not guest.raw_block
     into_initrd = root is RootMode.INITRD and has_initrd and guest.appended_initrd
     if not (into_rootfs or into_initrd):
         where = ", ".join(m.destination for m in copies)
-        return MountsPlan(volumes=volumes, notes=(f"the spec's bind mounts {where} are not copied into the guest: "
-                                                  f"{_why_not(guest, root)}",))
+        note = f"the spec's bind mounts {where} are not copied into the guest: {_why_not(guest, root)}"
+        return MountsPlan(volumes=volumes, notes=(*told, note))
     files, notes = _copies(copies)
+    notes += told
     if into_rootfs:
         return MountsPlan(files=tuple(files.items()), volumes=volumes, notes=notes)
     return MountsPlan(archive=cpio.archive(files) if files else b"", volumes=volumes, notes=notes)

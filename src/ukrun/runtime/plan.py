@@ -3,8 +3,9 @@
 `plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
 installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
 container's own snapshot), the block devices (on Solo5 monitors named after the kernel's manifest:
-runtime.solo5plan), shares and initrds, the guest's command line and files, memory, vCPUs, accelerator
-and sandbox, and builds the monitor's argv and configuration files. It reads
+runtime.solo5plan), shares and initrds, what the spec's bind mounts become (runtime.mountplan: copies,
+or block volumes the configuration allows), the guest's command line and files, memory, vCPUs,
+accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
 nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
 cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
 """

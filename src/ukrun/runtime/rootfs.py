@@ -20,7 +20,7 @@ from pathlib import Path
 from ukrun import host
 from ukrun.artifacts import paths
 from ukrun.containerd.records import Mount
-from ukrun.errors import HostError, MissingInImage
+from ukrun.errors import HostError, ImageError, MissingInImage
 from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
 
 
@@ -92,6 +92,9 @@ def write_guest_files(root: Path, files: dict[str, bytes]) -> None:
         target = parent / os.path.basename(image_path)
         if target.is_symlink():
             target.unlink()
+        elif target.is_dir():
+            raise ImageError(f"{image_path} is a folder in the image: a file cannot be written over it; "
+                             "mount the file elsewhere")
         tmp = parent / f".{target.name}.ukrun"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as f:
