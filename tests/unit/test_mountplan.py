@@ -233,3 +233,16 @@ def test_a_file_is_never_written_over_a_folder_of_the_image(tmp_path: Path) -> N
     (tmp_path / "etc" / "hosts").mkdir(parents=True)
     with pytest.raises(ImageError, match="/etc/hosts is a folder in the image"):
         write_guest_files(tmp_path, {"/etc/hosts": b"x"})
+
+
+def test_nothing_is_mounted_over_the_guests_root() -> None:
+    with pytest.raises(PlanError, match="over the guest's root"):
+        plan(block_linux(file("/", b"x")))
+    with pytest.raises(PlanError, match="a volume cannot be the guest's root"):
+        plan(block_linux(volume("/")))
+
+
+def test_facts_deliver_nothing_from_the_kernels_own_file_systems(tmp_path: Path) -> None:
+    mounts = (SpecMount("/cpuinfo", "bind", "/proc/cpuinfo", ("rbind",)),
+              SpecMount("/sysblock", "bind", "/sys/block", ("rbind",)))
+    assert gather.bound_mounts(Spec(tmp_path, mounts=mounts), (), None, None) == ()

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ukrun.containerd.client import Client
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
+# The kernel's views of itself: a bind mount from one of these is not delivered to a guest.
+KERNEL_FILE_SYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                                 "securityfs", "bpf", "configfs", "mqueue", "hugetlbfs", "pstore", "efivarfs"})
 
 
 class HostFacts(NamedTuple):
@@ -210,18 +213,23 @@ def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
 
 
 def _kind(source: str, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
-    """A regular file, a folder, or the root of a file system on a block device (None: anything else)."""
+    """A regular file, a folder, or the root of a file system on a block device (None: anything else,
+    such as a device node or what the kernel's own file systems show, which are the host's, not data)."""
     try:
         st = os.stat(source)
     except OSError:
+        return None, None
+    real = os.path.realpath(source)
+    holder = max((e for e in table if real == e.mount_point or real.startswith(e.mount_point.rstrip("/") + "/")),
+                 key=lambda e: len(e.mount_point), default=None)
+    if holder is not None and holder.fstype in KERNEL_FILE_SYSTEMS:
         return None, None
     if stat.S_ISREG(st.st_mode):
         return mp.MountKind.FILE, None
     if not stat.S_ISDIR(st.st_mode):
         return None, None
-    real = os.path.realpath(source)
     entry = next((e for e in reversed(table) if e.mount_point == real), None)
-    if entry is not None and entry.root == "/":
+    if entry is not None and entry.root == "/" and entry.source.startswith("/"):
         try:
             if stat.S_ISBLK(os.stat(entry.source).st_mode):
                 return mp.MountKind.VOLUME, entry

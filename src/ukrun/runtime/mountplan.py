@@ -163,6 +163,8 @@ def _copies(mounts: list[BoundMount]) -> tuple[dict[str, bytes], tuple[str, ...]
     for m in mounts:
         base = _destination(m.destination, f"the mount of {m.source}")
         if m.kind is MountKind.FILE:
+            if base == "/":
+                raise PlanError(f"the spec mounts the file {m.source} over the guest's root: give it a file's path")
             out.update((base, f.data) for f in m.files)
             continue
         tree = sum(f.size for f in m.files)
@@ -201,6 +203,9 @@ def _volumes(mounts: list[BoundMount], guest: guests.UnikernelType) -> tuple[Vol
             raise PlanError(f"{what} is a loop device that goes away at its unmount (autoclear): attach its file "
                             "with `losetup` (no autoclear) and mount that device instead")
         dest = _destination(m.destination, f"the mount of {m.source}")
+        if dest == "/":
+            raise PlanError(f"{what}: a volume cannot be the guest's root; boot from the container's rootfs and "
+                            "mount the volume in a folder")
         if not all(c.isprintable() and not c.isspace() and c not in ",:" for c in dest):
             raise PlanError(f"{what}: its destination holds a space, comma or colon, which the guest's "
                             "command line cannot carry: mount it elsewhere")
