@@ -169,3 +169,19 @@ def test_a_linux_initrd_root_unpacks_the_files_appended_to_its_initrd(mounts_run
     assert proc.returncode == 3, (proc.returncode, proc.stderr)
     assert mounts_runner.ctr("containers", "delete", "i1").returncode == 0
     mounts_runner.assert_clean("i1")
+
+
+def test_a_device_that_backs_a_ukrun_view_is_refused_even_when_allowed(mounts_runner: Runner,
+                                                                       allow: list[str]) -> None:
+    _allow(mounts_runner.daemon, ["/dev/loop*"])  # an operator's pattern too wide: the rule still holds
+    assert mounts_runner.run("s1", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
+    mounts_runner.wait_status("s1", "RUNNING")
+    (view,) = mounts_runner.views()
+    point = str(view["mount_point"])
+    (entry,) = host.mounts_at(point)
+    proc = mounts_runner.run("v3", "/bin/busybox", "true", flags=("--mount", f"type=bind,src={point},dst=/data"))
+    assert proc.returncode != 0
+    assert f"block volume {entry.source} (mounted at {point}, the spec's mount at /data) backs blockfile " \
+           "snapshot" in proc.stderr, proc.stderr
+    assert host.mounts_at(point) == [entry]  # the view stays mounted, and its container runs on
+    assert mounts_runner.task_status("s1") == "RUNNING"
