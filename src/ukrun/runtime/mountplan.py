@@ -19,7 +19,6 @@ show that this mount is its only user; everything refused says which device, whi
 from __future__ import annotations
 
 import enum
-import fnmatch
 import posixpath
 from dataclasses import dataclass
 
@@ -94,6 +93,8 @@ class MountsPlan:
 def allowed(device: str, real_device: str, patterns: tuple[str, ...], named: tuple[str, ...]) -> bool:
     """Whether the configuration's patterns name the device: by its name, its node, or (`named`) the nodes
     that the patterns' own paths resolve to (a /dev/disk/by-id link)."""
+    import fnmatch  # only for a container with a block volume
+
     return (any(fnmatch.fnmatchcase(device, p) or fnmatch.fnmatchcase(real_device, p) for p in patterns)
             or real_device in named)
 

@@ -146,7 +146,7 @@ def hand_over_volume(source: str, device: str, owner_pid: int, timeout: float = 
     while _claimed(device, gone_ok=False):
         if time.monotonic() > deadline:
             raise HostError(f"block volume {device} is still in use after its unmount from {source}; a VM must "
-                            "not write to a mounted device: unmount it everywhere (see `findmnt {device}`)")
+                            f"not write to a mounted device: unmount it everywhere (see `findmnt {device}`)")
         time.sleep(0.02)
 
 
