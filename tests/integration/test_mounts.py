@@ -10,6 +10,7 @@ does not name is refused at create, and the volume stays mounted and untouched.
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,25 @@ def test_a_device_that_backs_a_ukrun_view_is_refused_even_when_allowed(mounts_ru
            "snapshot" in proc.stderr, proc.stderr
     assert host.mounts_at(point) == [entry]  # the view stays mounted, and its container runs on
     assert mounts_runner.task_status("s1") == "RUNNING"
+
+
+def test_create_records_the_volume_it_unmounted_and_delete_leaves_it_unmounted(mounts_runner: Runner,
+                                                                             volume: tuple[str, Path],
+                                                                             allow: list[str]) -> None:
+    device, folder = volume
+    _allow(mounts_runner.daemon, [device])
+    proc = mounts_runner.run("v4", "/bin/sh", "/app/run.sh", "sleep", flags=(
+        "--detach", "--mount", f"type=bind,src={folder},dst=/data,options=rbind:rw"))
+    assert proc.returncode == 0, proc.stderr
+    mounts_runner.wait_status("v4", "RUNNING")
+    record = json.loads((mounts_runner.runc_root / mounts_runner.ns / "v4" / "ukrun.json").read_text())
+    assert record["volumes"] == [[device, str(folder)]]
+    (qemu,) = mounts_runner.monitors()
+    assert f"file={device},format=raw,if=none,id=vol0".encode() in Path(f"/proc/{qemu}/cmdline").read_bytes()
+    assert not host.mounts_at(folder)
+    assert mounts_runner.ctr("task", "kill", "-s", "SIGKILL", "v4").returncode == 0
+    mounts_runner.wait_status("v4", "STOPPED")
+    assert mounts_runner.ctr("task", "delete", "v4").returncode == 0
+    assert mounts_runner.ctr("containers", "delete", "v4").returncode == 0
+    mounts_runner.assert_clean("v4")
+    assert not host.mounts_at(folder)  # the orchestrator remounts it, not ukrun
