@@ -130,8 +130,8 @@ def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, roo
 
 def _why_not(guest: guests.UnikernelType, root: RootMode) -> str:
     if root is RootMode.INITRD:
-        return (f"a {guest.name} guest reads only the first archive of its initrd, so an appended one would be "
-                "ignored; boot it from a block rootfs (mountRootfs) to get them")
+        return (f"a {guest.name} guest is not known to unpack a second archive in its initrd (Unikraft ignores "
+                "one, urunc #985); boot a Linux guest, or one from a block rootfs (mountRootfs), to get them")
     if root is RootMode.SHARED:
         return "ukrun writes nothing into a folder rootfs; use a block snapshotter (devmapper, blockfile)"
     if root is RootMode.BLOCK:
