@@ -5,7 +5,6 @@ folder read without leaving it) is checked on real files in a temporary folder."
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -36,11 +35,11 @@ def tree(destination: str, files: dict[str, bytes], skipped: str = "") -> BoundM
 
 
 def volume(destination: str = "/data", **changes: object) -> BoundMount:
-    return BoundMount(destination, "/mnt/vol-a", MountKind.VOLUME, volume=dataclasses.replace(VOL, **changes))  # type: ignore[arg-type]
+    return BoundMount(destination, "/mnt/vol-a", MountKind.VOLUME, volume=VOL._replace(**changes))  # type: ignore[arg-type]
 
 
 def with_mounts(f: Facts, *mounts: BoundMount) -> Facts:
-    return dataclasses.replace(f, mounts=mounts)
+    return f._replace(mounts=mounts)
 
 
 def block_linux(*mounts: BoundMount, initrd: str = "/initrd", **kw: object) -> Facts:

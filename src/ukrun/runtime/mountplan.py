@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ukrun import cpio
 from ukrun.errors import PlanError
@@ -35,6 +35,8 @@ TREE_ENTRIES = 1000  # entries of a folder mount; a larger folder is not copied
 UKRUN_DIR = "/.ukrun"  # ukrun's own files in the guest's root: no mount may land there
 VOLUME_ID = "vol"  # block volumes are vol0, vol1, ... (a virtio serial, urunit's block ID)
 SETTING = "[volumes] block_devices"
+# What every container engine mounts: copied where the guest can take them, not worth a note where not.
+RUNTIME_FILES = frozenset({"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"})
 
 
 class MountKind(enum.Enum):
@@ -43,15 +45,13 @@ class MountKind(enum.Enum):
     VOLUME = "volume"  # the root of a file system on a block device
 
 
-@dataclass(frozen=True)
-class MountFile:
+class MountFile(NamedTuple):
     path: str  # inside the mount: "/" for a FILE mount, the file's path in the folder for a TREE
     data: bytes  # empty past the facts' reading budget (size says what it holds)
     size: int
 
 
-@dataclass(frozen=True)
-class VolumeFacts:
+class VolumeFacts(NamedTuple):
     """A block device mounted at a bind mount's source, as the host tells it."""
 
     device: str  # as the mount table names it
@@ -64,8 +64,7 @@ class VolumeFacts:
     autoclear: bool = False  # a loop device that goes away at unmount
 
 
-@dataclass(frozen=True)
-class BoundMount:
+class BoundMount(NamedTuple):
     destination: str
     source: str
     kind: MountKind
@@ -74,16 +73,14 @@ class BoundMount:
     volume: VolumeFacts | None = None
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     id: str
     device: str  # what the monitor opens
     source: str  # the host mount point create unmounts
     destination: str  # where the guest mounts it
 
 
-@dataclass(frozen=True)
-class MountsPlan:
+class MountsPlan(NamedTuple):
     files: tuple[tuple[str, bytes], ...] = ()  # into a block rootfs
     archive: bytes = b""  # an initrd root: appended to the image's initrd
     volumes: tuple[Volume, ...] = ()
@@ -118,8 +115,10 @@ def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, roo
     into_rootfs = root is RootMode.BLOCK and not guest.raw_block
     into_initrd = root is RootMode.INITRD and has_initrd and guest.appended_initrd
     if not (into_rootfs or into_initrd):
-        where = ", ".join(m.destination for m in copies)
-        note = f"the spec's bind mounts {where} are not copied into the guest: {_why_not(guest, root)}"
+        asked = [m.destination for m in copies if posixpath.normpath(m.destination) not in RUNTIME_FILES]
+        if not asked:
+            return MountsPlan(volumes=volumes, notes=told)
+        note = f"the spec's bind mounts {', '.join(asked)} are not copied into the guest: {_why_not(guest, root)}"
         return MountsPlan(volumes=volumes, notes=(*told, note))
     files, notes = _copies(copies)
     notes += told
