@@ -9,7 +9,6 @@ container's init runs on only after its PID is saved (ukrun.launcher's commit pi
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -191,7 +190,8 @@ def _join_initrd(joined: JoinedInitrd) -> None:
     archive of the spec's files."""
     fd = os.open(joined.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out, open(joined.image, "rb") as image:
-        shutil.copyfileobj(image, out, 1 << 20)
+        while chunk := image.read(1 << 20):
+            out.write(chunk)
         out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
