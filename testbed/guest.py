@@ -3,7 +3,7 @@ image whose rootfs holds a static busybox and the application.
 
 The initramfs's init loads the virtio, ext4, 9p and virtio-fs modules, mounts what `ukrun.root=` names
 (/dev/vda, the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p or
-virtio-fs), reads the script
+virtio-fs), mounts the block devices `ukrun.blocks=` names (by virtio serial; ext4) in it, reads the script
 `ukrun.process=` names (written by ukrun: the spec's cwd, env and args) from that root or from the
 read-only share `ukrun.files=` names, switches root and runs it. A non-zero exit code is written to I/O
 port 0xf4 (qemu's isa-debug-exit); 0 powers off.
@@ -30,7 +30,8 @@ MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "
 AFTER_SWITCH = (
     "b=/bin/busybox; $b mkdir -p /proc /dev /sys /tmp; $b mount -t proc proc /proc; "
     "$b mount -t devtmpfs dev /dev; $b mount -t sysfs sys /sys; "
-    's=$UKRUN_SCRIPT; unset UKRUN_SCRIPT; $b sh -c "$s"; c=$?; $b sync; $b mount -o remount,ro / 2>/dev/null; '
+    's=$UKRUN_SCRIPT; unset UKRUN_SCRIPT; $b sh -c "$s"; c=$?; $b sync; $b umount -a -t ext4 2>/dev/null; '
+    "$b mount -o remount,ro / 2>/dev/null; "
     'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | '
     "$b dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null; fi; "
     "echo 0 > /proc/sys/kernel/printk; $b poweroff -f"
@@ -75,6 +76,19 @@ case "$root" in
     mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda" ;;
 esac
 [ -x /newroot/bin/busybox ] || fail "the image has no /bin/busybox"
+# ukrun.blocks=<serial>:<folder>,...: block devices (the spec's block volumes) to mount in the root.
+blocks=$(sed -n 's/.*ukrun.blocks=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+for pair in $(echo "$blocks" | tr ',' ' '); do
+  id=${{pair%%:*}}; dir=${{pair#*:}}; dev=""; i=0
+  while [ -z "$dev" ] && [ $i -lt 100 ]; do
+    for s in /sys/block/vd*/serial; do
+      [ "$(cat "$s" 2>/dev/null)" = "$id" ] && dev=/dev/$(basename "$(dirname "$s")")
+    done
+    [ -n "$dev" ] || sleep 0.05; i=$((i + 1))
+  done
+  [ -n "$dev" ] || fail "no block device with serial $id"
+  mkdir -p "/newroot$dir" && mount -t ext4 -o rw "$dev" "/newroot$dir" || fail "cannot mount $id at $dir"
+done
 script=$(sed -n 's/.*ukrun.process=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 files=$(sed -n 's/.*ukrun.files=9p:\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 if [ -n "$files" ]; then

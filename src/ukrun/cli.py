@@ -220,6 +220,11 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
         print(f"file       {name} -> {plan['guest_files']['target']}")
     if plan["virtiofsd"]:
         print(f"virtiofsd  {' '.join(plan['virtiofsd']['argv'])} (socket {plan['virtiofsd']['socket']})")
+    for v in plan["volumes"]:
+        print(f"volume     {v['id']} = {v['device']}, unmounted from {v['source']}, mounted at {v['destination']}")
+    if plan["joined_initrd"]:
+        j = plan["joined_initrd"]
+        print(f"initrd     {j['path']} = {j['image']} + {j['appended_bytes']} bytes of the spec's files")
     print(f"argv       {' '.join(plan['argv'])}")
     print(f"exit code  {plan['exit_decoding']}")
     for note in plan["notes"]:

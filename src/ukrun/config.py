@@ -26,6 +26,10 @@
     path = ""                    # virtiofsd; unset: no virtio-fs
     options = ""                 # extra virtiofsd options, appended (a key given here replaces ukrun's)
 
+    [volumes]
+    block_devices = []           # glob patterns of host block devices a VM may be handed as a volume
+                                 # (the spec's bind mount of a device's file system); default: none
+
     [timing]
     log = ""                     # JSON lines of per-phase timestamps, one file for every verb
 """
@@ -76,6 +80,7 @@ class Config(NamedTuple):
     rootfs_share: str = "auto"
     virtiofsd: Virtiofsd = Virtiofsd()
     timing_log: str = ""
+    block_devices: tuple[str, ...] = ()
     path: Path | None = None
     address_set: bool = False  # the file or CONTAINERD_ADDRESS chose the address
 
@@ -119,6 +124,10 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
     if share not in SHARES:
         raise ConfigError(f"{path}: [runtime] rootfs_share = {share!r} is not one of {', '.join(SHARES)}")
     vfsd = _table(_table(data, "extra_binaries", path), "virtiofsd", path)
+    devices = _table(data, "volumes", path).get("block_devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d.startswith("/") for d in devices):
+        raise ConfigError(f"{path}: [volumes] block_devices must be a list of absolute paths or glob patterns, "
+                          'such as ["/dev/mapper/vol-*"]')
     env_address = os.environ.get("CONTAINERD_ADDRESS")
     return Config(
         address=str(env_address or ctd.get("address", base.address)),
@@ -132,6 +141,7 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
         rootfs_share=share,
         virtiofsd=Virtiofsd(str(vfsd.get("path", "")), str(vfsd.get("options", ""))),
         timing_log=str(os.environ.get("UKRUN_TIMING_LOG") or _table(data, "timing", path).get("log", "")),
+        block_devices=tuple(devices),
         path=path if data else None,
         address_set=bool(env_address or "address" in ctd),
     )

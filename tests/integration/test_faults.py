@@ -55,7 +55,7 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
     """Drives the victim `f1` to the point, armed once; returns how, for the report."""
     arm = arm_file(r.daemon.dir)
     phase = point.split("-")[0]
-    net = ("--with-ns", f"network:{pod.path}")
+    net: tuple[str, ...] = ("--with-ns", f"network:{pod.path}")
     if phase in ("acquire", "create", "start") or point == "init-before-commit":
         arm.write_text(point)
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))

@@ -25,6 +25,7 @@ from ukrun.errors import PlanError, UkrunError
 from ukrun.hypervisors.base import ExitDecoding
 from ukrun.network.base import Interface, tap_name
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
+from ukrun.runtime.mountplan import BoundMount, MountFile, MountKind
 from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, Resources, plan
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess, RootMode
@@ -236,8 +237,9 @@ TAP = tap_name("c1")
 
 def networked(guest: str, monitor: str, **kw: object) -> Facts:
     f = facts(guest, monitor, **kw)  # type: ignore[arg-type]
-    resolv = (("/etc/resolv.conf", b"search example\nnameserver 192.0.2.53\n"),)
-    return f._replace(netns="/run/netns/pod", interface=IFACE, etc_files=resolv)
+    data = b"search example\nnameserver 192.0.2.53\n"
+    resolv = BoundMount("/etc/resolv.conf", "/run/resolv.conf", MountKind.FILE, (MountFile("/", data, len(data)),))
+    return f._replace(netns="/run/netns/pod", interface=IFACE, mounts=(resolv,))
 
 
 def test_each_guest_is_told_its_network_in_its_own_convention() -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_plan import DIR_ROOT, STATE, facts
-from ukrun.runtime.plan import Facts, FilesTarget, PlanError, plan
+from ukrun.errors import PlanError
+from ukrun.runtime.plan import Facts, FilesTarget, plan
 from ukrun.runtime.shareplan import SHARE_ANNOTATION, VirtiofsdFacts
 from ukrun.unikernels.base import RootMode
 

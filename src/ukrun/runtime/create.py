@@ -23,7 +23,7 @@ from ukrun.timing import Timer
 
 if TYPE_CHECKING:
     from ukrun.artifacts.store import Artifacts, ArtifactStore
-    from ukrun.runtime.plan import Facts, LaunchPlan
+    from ukrun.runtime.plan import Facts, JoinedInitrd, LaunchPlan
     from ukrun.runtime.spec import Spec
     from ukrun.unikernel import UnikernelConfig
 
@@ -147,6 +147,14 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         rootfsmod.unmount(info, os.getppid())
         rootfsmod.verify_unmounted(info)
         timer.mark("rootfs-handoff")
+    if plan.volumes:
+        record.volumes = [[v.device, v.source] for v in plan.volumes]
+        st.save(ctx.root, record)  # before the unmount: a crash from here on leaves a record of it
+        for v in plan.volumes:
+            rootfsmod.hand_over_volume(v.source, v.device, os.getppid())
+        timer.mark("volumes")
+    if plan.joined_initrd is not None:
+        _join_initrd(plan.joined_initrd)
     for path, data in plan.files:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -179,6 +187,16 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _join_initrd(joined: JoinedInitrd) -> None:
+    """The image's initrd, zero-padded to 4 bytes (where the kernel looks for the next archive), then the
+    archive of the spec's files."""
+    fd = os.open(joined.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(joined.image, "rb") as image:
+        while chunk := image.read(1 << 20):
+            out.write(chunk)
+        out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
 def _connect(plan: LaunchPlan) -> None:

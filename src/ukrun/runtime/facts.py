@@ -5,20 +5,24 @@ the same facts; only `create` then acquires the artifacts and applies the plan."
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ukrun import config as configmod
-from ukrun.containerd.records import ContainerRecord
-from ukrun.errors import ContainerdUnavailable, NotFound
+from ukrun import host as hostmod
+from ukrun.artifacts import paths
+from ukrun.containerd.records import ContainerRecord, SnapshotKind
+from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound
 from ukrun.logs import log
 from ukrun.network.base import Interface
+from ukrun.runtime import mountplan as mp
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
 from ukrun.runtime.shareplan import VirtiofsdFacts
-from ukrun.runtime.spec import Spec
+from ukrun.runtime.spec import Spec, SpecMount
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess
 
@@ -26,8 +30,9 @@ if TYPE_CHECKING:
     from ukrun.containerd.client import Client
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
-ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
-ETC_LIMIT = 1 << 20
+# The kernel's views of itself: a bind mount from one of these is not delivered to a guest.
+KERNEL_FILE_SYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+                                 "securityfs", "bpf", "configfs", "mqueue", "hugetlbfs", "pstore", "efivarfs"})
 
 
 class HostFacts(NamedTuple):
@@ -43,6 +48,7 @@ class HostFacts(NamedTuple):
     taps: tuple[tuple[str, str], ...]
     rootfs_share: str = "auto"
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
+    mounts: tuple[mp.BoundMount, ...] = ()
 
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
@@ -56,6 +62,7 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
         elsewhere=elsewhere(info) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
         taps=taps, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
+        mounts=bound_mounts(spec, cfg.block_devices, client, record),
     )
 
 
@@ -72,7 +79,7 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
     return Facts(
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
-        artifacts=artifacts, state_dir=state_dir, etc_files=etc_files(spec), netns=found.netns,
+        artifacts=artifacts, state_dir=state_dir, mounts=found.mounts, netns=found.netns,
         interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
         virtiofsd=found.virtiofsd,
@@ -191,12 +198,148 @@ def elsewhere(info: RootfsInfo) -> tuple[str, ...]:
     return tuple(rootfsmod.other_mounts(info)) if info.kind is not RootfsKind.DIR else ()
 
 
-def etc_files(spec: Spec) -> tuple[tuple[str, bytes], ...]:
-    """The spec's bind-mounted /etc files (hosts, resolv.conf, hostname), which a block rootfs receives."""
-    out = []
-    for m in spec.mounts:
-        is_bind = m.type == "bind" or "bind" in m.options or "rbind" in m.options
-        if is_bind and m.destination in ETC_FILES and os.path.isfile(m.source):
-            with open(m.source, "rb") as f:
-                out.append((m.destination, f.read(ETC_LIMIT)))
-    return tuple(out)
+def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
+                 record: ContainerRecord | None) -> tuple[mp.BoundMount, ...]:
+    """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
+    the guest gets). Reading stops at mountplan's limits: files first, then folders, so that what the
+    plan may copy has been read; past the budget only sizes are recorded."""
+    binds = [m for m in spec.mounts if m.type == "bind" or {"bind", "rbind"} & set(m.options)]
+    if not binds:
+        return ()
+    table = hostmod.mountinfo()
+    kinds = [_kind(m.source, table) for m in binds]
+    budget = [mp.FILES_LIMIT + 1]
+    read: dict[int, mp.BoundMount] = {}
+    for i, (m, (kind, _)) in enumerate(zip(binds, kinds, strict=True)):
+        if kind is mp.MountKind.FILE:
+            size = os.stat(m.source).st_size
+            read[i] = mp.BoundMount(m.destination, m.source, kind, (mp.MountFile("/", _read(m.source, budget), size),))
+    for i, (m, (kind, entry)) in enumerate(zip(binds, kinds, strict=True)):
+        if kind is mp.MountKind.TREE:
+            read[i] = _tree(m, budget)
+        elif kind is mp.MountKind.VOLUME and entry is not None:
+            read[i] = mp.BoundMount(m.destination, m.source, kind,
+                                    volume=_volume(entry, table, patterns, client, record))
+    return tuple(read[i] for i in sorted(read))
+
+
+def _kind(source: str, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
+    """A regular file, a folder, or the root of a file system on a block device (None: anything else,
+    such as a device node or what the kernel's own file systems show, which are the host's, not data)."""
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None, None
+    real = os.path.realpath(source)
+    holder = max((e for e in table if real == e.mount_point or real.startswith(e.mount_point.rstrip("/") + "/")),
+                 key=lambda e: len(e.mount_point), default=None)
+    if holder is not None and holder.fstype in KERNEL_FILE_SYSTEMS:
+        return None, None
+    if stat.S_ISREG(st.st_mode):
+        return mp.MountKind.FILE, None
+    if not stat.S_ISDIR(st.st_mode):
+        return None, None
+    entry = next((e for e in reversed(table) if e.mount_point == real), None)
+    if entry is not None and entry.root == "/" and entry.source.startswith("/"):
+        try:
+            if stat.S_ISBLK(os.stat(entry.source).st_mode):
+                return mp.MountKind.VOLUME, entry
+        except OSError:
+            pass
+    return mp.MountKind.TREE, None
+
+
+def _read(path: str, budget: list[int]) -> bytes:
+    """Up to what is left of the reading budget; nothing once it is spent."""
+    if budget[0] <= 0:
+        return b""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(budget[0])
+    budget[0] -= len(data)
+    return data
+
+
+def _tree(m: SpecMount, budget: list[int]) -> mp.BoundMount:
+    """A folder's regular files, by their paths inside it; a link is read only where it leads to a regular
+    file inside the folder (resolved there, never on the host); folders reached by links, devices and
+    sockets are left out."""
+    root = os.path.realpath(m.source)
+    found: list[str] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(root, rel.lstrip("/"))), key=lambda e: e.name)
+        except OSError as exc:
+            return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, skipped=f"cannot read it: {exc.strerror}")
+        for e in entries:
+            found.append(f"{rel}/{e.name}")
+            if len(found) > mp.TREE_ENTRIES:
+                return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE,
+                                     skipped=f"it holds more than {mp.TREE_ENTRIES} entries")
+            if e.is_dir(follow_symlinks=False):
+                pending.append(f"{rel}/{e.name}")
+    files = []
+    for rel in sorted(found):
+        try:
+            real = paths.resolve_file(Path(root), rel, "file").path
+        except (ImageError, OSError):
+            continue  # a folder, a device, a link to a folder or out of the tree
+        files.append(mp.MountFile(rel, _read(str(real), budget), os.stat(real).st_size))
+    return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, tuple(files))
+
+
+def _volume(entry: hostmod.MountEntry, table: list[hostmod.MountEntry], patterns: tuple[str, ...],
+            client: Client | None, record: ContainerRecord | None) -> mp.VolumeFacts:
+    import glob
+
+    real = os.path.realpath(entry.source)
+    named = tuple(os.path.realpath(p) for pattern in patterns for p in glob.glob(pattern))
+    roots = [e for t in (table, _host_table()) for e in t if e.mount_point == "/"]
+    sysfs = Path(f"/sys/dev/block/{entry.device}")
+    autoclear = (sysfs / "loop" / "autoclear").exists() and (sysfs / "loop" / "autoclear").read_text().strip() == "1"
+    allowed = mp.allowed(entry.source, real, patterns, named)
+    return mp.VolumeFacts(
+        entry.source, real, entry.fstype, allowed,
+        mounted_at=tuple(e.mount_point for e in table if e.device == entry.device),
+        host_root=any(e.device == entry.device for e in roots),
+        snapshot=backed_snapshot(client, record, entry.device, sysfs) if allowed else "", autoclear=autoclear,
+    )
+
+
+def _host_table() -> list[hostmod.MountEntry]:
+    try:
+        return hostmod.mountinfo("1")
+    except OSError:
+        return []
+
+
+def backed_snapshot(client: Client | None, record: ContainerRecord | None, device: str, sysfs: Path) -> str:
+    """The container snapshot or ukrun view (any namespace, the snapshotters its containers use) that the
+    device backs: its node, or, for a loop device, its backing file. Asked of containerd only for an
+    allowed device; when containerd cannot tell, that is said, and the plan refuses."""
+    from ukrun.containerd.client import Client as Connection
+
+    backing = (sysfs / "loop" / "backing_file").read_text().strip() if (sysfs / "loop").is_dir() else ""
+    if client is None:
+        return "possibly a container's snapshot (containerd cannot be asked)"
+    try:
+        for ns in client.namespaces():
+            with Connection(client.address, ns, timeout=client.timeout) as c:
+                used = {r.snapshotter for r in c.list_containers() if r.snapshotter}
+                used |= {record.snapshotter} if record is not None and record.snapshotter else set()
+                for snapshotter in sorted(used):
+                    for snap in c.list_snapshots(snapshotter):
+                        if snap.kind is SnapshotKind.COMMITTED:
+                            continue
+                        try:
+                            mounts = c.mounts(snapshotter, snap.name)
+                        except NotFound:
+                            continue  # removed meanwhile
+                        for m in rootfsmod.snapshot_facts(mounts):
+                            if m.source_rdev == device or (backing and os.path.realpath(m.source) == backing):
+                                return f"{snapshotter} snapshot {snap.name} of namespace {ns}"
+    except ContainerdError as exc:
+        return f"possibly a container's snapshot (containerd cannot tell: {exc})"
+    return ""

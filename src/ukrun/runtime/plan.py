@@ -3,8 +3,9 @@
 `plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
 installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
 container's own snapshot), the block devices (on Solo5 monitors named after the kernel's manifest:
-runtime.solo5plan), shares and initrds, the guest's command line and files, memory, vCPUs, accelerator
-and sandbox, and builds the monitor's argv and configuration files. It reads
+runtime.solo5plan), shares and initrds, what the spec's bind mounts become (runtime.mountplan: copies,
+or block volumes the configuration allows), the guest's command line and files, memory, vCPUs,
+accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
 nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
 cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
 """
@@ -19,18 +20,20 @@ from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
+from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
 from ukrun.runtime.netplan import network_plan
 from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, choose, virtiofsd
-from ukrun.runtime.solo5plan import DeviceNames, address_note, checked_network, device_names
+from ukrun.runtime.solo5plan import address_note, checked_network, device_names
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
-from ukrun.unikernels.base import GuestBlock, GuestProcess, GuestRequest, RootMode
+from ukrun.unikernels.base import GuestProcess, GuestRequest, RootMode
 
 if TYPE_CHECKING:
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder
+JOINED_INITRD = "initrd"  # in the container's state folder: the image's initrd with the spec's files appended
 
 
 class FilesTarget(enum.Enum):
@@ -76,7 +79,7 @@ class Facts(NamedTuple):
     monitor: MonitorFacts
     artifacts: ArtifactPaths
     state_dir: str  # the container's state folder
-    etc_files: tuple[tuple[str, bytes], ...] = ()  # the spec's bind-mounted /etc files, for a block rootfs
+    mounts: tuple[BoundMount, ...] = ()  # the spec's bind mounts of files, folders and block volumes
     netns: str = ""  # the container's network namespace (a path), when the spec names one
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
@@ -84,6 +87,14 @@ class Facts(NamedTuple):
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
+
+
+class JoinedInitrd(NamedTuple):
+    """An initrd create writes: the image's, padded to 4 bytes, then `appended` (a cpio archive)."""
+
+    path: str
+    image: str
+    appended: bytes
 
 
 class LaunchPlan(NamedTuple):
@@ -113,6 +124,8 @@ class LaunchPlan(NamedTuple):
     link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
     virtiofsd: VirtiofsdPlan | None = None  # VIRTIOFS root: the daemon the init starts before the monitor
     notes: tuple[str, ...] = ()
+    volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
+    joined_initrd: JoinedInitrd | None = None
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -140,6 +153,11 @@ class LaunchPlan(NamedTuple):
             "virtiofsd": None if self.virtiofsd is None else {
                 "argv": list(self.virtiofsd.argv), "socket": self.virtiofsd.socket,
                 "shared_dir": self.virtiofsd.shared_dir, "log": self.virtiofsd.log},
+            "volumes": [{"id": v.id, "device": v.device, "source": v.source, "destination": v.destination}
+                        for v in self.volumes],
+            "joined_initrd": None if self.joined_initrd is None else {
+                "path": self.joined_initrd.path, "image": self.joined_initrd.image,
+                "appended_bytes": len(self.joined_initrd.appended)},
             "notes": list(self.notes),
         }
 
@@ -158,11 +176,13 @@ def plan(facts: Facts) -> LaunchPlan:
                         "use qemu or solo5-spt, or run on a host with KVM")
     names = device_names(facts.manifest, guest, cfg)
     root, decision, notes = _root(facts, guest, monitor)
-    blocks, guest_blocks = _blocks(facts, guest, names, root, decision)
+    mounts = mounts_plan(facts.mounts, guest, root, bool(facts.artifacts.initrd))
+    blocks, guest_blocks = devices(guest, names.rootfs, names.block, root, decision, cfg, facts.artifacts.block,
+                                   mounts.volumes)
     net, link, net_notes = checked_network(facts.manifest, names.net, network_plan(
-        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, facts.etc_files))
+        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, resolv_conf(facts.mounts)))
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
-    notes += net_notes + address_note(guest, req)
+    notes += mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
@@ -178,9 +198,13 @@ def plan(facts: Facts) -> LaunchPlan:
             shares += (hv.Share(guests.FILES_TAG, files_dir, read_only=True),)
             target = FilesTarget.SHARE
     elif root is RootMode.BLOCK and not guest.raw_block:
-        files = {**dict(facts.etc_files), **files}  # urunc copies them into a block rootfs too
+        files = {**dict(mounts.files), **files}  # urunc copies them into a block rootfs too
         target = FilesTarget.ROOTFS if files else FilesTarget.NONE
     initrds: tuple[str, ...] = (facts.artifacts.initrd,) if facts.artifacts.initrd else ()
+    joined = None
+    if mounts.archive:
+        joined = JoinedInitrd(f"{facts.state_dir}/{JOINED_INITRD}", facts.artifacts.initrd, mounts.archive)
+        initrds = (joined.path,)
     monitor_files: list[tuple[str, bytes]] = []
     extra = guest.extra_initrd(req)
     if extra is not None:
@@ -211,6 +235,7 @@ def plan(facts: Facts) -> LaunchPlan:
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
+        volumes=mounts.volumes, joined_initrd=joined,
     )
 
 
@@ -250,25 +275,6 @@ def _no_rootfs_rule(root: RootMode) -> str:
     if root is RootMode.INITRD:
         return "mountRootfs is unset: the image's initrd is the guest's root filesystem"
     return "mountRootfs is unset: the guest gets no root filesystem"
-
-
-def _blocks(facts: Facts, guest: guests.UnikernelType, names: DeviceNames, root: RootMode,
-            decision: RootDecision | None) -> tuple[tuple[hv.BlockDevice, ...], tuple[GuestBlock, ...]]:
-    blocks: list[hv.BlockDevice] = []
-    seen: list[GuestBlock] = []
-    if root is RootMode.BLOCK and decision is not None:
-        blocks.append(hv.BlockDevice(names.rootfs, decision.device))
-        seen.append(GuestBlock(names.rootfs, "/"))
-    if facts.artifacts.block:
-        if not (guest.raw_block or guest.block_fs_types):
-            raise PlanError(f"a {guest.name} guest reads no block device: drop com.urunc.unikernel.block "
-                            "from the image")
-        if root is RootMode.BLOCK and names.block == names.rootfs:
-            raise PlanError(f"a {guest.name} guest takes one block device: the image's block "
-                            f"({facts.config.block}) and the container's rootfs (mountRootfs) cannot both be it")
-        blocks.append(hv.BlockDevice(names.block, facts.artifacts.block))
-        seen.append(GuestBlock(names.block, facts.config.block_mount_point))
-    return tuple(blocks), tuple(seen)
 
 
 def _memory(facts: Facts) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ukrun import host
 from ukrun.artifacts import paths
 from ukrun.containerd.records import Mount
-from ukrun.errors import HostError, MissingInImage
+from ukrun.errors import HostError, ImageError, MissingInImage
 from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
 
 
@@ -92,6 +92,9 @@ def write_guest_files(root: Path, files: dict[str, bytes]) -> None:
         target = parent / os.path.basename(image_path)
         if target.is_symlink():
             target.unlink()
+        elif target.is_dir():
+            raise ImageError(f"{image_path} is a folder in the image: a file cannot be written over it; "
+                             "mount the file elsewhere")
         tmp = parent / f".{target.name}.ukrun"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -120,15 +123,31 @@ def _mount_ns(pid: int | str) -> str:
 
 def unmount(info: RootfsInfo, owner_pid: int) -> None:
     """Unmounts the rootfs in the owner's mount namespace (the shim's), entering it when it differs."""
+    _unmount_in(info.mount_point, owner_pid)
+
+
+def _unmount_in(mount_point: str, owner_pid: int) -> None:
     own, theirs = _mount_ns("self"), _mount_ns(owner_pid)
     if theirs and own != theirs:
         import subprocess
 
-        proc = subprocess.run(["nsenter", f"--mount=/proc/{owner_pid}/ns/mnt", "umount", info.mount_point],
+        proc = subprocess.run(["nsenter", f"--mount=/proc/{owner_pid}/ns/mnt", "umount", mount_point],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise HostError(f"cannot unmount {info.mount_point} in the shim's mount namespace: {proc.stderr.strip()}")
-    host.unmount_all(info.mount_point)
+            raise HostError(f"cannot unmount {mount_point} in the shim's mount namespace: {proc.stderr.strip()}")
+    host.unmount_all(mount_point)
+
+
+def hand_over_volume(source: str, device: str, owner_pid: int, timeout: float = 20.0) -> None:
+    """Unmounts a block volume's file system at `source` (in the shim's mount namespace, the host's) and
+    waits until nothing claims its device (the rootfs's O_EXCL check): only then may a VM write to it."""
+    _unmount_in(source, owner_pid)
+    deadline = time.monotonic() + timeout
+    while _claimed(device, gone_ok=False):
+        if time.monotonic() > deadline:
+            raise HostError(f"block volume {device} is still in use after its unmount from {source}; a VM must "
+                            f"not write to a mounted device: unmount it everywhere (see `findmnt {device}`)")
+        time.sleep(0.02)
 
 
 def verify_unmounted(info: RootfsInfo, timeout: float = 20.0) -> None:

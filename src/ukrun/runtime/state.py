@@ -9,7 +9,7 @@ import os
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "timing_log", "creator", "creator_start", "netns", "tap", "nat")
+          "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes")
 
 
 class ContainerState:
@@ -18,7 +18,8 @@ class ContainerState:
     def __init__(self, id: str, bundle: str, pid: int = 0, pid_start: str = "", created: str = "",
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
                  cgroups: list[str] | None = None, timing_log: str = "", creator: int = 0,
-                 creator_start: str = "", netns: str = "", tap: str = "", nat: str = "") -> None:
+                 creator_start: str = "", netns: str = "", tap: str = "", nat: str = "",
+                 volumes: list[list[str]] | None = None) -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
@@ -27,6 +28,9 @@ class ContainerState:
         self.creator, self.creator_start = creator, creator_start
         self.netns, self.tap = netns, tap  # the tap this container's create made (or was about to) in netns
         self.nat = nat  # and its nftables table there, in static network mode
+        # [device, host mount point] of each block volume create unmounted (or was about to) for the VM;
+        # nothing remounts them: whoever mounted them (the orchestrator) does
+        self.volumes = volumes or []
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}

@@ -144,6 +144,9 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     if record.tap:
         _disconnect(record)
         crashpoints.point("teardown-after-network")
+    for device, source in record.volumes:  # visible in the log: ukrun never remounts a volume
+        log.info("%s: block volume %s stays unmounted from %s; remounting it is its owner's job", record.id,
+                 device, source)
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     store(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")

@@ -65,6 +65,8 @@ class UnikernelType(ABC):
     shares_root: ClassVar[bool] = False  # boots from a folder rootfs over virtio-9p
     virtiofs_root: ClassVar[bool] = False  # boots from a folder rootfs over virtio-fs
     initrd_root: ClassVar[bool] = False  # boots with the image's initrd as its root filesystem
+    appended_initrd: ClassVar[bool] = False  # unpacks an archive appended to its initrd (the spec's files)
+    volumes: ClassVar[bool] = False  # mounts block volumes (of block_fs_types) where its command line says
     rootfs_id: ClassVar[str] = "rootfs"  # the id of the rootfs block device
     block_id: ClassVar[str] = "annot_vol"  # the id of the image's block (`com.urunc.unikernel.block`)
     net_id: ClassVar[str] = "net0"  # the guest's name for its network device (a solo5 device name)

@@ -12,11 +12,12 @@ configuration instead (environment, uid, gid, working folder, block mounts), han
 initrd that the kernel keeps (`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
 
 ukrun's own contract rides along, before the `--`: an init that knows it mounts what `ukrun.root=`
-names (`/dev/vda`, `9p:<tag>` or `virtiofs:<tag>`) and runs the script `ukrun.process=` names (the
-spec's cwd, env and args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a folder
-rootfs, into which ukrun writes nothing, whichever way it goes), on that read-only 9p share. It reports
-a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. An init
-that does not know it ignores those parameters (the kernel keeps dotted parameters from init's
+names (`/dev/vda`, `9p:<tag>` or `virtiofs:<tag>`), mounts the block devices `ukrun.blocks=<serial>:<folder>,...`
+names (found by their virtio serial) at those folders of the root, and runs the script `ukrun.process=`
+names (the spec's cwd, env and args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a
+folder rootfs, into which ukrun writes nothing, whichever way it goes), on that read-only 9p share. It
+reports a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. An
+init that does not know it ignores those parameters (the kernel keeps dotted parameters from init's
 environment).
 """
 
@@ -61,6 +62,8 @@ class Linux(UnikernelType):
     shares_root = True
     virtiofs_root = True
     initrd_root = True
+    appended_initrd = True
+    volumes = True
     exit_device = ExitDevice(0xF4, 4)
     exit_decoding = ExitDecoding.DEBUG_EXIT
 
@@ -103,6 +106,10 @@ class Linux(UnikernelType):
             transport = "9p" if req.root is RootMode.SHARED else "virtiofs"
             parts += [f"ukrun.root={transport}:{ROOT_TAG}", f"ukrun.files=9p:{FILES_TAG}",
                       f"ukrun.process={PROCESS_SCRIPT}"]
+        mounts = [f"{b.id}:{b.mount_point}" for b in req.blocks if b.mount_point and b.id != self.rootfs_id
+                  and _plain(b.mount_point) and not {",", ":"} & set(b.mount_point)]
+        if mounts and req.root in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
+            parts.append(f"ukrun.blocks={','.join(mounts)}")
         args = process_args(req)
         if args:
             init = "rdinit" if req.root is RootMode.INITRD else "init"
