@@ -72,7 +72,7 @@ class Runner:
 
     def leftovers(self, cid: str, pod: netns.Pod | None = None) -> list[str]:
         """What of container `cid` is still on the host and in containerd, by kind (empty: nothing)."""
-        from ukrun.artifacts.store import ACQUIRE_LABEL, user_label
+        from ukrun.artifacts.views import ACQUIRE_LABEL, user_label
 
         left = []
         if (self.runc_root / self.ns / cid).exists():

@@ -27,7 +27,8 @@ from testbed.reliability import Hostile, Report
 from tests.integration.conftest import SNAPSHOTTER, load
 from tests.integration.runner import UKRUN, Runner
 from ukrun import errors, host
-from ukrun.artifacts.store import ACQUIRE_LABEL, ArtifactStore, user_label
+from ukrun.artifacts.store import ArtifactStore
+from ukrun.artifacts.views import ACQUIRE_LABEL, user_label
 from ukrun.containerd.client import Client
 from ukrun.unikernel import PREFIX
 

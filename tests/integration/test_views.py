@@ -16,7 +16,8 @@ from testbed import containerd as ctd
 from testbed import images
 from tests.integration.conftest import SNAPSHOTTER, load
 from ukrun import errors, host
-from ukrun.artifacts.store import ACQUIRE_LABEL, ArtifactStore, user_label
+from ukrun.artifacts.store import ArtifactStore
+from ukrun.artifacts.views import ACQUIRE_LABEL, user_label
 from ukrun.containerd.client import Client
 from ukrun.containerd.records import SnapshotKind
 from ukrun.image.build import Entry

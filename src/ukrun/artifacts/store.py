@@ -13,71 +13,43 @@ Lifetime, so that no crash leaves what neither containerd's GC nor `ukrun gc` re
     process killed in between leaves a view that expires by itself (or that `ukrun gc` removes at once);
   * a user is recorded on the host only after its label is set; the view is unmounted, then removed,
     then the last label goes, in that order (a devmapper device must not be removed while mounted).
-State root layout:
-  views/<id>/view.json, views/<id>/rootfs (mount point), views/<id>/users/<container>, views/<id>.lock
-  containers/<namespace>/<container>        symlink to what a container holds: view:<id> or copy
-  chains/<namespace>/<key>.json             cached chain choice per (top chain, artifact paths)
-  copies/<namespace>/<container>/           copy mode only
+The state root's layout and the view records are in artifacts.views; `ukrun gc` in artifacts.gc.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ukrun import crashpoints, errors, host
 from ukrun.artifacts import layers, paths
-from ukrun.containerd.records import ContainerRecord, gc_ref_snapshot_label
+from ukrun.artifacts.gc import Collector
+from ukrun.artifacts.views import (
+    ACQUIRE_LABEL,
+    MODE_LABEL,
+    ROOT_LABEL,
+    VIEW_LABEL,
+    ViewState,
+    safe_name,
+    user_label,
+    view_id,
+    view_key,
+)
+from ukrun.containerd.records import ContainerRecord
 from ukrun.image.oci import ImageLayers
 from ukrun.logs import log
 from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, UnikernelConfig, from_annotations, parse_urunc_json
 
 if TYPE_CHECKING:
-    from ukrun.containerd.client import Client
-
+    pass
 
 MODES = ("shared", "per-container", "copy")
-VIEW_LABEL = "ukrun.io/view"
-MODE_LABEL = "ukrun.io/mode"
-ACQUIRE_LABEL = "ukrun.io/acquire"
-ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
-USER_LABEL_SUFFIX = "ukrun-view"
 ACQUIRE_TTL_S = 600.0
-def view_id(namespace: str, snapshotter: str, key: str) -> str:
-    return hashlib.sha256(f"{namespace}\0{snapshotter}\0{key}".encode()).hexdigest()[:24]
-
-
-def view_key(mode: str, chain_id: str, container_id: str) -> str:
-    return f"ukrun/view/{chain_id}" if mode == "shared" else f"ukrun/view/{chain_id}/{container_id}"
-
-
-def user_label(snapshotter: str) -> str:
-    return gc_ref_snapshot_label(snapshotter, USER_LABEL_SUFFIX)
-
-
-def _safe_name(value: str, what: str) -> str:
-    if not value or "/" in value or value in (".", "..") or "\0" in value:
-        raise errors.UkrunError(f"{what} {value!r} cannot name a file; use letters, digits, '.', '_' or '-'")
-    return value
-
-
-class ViewState(NamedTuple):
-    id: str
-    namespace: str
-    snapshotter: str
-    key: str
-    parent: str
-    mode: str
-    mounts: tuple[dict[str, Any], ...] = ()
-    mount_point: str = ""
-    users: tuple[str, ...] = ()
-    mounted: bool = False
 
 
 class Artifacts(NamedTuple):
@@ -103,86 +75,8 @@ class Artifacts(NamedTuple):
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
-class ArtifactStore:
+class ArtifactStore(Collector):
     """Acquires and releases a container's artifacts under one state root, in one namespace."""
-
-    def __init__(self, root: Path, namespace: str, connect: Callable[[], Client]) -> None:
-        self.root = root
-        self.namespace = _safe_name(namespace, "namespace")
-        self._connect = connect
-        self._client: Client | None = None
-
-    @property
-    def _root_id(self) -> str:
-        return str(self.root.resolve())
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = self._connect()
-        return self._client
-
-    # -- paths and locks ----------------------------------------------------------------------------
-    def _view_dir(self, vid: str) -> Path:
-        return self.root / "views" / vid
-
-    def _record_path(self, container_id: str) -> Path:
-        return self.root / "containers" / self.namespace / _safe_name(container_id, "container ID")
-
-    @contextlib.contextmanager
-    def _lock(self, vid: str, *, wait: bool = True) -> Iterator[bool]:
-        """Exclusive lock on one view; yields False when `wait` is off and someone else holds it."""
-        path = self.root / "views" / f"{vid}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                yield False
-                return
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)  # the file was removed by the holder we waited for: lock the new one
-        try:
-            yield True
-        finally:
-            os.close(fd)
-
-    # -- records ------------------------------------------------------------------------------------
-    def _load_view(self, vid: str) -> ViewState | None:
-        d = self._view_dir(vid)
-        try:
-            data = json.loads((d / "view.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        users = d / "users"
-        return ViewState(**{**data, "mounts": tuple(data.get("mounts", ()))})._replace(
-            users=tuple(sorted(os.listdir(users))) if users.is_dir() else (),
-            mount_point=str(d / "rootfs"), mounted=host.is_mounted(d / "rootfs"))
-
-    def _save_view(self, state: ViewState) -> None:
-        d = self._view_dir(state.id)
-        (d / "users").mkdir(parents=True, exist_ok=True)
-        data = {k: v for k, v in state._asdict().items() if k not in ("users", "mount_point", "mounted")}
-        tmp = d / "view.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, d / "view.json")
-
-    def _write_record(self, container_id: str, held: str) -> None:
-        """Records what the container holds as a symlink, `view:<id>` or `copy`: it costs an inode, no data.
-        Written before the hold is taken, so that a crash at any later step leaves a record that `release`
-        follows; releasing what was not taken yet is a no-op."""
-        path = self._record_path(container_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        os.symlink(held, tmp)
-        os.replace(tmp, path)
 
     # -- acquire ------------------------------------------------------------------------------------
     def acquire(self, container_id: str, *, mode: str = "shared", config: UnikernelConfig | None = None,
@@ -193,7 +87,7 @@ class ArtifactStore:
         the container when the caller already has it."""
         if mode not in MODES:
             raise errors.ConfigError(f"unknown artifact mode {mode!r}; use one of {', '.join(MODES)}")
-        _safe_name(container_id, "container ID")
+        safe_name(container_id, "container ID")
         spec_config = config
         try:
             record = record or self.client.get_container(container_id)
@@ -428,152 +322,6 @@ class ArtifactStore:
             with self._unless_unreachable(f"the label of container {container_id}"):
                 self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
 
-    def _teardown(self, vid: str, state: ViewState) -> None:
-        """Unmount, then remove the view, then its folder. Caller holds the view's lock."""
-        target = self._view_dir(vid) / "rootfs"
-        host.unmount_all(target)
-        crashpoints.point("release-after-unmount")
-        with self._unless_unreachable(f"view {state.key}"):
-            self.client.remove_snapshot(state.snapshotter, state.key)
-        crashpoints.point("release-after-remove")
-        import shutil
-
-        shutil.rmtree(self._view_dir(vid), ignore_errors=True)
-        (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
-
-    @contextlib.contextmanager
-    def _unless_unreachable(self, what: str) -> Iterator[None]:
-        """Releasing must not wedge on a containerd that is down. What it could not remove there stays held
-        only by a label on a container record: containerd's GC takes it with that record, `ukrun gc` sooner."""
-        try:
-            yield
-        except errors.NotFound:
-            pass
-        except errors.ContainerdUnavailable as exc:
-            log.warning("containerd unreachable, %s left to its GC or `ukrun gc`: %s", what, exc)
-
-    # -- listing and garbage collection -------------------------------------------------------------
-    def views(self) -> list[ViewState]:
-        base = self.root / "views"
-        out = []
-        for d in sorted(base.iterdir()) if base.is_dir() else []:
-            if d.is_dir():
-                state = self._load_view(d.name)
-                if state and state.namespace == self.namespace:
-                    out.append(state)
-        return out
-
-    def gc(self, *, dry_run: bool = False) -> list[str]:
-        """Reclaims views whose users are gone, mounts with no view, ukrun leases and labels left by crashes."""
-        actions: list[str] = []
-        base = self.root / "views"
-        local = {d.name for d in base.iterdir() if d.is_dir()} if base.is_dir() else set()
-        for vid in sorted(local):
-            with self._lock(vid, wait=False) as got:
-                if not got:
-                    continue
-                state = self._load_view(vid)
-                d = self._view_dir(vid)
-                if state is None:
-                    actions.append(f"remove folder {d} (no view record)")
-                    if not dry_run:
-                        host.unmount_all(d / "rootfs")
-                        import shutil
-
-                        shutil.rmtree(d, ignore_errors=True)
-                    continue
-                if state.namespace != self.namespace:
-                    continue
-                for user in state.users:
-                    if not self._container_exists(user):
-                        actions.append(f"drop user {user} of view {state.key} (container gone)")
-                        if not dry_run:
-                            (d / "users" / user).unlink(missing_ok=True)
-                if dry_run:
-                    alive = [u for u in state.users if self._container_exists(u)]
-                else:
-                    alive = sorted(os.listdir(d / "users"))
-                if not alive:
-                    actions.append(f"remove view {state.key} ({state.snapshotter}) and its mount")
-                    if not dry_run:
-                        self._teardown(vid, state)
-        crashpoints.point("gc-after-views")
-        actions += self._gc_containerd(dry_run)
-        if not dry_run:
-            self._remove_stale_locks()
-        return actions
-
-    def _remove_stale_locks(self) -> None:
-        base = self.root / "views"
-        for lock in base.glob("*.lock") if base.is_dir() else []:
-            vid = lock.name.removesuffix(".lock")
-            if self._view_dir(vid).exists():
-                continue
-            with self._lock(vid, wait=False) as got:
-                if got and not self._view_dir(vid).exists():
-                    lock.unlink(missing_ok=True)
-
-    def _view_exists(self, snapshotter: str, key: str) -> bool:
-        try:
-            self.client.stat_snapshot(snapshotter, key)
-        except errors.NotFound:
-            return False
-        return True
-
-    def _container_exists(self, container_id: str) -> bool:
-        try:
-            self.client.get_container(container_id)
-        except errors.NotFound:
-            return False
-        return True
-
-    def _gc_containerd(self, dry_run: bool) -> list[str]:
-        actions = []
-        c = self.client
-        snapshotters = [p.id for p in c.plugins(["type==io.containerd.snapshotter.v1"]) if not p.init_error]
-        for sn in snapshotters:
-            owned: dict[str, str] = {}  # view key -> id, for the views this state root made
-            for info in c.list_snapshots(sn, [f'labels."{VIEW_LABEL}"']):
-                vid = info.labels.get(VIEW_LABEL, "")
-                if not vid or info.labels.get(ROOT_LABEL) != self._root_id:
-                    continue
-                owned[info.name] = vid
-                with self._lock(vid, wait=False) as got:
-                    if not got:
-                        continue
-                    state = self._load_view(vid)
-                    if state is None or not state.users:
-                        actions.append(f"remove view snapshot {info.name} ({sn}) with no user")
-                        if not dry_run:
-                            if state is not None:
-                                self._teardown(vid, state)
-                            with contextlib.suppress(errors.NotFound):
-                                c.remove_snapshot(sn, info.name)
-            for rec in c.list_containers([f'labels."{user_label(sn)}"']):
-                key = rec.labels.get(user_label(sn), "")
-                if key not in owned and self._view_exists(sn, key):
-                    continue  # another state root's view: its users are recorded there
-                vid = view_id(self.namespace, sn, key)
-                with self._lock(vid, wait=False) as got:
-                    if not got:
-                        continue
-                    state = self._load_view(vid)
-                    if state is None or rec.id not in state.users:
-                        actions.append(f"remove label {user_label(sn)} from container {rec.id} (not a user)")
-                        if not dry_run:
-                            with contextlib.suppress(errors.NotFound):
-                                c.update_container_labels(rec.id, {user_label(sn): None})
-        for lease in c.list_leases([f'labels."{ACQUIRE_LABEL}"']):
-            if lease.labels.get(ROOT_LABEL) != self._root_id:
-                continue
-            with self._lock(lease.labels.get(ACQUIRE_LABEL, "") or "-", wait=False) as got:
-                if got:
-                    actions.append(f"delete lease {lease.id} (its acquire is over)")
-                    if not dry_run:
-                        with contextlib.suppress(errors.NotFound):
-                            c.delete_lease(lease.id)
-        return actions
-
 
 def _what(config: UnikernelConfig, image_path: str) -> str:
     if image_path == config.binary:
@@ -621,4 +369,3 @@ def _store_choice(path: Path, choice: layers.Choice) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(choice._asdict()))
     os.replace(tmp, path)
-
