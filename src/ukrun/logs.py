@@ -25,20 +25,15 @@ class _Sink:
         self.json = False
         self.file_level = INFO
         self.stderr_level = WARNING
-        self.configured = False
 
 
 _sink = _Sink()
 
 
 def setup(path: str | None, fmt: str, debug: bool) -> None:
-    _sink.path, _sink.json, _sink.configured = path or "", fmt == "json", True
+    _sink.path, _sink.json = path or "", fmt == "json"
     _sink.file_level = DEBUG if debug else INFO
     _sink.stderr_level = DEBUG if debug else WARNING
-
-
-def configured() -> bool:
-    return _sink.configured
 
 
 def line(level: int, message: str, now: float) -> str:
