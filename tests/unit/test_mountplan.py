@@ -15,6 +15,7 @@ from tests.unit.test_plan import BLOCK_ROOT, DIR_ROOT, EXT2_ROOT, STATE, facts
 from ukrun import config as configmod
 from ukrun import cpio
 from ukrun.errors import ConfigError, PlanError
+from ukrun.host import mountinfo
 from ukrun.runtime import facts as gather
 from ukrun.runtime import mountplan as mp
 from ukrun.runtime.mountplan import BoundMount, MountFile, MountKind, VolumeFacts
@@ -204,7 +205,7 @@ def test_facts_read_files_and_folders_and_never_follow_a_link_out_of_a_folder(tm
     mounts = (SpecMount("/etc/app.conf", "bind", str(conf), ("rbind", "ro")),
               SpecMount("/run/s", "none", str(secret), ("rbind",)),
               SpecMount("/proc", "proc", "proc"), SpecMount("/null", "bind", "/dev/null", ("rbind",)))
-    found = gather.bound_mounts(Spec(tmp_path, mounts=mounts), (), None, None)
+    found = gather.bound_mounts(Spec(tmp_path, mounts=mounts), (), None, None, mountinfo())
     assert [(m.destination, m.kind) for m in found] == [("/etc/app.conf", MountKind.FILE), ("/run/s", MountKind.TREE)]
     assert found[0].files == (MountFile("/", b"c", 1),)
     assert {f.path: f.data for f in found[1].files} == {"/..2026/token": b"t", "/token": b"t", "/abs": b"t"}
@@ -215,7 +216,7 @@ def test_facts_leave_a_large_folder_unread(tmp_path: Path, monkeypatch: pytest.M
     for i in range(4):
         (tmp_path / "d" / str(i)).mkdir(parents=True)
     (found,) = gather.bound_mounts(Spec(tmp_path, mounts=(SpecMount("/d", "bind", str(tmp_path / "d")),)), (), None,
-                                   None)
+                                   None, mountinfo())
     assert found.kind is MountKind.TREE and found.skipped == "it holds more than 3 entries" and not found.files
 
 
@@ -245,4 +246,4 @@ def test_nothing_is_mounted_over_the_guests_root() -> None:
 def test_facts_deliver_nothing_from_the_kernels_own_file_systems(tmp_path: Path) -> None:
     mounts = (SpecMount("/cpuinfo", "bind", "/proc/cpuinfo", ("rbind",)),
               SpecMount("/sysblock", "bind", "/sys/block", ("rbind",)))
-    assert gather.bound_mounts(Spec(tmp_path, mounts=mounts), (), None, None) == ()
+    assert gather.bound_mounts(Spec(tmp_path, mounts=mounts), (), None, None, mountinfo()) == ()

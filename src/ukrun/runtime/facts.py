@@ -53,16 +53,17 @@ class HostFacts(NamedTuple):
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
          client: Client | None, cache_dir: Path) -> HostFacts:
-    info = rootfsmod.inspect(spec.rootfs)
+    table = hostmod.mountinfo()  # read once: the rootfs, its other users and the spec's mounts
+    info = rootfsmod.inspect(spec.rootfs, table)
     record = container(client, container_id) if client is not None else None
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
     interface, taps = network(netns) if netns else (None, ())
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
-        elsewhere=elsewhere(info) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
+        elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
         taps=taps, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
-        mounts=bound_mounts(spec, cfg.block_devices, client, record),
+        mounts=bound_mounts(spec, cfg.block_devices, client, record, table),
     )
 
 
@@ -194,19 +195,18 @@ def snapshot(client: Client, record: ContainerRecord | None, info: RootfsInfo) -
     return rootfsmod.snapshot_facts(client.mounts(record.snapshotter, record.snapshot_key))
 
 
-def elsewhere(info: RootfsInfo) -> tuple[str, ...]:
-    return tuple(rootfsmod.other_mounts(info)) if info.kind is not RootfsKind.DIR else ()
+def elsewhere(info: RootfsInfo, table: list[hostmod.MountEntry]) -> tuple[str, ...]:
+    return tuple(rootfsmod.other_mounts(info, table)) if info.kind is not RootfsKind.DIR else ()
 
 
 def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
-                 record: ContainerRecord | None) -> tuple[mp.BoundMount, ...]:
+                 record: ContainerRecord | None, table: list[hostmod.MountEntry]) -> tuple[mp.BoundMount, ...]:
     """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
     the guest gets). Reading stops at mountplan's limits: files first, then folders, so that what the
     plan may copy has been read; past the budget only sizes are recorded."""
     binds = [m for m in spec.mounts if m.type == "bind" or {"bind", "rbind"} & set(m.options)]
     if not binds:
         return ()
-    table = hostmod.mountinfo()
     kinds = [_kind(m.source, table) for m in binds]
     budget = [mp.FILES_LIMIT + 1]
     read: dict[int, mp.BoundMount] = {}

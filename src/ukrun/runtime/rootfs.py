@@ -24,11 +24,12 @@ from ukrun.errors import HostError, ImageError, MissingInImage
 from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
 
 
-def inspect(rootfs: Path) -> RootfsInfo:
+def inspect(rootfs: Path, table: list[host.MountEntry]) -> RootfsInfo:
     """What the shim mounted at `rootfs`, told by the kernel (sysfs), not by device names: a device-mapper
-    node may be /dev/dm-N, a /dev/mapper symlink, or a plain node made without udev."""
+    node may be /dev/dm-N, a /dev/mapper symlink, or a plain node made without udev. `table`: this mount
+    namespace's mountinfo, read once by the caller for every fact that needs it."""
     target = os.path.realpath(rootfs)
-    entries = host.mounts_at(target)
+    entries = [m for m in table if m.mount_point == target]
     if not entries:
         return RootfsInfo(target, RootfsKind.DIR, "", target, "")
     m = entries[-1]
@@ -71,10 +72,10 @@ def _block_rdev(path: str) -> int | None:
     return st.st_rdev if stat.S_ISBLK(st.st_mode) else None
 
 
-def other_mounts(info: RootfsInfo) -> list[str]:
+def other_mounts(info: RootfsInfo, table: list[host.MountEntry]) -> list[str]:
     """Other users of the rootfs's storage: mount points of the same filesystem in this mount namespace,
     and (blockfile) other loop devices over the same file, which may be mounted in any namespace."""
-    found = [m.mount_point for m in host.mountinfo() if m.device == info.device and m.mount_point != info.mount_point]
+    found = [m.mount_point for m in table if m.device == info.device and m.mount_point != info.mount_point]
     if info.kind is RootfsKind.BLOCKFILE:
         own = os.path.realpath(info.source)
         found += [f"{dev} (a loop device over {info.backing_file})" for dev, backing in host.loop_devices().items()
