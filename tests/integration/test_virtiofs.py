@@ -101,10 +101,17 @@ def test_a_virtiofsd_that_dies_takes_the_vm_with_it(overlay: Runner) -> None:
     boot = "echo up > /booted; exec /bin/busybox sleep 600"
     proc = overlay.run("v5", "/bin/sh", "-c", boot, flags=("--detach", *VIRTIOFS))
     assert proc.returncode == 0, proc.stderr
-    assert ctd.wait_for(lambda: bool(tbhost.virtiofsd_processes(overlay.daemon.dir)), timeout=30)
-    (pid, *_) = tbhost.virtiofsd_processes(overlay.daemon.dir)
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    rootfs = Path(next(a for a in args if a.startswith(b"--shared-dir=")).split(b"=", 1)[1].decode())
+    shared: list[Path] = []  # the folder virtiofsd serves, read in the same look that finds the daemon
+
+    def serving() -> bool:
+        for pid in tbhost.virtiofsd_processes(overlay.daemon.dir):
+            with contextlib.suppress(OSError):  # a process between exec's, or gone: look again
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                shared.extend(Path(a.split(b"=", 1)[1].decode()) for a in args if a.startswith(b"--shared-dir="))
+        return bool(shared)
+
+    assert ctd.wait_for(serving, timeout=30), "no virtiofsd served the container's rootfs"
+    rootfs = shared[0]
     assert ctd.wait_for(lambda: (rootfs / "booted").exists(), timeout=60), "the guest never booted"
     for pid in tbhost.virtiofsd_processes(overlay.daemon.dir):  # this test's container's, and only those
         with contextlib.suppress(ProcessLookupError):  # the sandboxed child dies with its parent
