@@ -91,8 +91,9 @@ def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: 
         raise UkrunError(f"annotation {verbs.MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
     art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
     timer.mark("artifacts")
-    paths = ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""))
-    return gather.facts(found, spec, uk_config, record.id, str(d), paths), art
+    paths = ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""),
+                          gather.own_block(spec, uk_config))
+    return gather.facts(found, spec, uk_config, record.id, str(d), paths, store.namespace), art
 
 
 def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPlan:
@@ -119,10 +120,11 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
     def resolve(image_path: str, what: str) -> str:
         return str(paths.resolve_file(spec.rootfs, image_path, what).path) if image_path else ""
 
-    artifacts = ArtifactPaths(resolve(uk_config.binary, "kernel"), resolve(uk_config.initrd, "initrd"),
-                              resolve(uk_config.block, "block image"))
+    block = resolve(uk_config.block, "block image")
+    artifacts = ArtifactPaths(resolve(uk_config.binary, "kernel"), resolve(uk_config.initrd, "initrd"), block, block)
     state_dir = st.container_dir(ctx.root, container_id)
-    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, artifacts))
+    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, artifacts,
+                             ctx.containerd_namespace(bundle)))
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
@@ -155,6 +157,10 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         timer.mark("volumes")
     if plan.joined_initrd is not None:
         _join_initrd(plan.joined_initrd)
+    if plan.control_socket:
+        record.control_socket = plan.control_socket
+        st.save(ctx.root, record)  # delete removes it, whatever step a crash stopped at
+        _free_control_socket(plan.control_socket)
     for path, data in plan.files:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -169,8 +175,8 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
-        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
-                          if p),
+        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir,
+                                            _own_rootfs(plan, info.mount_point)) if p),
         virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
         virtiofsd_log=vfsd.log if vfsd else "",
     ).write(d)
@@ -187,6 +193,30 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _own_rootfs(plan: LaunchPlan, rootfs: str) -> str:
+    """The container's rootfs, when a block device the monitor opens is a file in it (the image's block)."""
+    return rootfs if any(b.path.startswith(rootfs.rstrip("/") + "/") for b in plan.blocks) else ""
+
+
+def _free_control_socket(path: str) -> None:
+    """The monitor binds the socket: a leftover one (the name is this container's) goes; anything else there
+    is the operator's, and stays."""
+    import stat
+
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UkrunError(f"the folder {folder} of the monitor's control sockets ([monitors.*] socket_path) does not "
+                         "exist: create it")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise UkrunError(f"{path}, the monitor's control socket, is taken by something that is not a socket: remove "
+                         "it, or set another [monitors.*] socket_path")
+    os.unlink(path)
 
 
 def _join_initrd(joined: JoinedInitrd) -> None:
