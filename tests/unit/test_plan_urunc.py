@@ -195,8 +195,10 @@ def test_freebsd_over_9p_and_from_its_image_block_on_firecracker() -> None:
 
 
 def test_freebsd_without_urunit_gets_init_path_only_and_what_it_cannot_boot_is_refused() -> None:
-    p = plan(facts("freebsd", "qemu", rootfs=EXT2_ROOT, mount_rootfs=True, args=("/sbin/init",)))
+    p = plan(networked("freebsd", "qemu", rootfs=EXT2_ROOT, mount_rootfs=True, args=("/sbin/init",)))
     assert p.cmdline == "vfs.root.mountfrom=ext2fs:/dev/vtbd0 init_path=/sbin/init" and len(p.blocks) == 1
+    assert ("a freebsd guest learns its address only from urunit's configuration, and its init is not urunit: it "
+            "must configure 192.0.2.2/24 itself") in p.notes
     with pytest.raises(UkrunError, match="a freebsd guest needs a root file system"):
         plan(facts("freebsd", "qemu"))
     with pytest.raises(PlanError, match="a freebsd guest cannot boot from a ext4 rootfs; it reads ext2"):

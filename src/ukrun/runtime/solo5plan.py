@@ -96,6 +96,9 @@ def checked_network(manifest: Manifest | ManifestError | None, net: str, planned
 def address_note(guest: UnikernelType, req: GuestRequest) -> tuple[str, ...]:
     if req.network is None or guest.told_network(req):
         return ()
+    if req.net_id == guest.net_id:  # FreeBSD without urunit: no ip= of its own
+        return (f"a {guest.name} guest learns its address only from urunit's configuration, and its init is not "
+                f"urunit: it must configure {req.network.cidr} itself",)
     return (f"the unikernel's net device is {req.net_id}, not {guest.net_id}: a {guest.name} guest's command line "
             f"gets no address then; it must know {req.network.cidr} itself",)
 
