@@ -40,8 +40,8 @@ def migrated(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path, soc
     private = ctd.start(daemon.version, tmp_path / "d", env={"UKRUN_CONFIG": str(config),
                                                             "URUNC_CONFIG_FILE": str(urunc)})
     r = Runner(private, ns, tmp_path / "runc", tmp_path / "state")
-    private.import_image(ns, guest_image, SNAPSHOTTER)
     try:
+        private.import_image(ns, guest_image, SNAPSHOTTER)
         yield r
         remove_containers(r)
     finally:
