@@ -11,6 +11,7 @@ and `docs/configuration.md` (data_path: qemu's data files).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,28 @@ def test_data_path_is_qemus_data_folder() -> None:
     assert p.argv[i + 1] == "/opt/urunc/share/qemu"
     fc = plan(configured(facts("linux", "firecracker", rootfs=BLOCK_ROOT, mount_rootfs=True), data_path="/opt/x"))
     assert "-L" not in fc.argv and any("data_path is for qemu's data files" in n for n in fc.notes)
+
+
+def test_create_frees_only_a_leftover_socket_and_delete_removes_only_a_socket(tmp_path: Path) -> None:
+    import socket
+
+    from ukrun.runtime.create import _free_control_socket
+    from ukrun.runtime.verbs import remove_socket
+
+    path = tmp_path / "default.c1.sock"
+    with pytest.raises(UkrunError, match="does not exist: create it"):
+        _free_control_socket(str(tmp_path / "absent" / "x.sock"))
+    path.write_text("the operator's")
+    with pytest.raises(UkrunError, match="is taken by something that is not a socket"):
+        _free_control_socket(str(path))
+    remove_socket(str(path))
+    assert path.read_text() == "the operator's"
+    path.unlink()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    _free_control_socket(str(path))  # a leftover of this container's name
+    assert not path.exists()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    remove_socket(str(path))
+    assert not path.exists()
