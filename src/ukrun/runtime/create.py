@@ -134,10 +134,12 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
 
     info = facts.rootfs
     if plan.network is not None:
+        from ukrun.network import connect
+
         record.netns, record.tap = plan.netns, plan.network.tap
         record.nat = plan.link.table if plan.link else ""
         st.save(ctx.root, record)  # before the tap exists: a crash from here on leaves a record of it
-        _connect(plan)
+        connect.connect(plan.container_id, plan.netns, plan.interface, plan.network, plan.link)
         timer.mark("network")
     if plan.files_target is FilesTarget.ROOTFS:
         rootfsmod.write_guest_files(Path(info.mount_point), dict(plan.guest_files))
@@ -197,29 +199,6 @@ def _join_initrd(joined: JoinedInitrd) -> None:
         while chunk := image.read(1 << 20):
             out.write(chunk)
         out.write(b"\0" * (-out.tell() % 4) + joined.appended)
-
-
-def _connect(plan: LaunchPlan) -> None:
-    """The container's tap, and either the redirection between it and the container's interface (dynamic)
-    or the private link and its NAT rules (static)."""
-    from ukrun.network import netlink
-    from ukrun.network.base import alias
-
-    assert plan.network is not None
-    with netlink.inside(plan.netns) as sock:
-        iface = netlink.link_index(sock, plan.interface)
-        if iface is None:
-            raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
-        crashpoints.point("create-before-tap")
-        tap = netlink.make_tap(sock, plan.network.tap, alias(plan.container_id), plan.network.mtu)
-        crashpoints.point("create-after-tap")
-        if plan.link is not None:
-            from ukrun.network import static  # it runs nft: only static mode pays for subprocess
-
-            static.connect(sock, tap, plan.link)
-            return
-        netlink.redirect(sock, iface, tap)
-        netlink.redirect(sock, tap, iface)
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:
