@@ -214,6 +214,11 @@ def test_ukrun_plan_shows_the_private_link_and_the_forwarded_ports(tmp_path: Pat
         (bundle / "config.json").write_text(json.dumps(spec))
         refused = plan()
         assert refused.returncode == 1 and "port 8081/tcp is already forwarded to unikernel other" in refused.stderr
+        # A pod spec's words never reach nft: a port is a number and tcp or udp, or the container is refused.
+        spec["annotations"]["io.ukrun.ports"] = '8082/tcp dnat to 192.0.2.1;flush ruleset'  # type: ignore[index]
+        (bundle / "config.json").write_text(json.dumps(spec))
+        hostile = plan()
+        assert hostile.returncode == 1 and "the protocol must be tcp or udp" in hostile.stderr, hostile.stderr
     finally:
         pod.inside("ip", "link", "del", other)
     assert pod_state(pod) == before  # planning changed nothing in the namespace

@@ -52,10 +52,6 @@ def tap_name(container_id: str) -> str:
     return "tapuk" + hashlib.sha256(container_id.encode()).hexdigest()[:10]
 
 
-def alias(container_id: str) -> str:
-    return ALIAS_PREFIX + container_id
-
-
 def first_nameserver(resolv_conf: bytes) -> str:
     for line in resolv_conf.decode(errors="replace").splitlines():
         words = line.split()
