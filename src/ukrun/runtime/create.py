@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from ukrun import config as configmod
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
+from ukrun.runtime import startnet, verbs
 from ukrun.runtime import state as st
-from ukrun.runtime import verbs
 from ukrun.runtime.zygote import Zygote
 from ukrun.timing import Timer
 
@@ -75,8 +75,11 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
 
         facts, art = _gather(ctx, spec, uk_config, record, d, store, timer)
         launch_plan = plan(facts)
+        late = startnet.deferred(tuple((n.type, n.path) for n in spec.namespaces))
+        if late:
+            startnet.keep(d, facts)
         timer.mark("plan")
-        _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer)
+        _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer, late)
     except BaseException:
         zygote.close()
         verbs.teardown(ctx, record)
@@ -145,7 +148,8 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
-           art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
+           art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer,
+           late_network: bool) -> None:
     from ukrun.launchconfig import LaunchConfig, Namespace
     from ukrun.runtime import rootfs as rootfsmod
     from ukrun.runtime.plan import FilesTarget
@@ -156,7 +160,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         record.netns, record.tap = plan.netns, plan.network.tap
         record.nat = plan.link.table if plan.link else ""
         st.save(ctx.root, record)  # before the tap exists: a crash from here on leaves a record of it
-        _connect(plan)
+        connect(plan)
         timer.mark("network")
     if plan.files_target is FilesTarget.ROOTFS:
         rootfsmod.write_guest_files(Path(info.mount_point), dict(plan.guest_files))
@@ -191,7 +195,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
                           if p),
         virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
-        virtiofsd_log=vfsd.log if vfsd else "",
+        virtiofsd_log=vfsd.log if vfsd else "", late_network=late_network,
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
     record.pid_start = st.process_start(record.pid)
@@ -218,7 +222,7 @@ def _join_initrd(joined: JoinedInitrd) -> None:
         out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
-def _connect(plan: LaunchPlan) -> None:
+def connect(plan: LaunchPlan) -> None:
     """The container's tap, and either the redirection between it and the container's interface (dynamic)
     or the private link and its NAT rules (static)."""
     from ukrun.network import netlink

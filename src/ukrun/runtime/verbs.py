@@ -170,8 +170,8 @@ def _disconnect(record: st.ContainerState) -> None:
     namespace already gone took them."""
     from ukrun.network import netlink
 
-    if not os.path.exists(record.netns):
-        return
+    if not os.path.exists(record.netns) or record.netns == f"/proc/{record.pid}/ns/net":
+        return  # gone, or the container's own (runtime.startnet), which takes the tap with it
     with netlink.inside(record.netns) as sock:
         netlink.remove_tap(sock, record.tap)
         if record.nat:
