@@ -130,3 +130,25 @@ def test_a_bad_image_gets_the_error_it_gets_through_ctr(dockerd: docker.Dockerd,
     runner.ctr("containers", "delete", "b1")
     runner.ctr("images", "rm", "localhost/ukrun/bad:1")
     assert docker.leftovers(dockerd) == []
+
+
+def unikraft_image(workdir: Path) -> Path:
+    """Unikraft's hello (scripts/build-unikernels) reading a file of its container's rootfs over 9p."""
+    from testbed.unikernels import UNIKRAFT, need
+    from ukrun.image.build import build_unikernel_image
+
+    kernel = need(UNIKRAFT / "ukrun-hello_qemu-x86_64")
+    tar = workdir / "uk.tar"
+    config = UnikernelConfig("unikraft", "qemu", "/unikernel/kernel", version="0.16.3", mount_rootfs=True)
+    base = [Entry("/greeting.txt", data=b"hello from the container's rootfs\n")]
+    build_unikernel_image(tar, "localhost/ukrun/uk-9p:1", config, kernel, None, base=base, cmd=("/greeting.txt",))
+    return tar
+
+
+def test_a_unikraft_unikernel_reads_its_rootfs_folder(dockerd: docker.Dockerd, tmp_path: Path) -> None:
+    loaded = dockerd.docker("load", "-i", str(unikraft_image(tmp_path)))
+    assert loaded.returncode == 0, loaded.stderr
+    proc = dockerd.docker(*_run(dockerd, "--rm", "--network", "none", "localhost/ukrun/uk-9p:1"))
+    assert proc.returncode == 0 and "hello from the container's rootfs" in proc.stdout, proc.stdout + proc.stderr
+    dockerd.docker("image", "rm", "localhost/ukrun/uk-9p:1")
+    assert docker.leftovers(dockerd) == []

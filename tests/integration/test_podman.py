@@ -15,7 +15,7 @@ import pytest
 from testbed import guest, images, podman
 from tests.integration.conftest import APP, SNAPSHOTTER
 from tests.integration.runner import UKRUN, Runner
-from tests.integration.test_docker import BAD, BAD_SENTENCE, IMAGE, NET_APP, ask
+from tests.integration.test_docker import BAD, BAD_SENTENCE, IMAGE, NET_APP, ask, unikraft_image
 from ukrun.image.build import Entry
 
 UKRUN_ROOT = Path("/run/ukrun/runtime")  # ukrun's default: Podman passes it no --root
@@ -91,3 +91,13 @@ def test_a_bad_image_gets_the_error_it_gets_through_ctr(pm: podman.Podman, runne
     through_ctr = runner.run("b1", image="localhost/ukrun/bad:1", flags=("--rm",))
     assert through_ctr.returncode != 0 and BAD_SENTENCE in through_ctr.stderr, through_ctr.stderr
     runner.ctr("containers", "delete", "b1")
+
+
+def test_a_unikraft_unikernel_reads_its_rootfs_folder(pm: podman.Podman, tmp_path: Path) -> None:
+    loaded = pm.podman("load", "-i", str(unikraft_image(tmp_path)))
+    assert loaded.returncode == 0, loaded.stderr
+    proc = pm.podman("--runtime", "ukrun", "run", "--name", "u1", "--network", "none", "localhost/ukrun/uk-9p:1")
+    assert proc.returncode == 0 and "hello from the container's rootfs" in proc.stdout, proc.stdout + proc.stderr
+    ids = _ids(pm)
+    assert pm.podman("rm", "u1").returncode == 0
+    assert _left(pm, ids) == []
