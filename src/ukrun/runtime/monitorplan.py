@@ -10,9 +10,9 @@ and CHANGELOG):
   API socket (`--api-sock`, in place of `--no-api`; its `docs/getting-started.md`), cloud-hypervisor's
   (`--api-socket path=`, its `docs/api.md`). The key names a folder, the operator's: each container's
   socket is `<folder>/<namespace>.<container ID>.sock`, so two containers never share one (containerd's
-  IDs are unique per namespace only). ukrun creates nothing else there and removes only that socket. A
-  socket path must fit a unix socket's 108-byte `sun_path`. Solo5's tenders and hyperlight-unikraft have
-  no control socket: a note says so.
+  IDs are unique per namespace only; without containerd, as under Podman, `<container ID>.sock`). ukrun
+  creates nothing else there and removes only that socket. A socket path must fit a unix socket's
+  108-byte `sun_path`. Solo5's tenders and hyperlight-unikraft have no control socket: a note says so.
 - `data_path`: where qemu's data files (firmware, option ROMs) are: `-L <data_path>/qemu`, the folder
   urunc binds over `/usr/share/qemu` for its monitor.
 """
@@ -52,7 +52,7 @@ def options(monitor: str, control: bool, vhost: bool, vhost_net: bool, socket_di
     if socket_dir and not control:
         notes.append(f"{key} socket_path: {monitor} has no control socket, and none is made")
     elif socket_dir:
-        sock = posixpath.join(socket_dir, f"{namespace}.{container}.sock")
+        sock = posixpath.join(socket_dir, f"{namespace}.{container}.sock" if namespace else f"{container}.sock")
         if len(sock.encode()) >= SUN_PATH:
             raise PlanError(f"the control socket {sock} is {len(sock.encode())} bytes long, and a unix socket's "
                             f"path holds at most {SUN_PATH - 1}: set a shorter {key} socket_path")

@@ -17,9 +17,10 @@ import base64
 import enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
-from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
+from ukrun.network.base import GuestNetwork, Interface, Link, NetworkMode, PortsLink, StaticLink, UkrunLink
 from ukrun.runtime.handoff import RootfsInfo, SnapshotMount
 from ukrun.runtime.monitorplan import options
 from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
@@ -62,12 +63,14 @@ class MonitorFacts(NamedTuple):
 
 
 class ArtifactPaths(NamedTuple):
-    """Host paths of the image's artifacts, where the monitor reads them."""
+    """Host paths of the image's artifacts, where the monitor reads them, and where they come from."""
 
     kernel: str
     initrd: str = ""
-    block: str = ""  # com.urunc.unikernel.block, in the artifact view (read-only)
+    block: str = ""  # com.urunc.unikernel.block, where the artifacts are read (a view: read-only)
     own_block: str = ""  # the same file in the container's own rootfs (its to write; see runtime.rootplan)
+    source: Source = Source.VIEW  # decided by artifacts.source.decide
+    reason: str = ""
 
 
 class Resources(NamedTuple):
@@ -91,7 +94,9 @@ class Facts(NamedTuple):
     mounts: tuple[BoundMount, ...] = ()  # the spec's bind mounts of files, folders and block volumes
     netns: str = ""  # the container's network namespace (a path), when the spec names one
     interface: Interface | None = None  # its interface with the default route
-    taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
+    links: tuple[UkrunLink, ...] = ()  # ukrun taps already in that namespace
+    taken: tuple[str, ...] = ()  # the networks anything else uses there (CIDR)
+    image_ports: tuple[str, ...] = ()  # the image's ExposedPorts, when the plan may need them (network.ports)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose network and share
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
@@ -131,12 +136,13 @@ class LaunchPlan(NamedTuple):
     netns: str = ""
     interface: str = ""  # the container's interface that the tap is redirected from and to
     network: GuestNetwork | None = None
-    link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
+    link: Link | None = None  # STATIC and PORTS modes: the private link and its NAT rules
     virtiofsd: VirtiofsdPlan | None = None  # VIRTIOFS root: the daemon the init starts before the monitor
     notes: tuple[str, ...] = ()
     volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
     joined_initrd: JoinedInitrd | None = None
     control_socket: str = ""  # the monitor's control socket: a leftover one is removed before, and it after
+    artifacts: ArtifactPaths = ArtifactPaths("")
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -159,8 +165,9 @@ class LaunchPlan(NamedTuple):
             "network": None if self.network is None else {
                 "netns": self.netns, "interface": self.interface, "tap": self.network.tap, "mac": self.network.mac,
                 "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu,
-                "mode": (NetworkMode.STATIC if self.link else NetworkMode.DYNAMIC).value,
-                "publish": [str(p) for p in self.link.publish] if self.link else []},
+                "mode": (self.link.mode if self.link else NetworkMode.DYNAMIC).value,
+                "publish": [str(p) for p in self.link.publish] if isinstance(self.link, StaticLink) else [],
+                **_ports_json(self.link)},
             "virtiofsd": None if self.virtiofsd is None else {
                 "argv": list(self.virtiofsd.argv), "socket": self.virtiofsd.socket,
                 "shared_dir": self.virtiofsd.shared_dir, "log": self.virtiofsd.log},
@@ -170,8 +177,20 @@ class LaunchPlan(NamedTuple):
                 "path": self.joined_initrd.path, "image": self.joined_initrd.image,
                 "appended_bytes": len(self.joined_initrd.appended)},
             "control_socket": self.control_socket,
+            "artifacts": {"source": self.artifacts.source.value, "reason": self.artifacts.reason,
+                          "kernel": self.artifacts.kernel, "initrd": self.artifacts.initrd,
+                          "block": self.artifacts.block},
             "notes": list(self.notes),
         }
+
+
+def _ports_json(link: Link | None) -> dict[str, Any]:
+    """PORTS mode: the guest's private link and what is forwarded to it, from where."""
+    if not isinstance(link, PortsLink):
+        return {}
+    return {"private_link": {"tap": link.tap, "host": f"{link.host}/{link.prefixlen}",
+                             "guest": f"{link.guest}/{link.prefixlen}"},
+            "forward": {"ports": [str(p) for p in link.ports], "from": [link.pod, "127.0.0.1"], "table": link.table}}
 
 
 def plan(facts: Facts) -> LaunchPlan:
@@ -260,15 +279,16 @@ def plan(facts: Facts) -> LaunchPlan:
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
-        volumes=mounts.volumes, joined_initrd=joined, control_socket=opts.control_socket,
+        volumes=mounts.volumes, joined_initrd=joined, control_socket=opts.control_socket, artifacts=facts.artifacts,
     )
 
 
 def _network(facts: Facts, monitor: hv.Hypervisor, net_id: str) -> tuple[
-        GuestNetwork | None, StaticLink | None, tuple[str, ...]]:
+        GuestNetwork | None, Link | None, tuple[str, ...]]:
     """The network plan (runtime.netplan), checked against the kernel's Solo5 manifest and the monitor."""
     net, link, notes = checked_network(facts.manifest, net_id, network_plan(
-        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, resolv_conf(facts.mounts)))
+        facts.container_id, facts.netns, facts.interface, facts.links, facts.taken, facts.annotations,
+        resolv_conf(facts.mounts), facts.image_ports))
     if net is not None and not monitor.can_net:
         return None, None, (*notes, f"monitor {monitor.name} gives the guest no network device: the guest gets no "
                                     "network, and its network namespace is left alone")
