@@ -127,10 +127,14 @@ class Daemon:
         (self.dir / "daemon.json").write_text(json.dumps({"version": self.version, "pid": self.pid}))
 
 
-def start(version: str, folder: Path, *, scratch_size: str = "256M", env: dict[str, str] | None = None,
+def start(version: str, folder: Path, *, scratch_size: str = "64M", env: dict[str, str] | None = None,
           devmapper_pool: str = "", config: str = "") -> Daemon:
     """Starts a private containerd in `folder`; with `devmapper_pool`, its devmapper snapshotter uses that
-    thin pool (which must exist as /dev/mapper/<pool>)."""
+    thin pool (which must exist as /dev/mapper/<pool>).
+
+    Every blockfile snapshot is a whole copy of the scratch file (containerd copies it, and ext4 cannot
+    share its blocks), so its size is what each snapshot costs on disk: the test images fit in 64 MiB,
+    and a run of the suite keeps one daemon's hundreds of snapshots."""
     installed_version(version)
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--containerd", choices=containerd.VERSIONS)
     args = parser.parse_args(argv)
     if args.verb == "up":
-        daemon = containerd.start(args.containerd, BASE / args.containerd)
+        daemon = containerd.start(args.containerd, BASE / args.containerd, scratch_size="256M")
         version = containerd.installed_version(args.containerd)
         print(f"# containerd {version}, pid {daemon.pid}, folder {daemon.dir}", file=sys.stderr)
         print(f"export CONTAINERD_ADDRESS={shlex.quote(daemon.address)}")
