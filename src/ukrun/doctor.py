@@ -23,7 +23,7 @@ class Check:
 
 
 def run(cfg: configmod.Config, address: str, namespace: str, state_root: Path) -> list[Check]:
-    checks = [_config(cfg)]
+    checks = [_config(cfg), _urunc_config(cfg)]
     checks += _containerd(cfg, address, namespace)
     checks += _monitors(cfg, state_root)
     checks.append(_virtiofsd(cfg))
@@ -37,6 +37,20 @@ def _config(cfg: configmod.Config) -> Check:
     if cfg.path is None:
         return Check("config", "ok", f"no config file at {configmod.DEFAULT_PATH}: defaults in use")
     return Check("config", "ok", f"{cfg.path}: artifact mode {cfg.artifact_mode}, state root {cfg.state_root}")
+
+
+def _urunc_config(cfg: configmod.Config) -> Check:
+    """What ukrun takes from urunc's configuration file, for an operator switching from urunc."""
+    where = os.environ.get(configmod.URUNC_ENV) or configmod.URUNC_PATH
+    if cfg.urunc_error:
+        return Check("urunc config", "warn", cfg.urunc_error, f"fix the TOML of {where}, or remove it")
+    if cfg.urunc_path is None:
+        return Check("urunc config", "ok", f"no urunc configuration at {where}")
+    taken = ", ".join(cfg.from_urunc) or "nothing (ukrun's own file sets every key they share)"
+    detail = f"{cfg.urunc_path}: ukrun reads {taken}"
+    if cfg.urunc_unused:
+        detail += f"; it does not read {', '.join(cfg.urunc_unused)}"
+    return Check("urunc config", "ok", detail)
 
 
 def _containerd(cfg: configmod.Config, address: str, namespace: str) -> list[Check]:
@@ -88,6 +102,7 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
                              "enable virtualisation and load kvm_intel or kvm_amd"))
             continue
         out.append(Check(f"monitor {name}", "ok", binary))
+        out += _monitor_options(name, cfg.monitor(name))
         probe = hv.kvm_probe_args()
         if probe is None:
             continue
@@ -99,6 +114,21 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
         else:
             out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "
                              "guests run under TCG", "check the host's KVM (a PVM or nested setup may lack features)"))
+    return out
+
+
+def _monitor_options(name: str, conf: configmod.Monitor) -> list[Check]:
+    out = []
+    if conf.vhost and not os.path.exists("/dev/vhost-net"):
+        out.append(Check(f"monitor {name} vhost", "warn", "vhost = true, but this host has no /dev/vhost-net: guests "
+                         "use qemu's own virtio-net backend", "modprobe vhost_net"))
+    elif conf.vhost:
+        out.append(Check(f"monitor {name} vhost", "ok", "vhost-net backs the guests' network"))
+    if conf.socket_path and not os.path.isdir(conf.socket_path):
+        out.append(Check(f"monitor {name} socket_path", "fail", f"{conf.socket_path} is not a folder: creates "
+                         "with this monitor fail", f"mkdir -p {conf.socket_path}, or unset socket_path"))
+    elif conf.socket_path:
+        out.append(Check(f"monitor {name} socket_path", "ok", f"control sockets in {conf.socket_path}"))
     return out
 
 

@@ -17,13 +17,16 @@ from ukrun.errors import ImageError
 from ukrun.image.oci import load_json
 
 PREFIX = "com.urunc.unikernel."
-TYPES = ("rumprun", "unikraft", "mirage", "mewz", "hermit", "linux")
-HYPERVISORS = ("qemu", "firecracker", "cloud-hypervisor", "hvt", "spt")
+TYPES = ("rumprun", "unikraft", "mirage", "mewz", "hermit", "linux", "freebsd")
+HYPERVISORS = ("qemu", "firecracker", "cloud-hypervisor", "hvt", "spt", "hyperlight-unikraft")
 URUNC_JSON = "/urunc.json"
 URUNC_JSON_LIMIT = 64 * 1024
 REQUIRED = ("unikernelType", "hypervisor", "binary")
+SOLO5_NAME_MAX = 67  # Solo5's MFT_NAME_MAX: a manifest's device names are alphanumeric, at most this long
+SOLO5_NAMES = 64  # a manifest's entries
 PATH_KEYS = ("binary", "initrd", "block")
-KNOWN = (*REQUIRED, "cmdline", "initrd", "block", "blkMntPoint", "unikernelVersion", "useDMBlock", "mountRootfs")
+KNOWN = (*REQUIRED, "cmdline", "initrd", "block", "blkMntPoint", "unikernelVersion", "useDMBlock", "mountRootfs",
+         "solo5NetDev", "solo5BlkDev")
 
 
 class UnikernelConfig(NamedTuple):
@@ -37,6 +40,8 @@ class UnikernelConfig(NamedTuple):
     version: str = ""
     mount_rootfs: bool = False
     source: str = "annotations"  # or "urunc.json"
+    net_dev: str = ""  # solo5NetDev: the Solo5 net device's name (checked against the kernel's manifest)
+    blk_dev: str = ""  # solo5BlkDev: the Solo5 block devices' names, in attachment order, comma-separated
 
     def artifact_paths(self) -> list[str]:
         """Paths inside the rootfs that the runtime must read before the VM starts."""
@@ -54,6 +59,8 @@ class UnikernelConfig(NamedTuple):
             "blkMntPoint": self.block_mount_point,
             "unikernelVersion": self.version,
             "mountRootfs": "true" if self.mount_rootfs else "",
+            "solo5NetDev": self.net_dev,
+            "solo5BlkDev": self.blk_dev,
         }
         return {PREFIX + k: v for k, v in values.items() if v}
 
@@ -95,6 +102,13 @@ def _build(values: Mapping[str, str], source: str) -> UnikernelConfig:
         path = values.get(key, "")
         if path and not path.startswith("/"):
             raise ImageError(f"{source}: {PREFIX}{key} must be an absolute path in the rootfs, got {path!r}")
+    for key in ("solo5NetDev", "solo5BlkDev"):
+        names = [n.strip() for n in values.get(key, "").split(",")] if values.get(key, "").strip() else []
+        if len(names) > (1 if key == "solo5NetDev" else SOLO5_NAMES) or not all(
+                n.isascii() and n.isalnum() and len(n) <= SOLO5_NAME_MAX for n in names):
+            raise ImageError(f"{source}: {PREFIX}{key}={values[key]!r} is not "
+                             f"{'a Solo5 device name' if key == 'solo5NetDev' else 'a comma-separated list of them'}"
+                             f" (letters and digits, at most {SOLO5_NAME_MAX}, as Solo5's manifests have them)")
     flag = (values.get("mountRootfs") or values.get("useDMBlock") or "").strip().lower()
     return UnikernelConfig(
         unikernel_type=utype,
@@ -107,6 +121,8 @@ def _build(values: Mapping[str, str], source: str) -> UnikernelConfig:
         version=values.get("unikernelVersion", ""),
         mount_rootfs=flag in ("true", "1", "yes"),
         source=source,
+        net_dev=values.get("solo5NetDev", "").strip(),
+        blk_dev=values.get("solo5BlkDev", "").strip(),
     )
 
 

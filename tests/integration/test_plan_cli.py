@@ -117,3 +117,42 @@ def test_a_bundle_on_a_containerd_snapshot_is_proven_before_it_is_planned_as_a_b
         tbhost.unmount_below(bundle)
     runner.ctr("containers", "delete", "p1")
     runner.assert_clean("p1")
+
+
+def _bundle(tmp_path: Path, keys: dict[str, str], files: dict[str, bytes], args: list[str]) -> Path:
+    bundle = tmp_path / "bundle"
+    for path, data in files.items():
+        (bundle / "rootfs" / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / "rootfs" / path.lstrip("/")).write_bytes(data)
+    urunc = {f"com.urunc.unikernel.{k}": base64.b64encode(v.encode()).decode() for k, v in keys.items()}
+    (bundle / "rootfs" / "urunc.json").write_text(json.dumps(urunc))
+    spec = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": args, "env": ["A=1"], "cwd": "/"}}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def test_urunc_v081_bundles_urunit_in_an_initrd_root_and_freebsd_from_its_block(tmp_path: Path) -> None:
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "UKRUN_CONFIG": str(config),
+           "URUNC_CONFIG_FILE": str(tmp_path / "no-urunc.toml"), "CONTAINERD_ADDRESS": str(tmp_path / "none.sock")}
+    linux = _bundle(tmp_path / "l", {"unikernelType": "linux", "hypervisor": "qemu", "binary": "/boot/kernel",
+                                     "initrd": "/boot/initrd"},
+                    {"/boot/kernel": b"kernel", "/boot/initrd": b"070701"}, ["/urunit", "/app", "a b"])
+    proc = _plan(linux, env, "--root", str(tmp_path / "runtime"))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["root"]["mode"] == "initrd" and plan["guest_files"]["files"] == {}
+    assert plan["cmdline"].endswith("URUNIT_CONFIG=/urunit.conf quiet loglevel=3 rdinit=/urunit -- /app 'a b'")
+    assert plan["joined_initrd"]["image"] == str(linux / "rootfs" / "boot" / "initrd")
+    assert plan["joined_initrd"]["appended_bytes"] > 0 and len(plan["initrds"]) == 1
+    freebsd = _bundle(tmp_path / "f", {"unikernelType": "freebsd", "hypervisor": "qemu", "binary": "/boot/kernel",
+                                       "block": "/freebsd.ufs", "blkMntPoint": "/"},
+                      {"/boot/kernel": b"kernel", "/freebsd.ufs": b"ufs"}, ["/sbin/init"])
+    proc = _plan(freebsd, env, "--root", str(tmp_path / "runtime"))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["root"]["mode"] == "image-block"
+    assert plan["cmdline"] == "vfs.root.mountfrom=ufs:/dev/vtbd0 init_path=/sbin/init"
+    assert plan["argv"][plan["argv"].index("-M") + 1] == "microvm,acpi=on,pic=on,pit=on,rtc=on"
+    assert plan["blocks"] == [{"id": "rootfs", "path": str(freebsd / "rootfs" / "freebsd.ufs"), "read_only": False}]
+    assert not (tmp_path / "runtime").exists()

@@ -38,7 +38,7 @@ DIR_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.DIR, "overlay", "overlay", 
 NO_ROOT = RootfsInfo("/run/b/c1/rootfs", RootfsKind.DIR, "", "/run/b/c1/rootfs", "")
 BINARIES = {"qemu": "/usr/bin/qemu-system-x86_64", "firecracker": "/usr/local/bin/firecracker",
             "cloud-hypervisor": "/usr/local/bin/cloud-hypervisor", "hvt": "/usr/local/bin/solo5-hvt",
-            "spt": "/usr/local/bin/solo5-spt"}
+            "spt": "/usr/local/bin/solo5-spt", "hyperlight-unikraft": "/usr/local/bin/hyperlight-unikraft"}
 STATE = "/run/ukrun/runtime/c1"
 
 
@@ -52,7 +52,7 @@ def facts(guest: str, monitor: str, *, rootfs: RootfsInfo = NO_ROOT, mount_rootf
         rootfs=rootfs, snapshot=SNAPSHOT if rootfs.kind is RootfsKind.BLOCKFILE else None, rootfs_elsewhere=(),
         monitor=MonitorFacts(monitor, BINARIES[monitor] if installed else "", 256, 1, "tcg", False, kvm_device),
         artifacts=ArtifactPaths("/views/v/kernel", "/views/v/initrd" if initrd else "",
-                                "/views/v/disk.img" if block else ""),
+                                "/views/v/disk.img" if block else "", f"{rootfs.mount_point}{block}" if block else ""),
         state_dir=STATE,
     )
 
@@ -141,11 +141,13 @@ def test_mirage_on_solo5_gets_the_containers_device_raw_as_storage(monitor: str)
     assert p.files_target is FilesTarget.NONE and p.exit_decoding is ExitDecoding.RAW
 
 
-def test_mirage_on_qemu_gets_the_image_block_as_a_virtio_disk() -> None:
+def test_mirage_on_qemu_gets_the_image_block_as_a_virtio_disk_from_its_own_rootfs() -> None:
     p = plan(facts("mirage", "qemu", block="/disk.img", args=("--hello",)))
     assert p.root is RootMode.NONE and p.cmdline == "--hello"
     assert "virtio-blk-pci,drive=storage,serial=storage" in p.argv
-    assert "file=/views/v/disk.img,format=raw,if=none,id=storage,cache=none,aio=threads" in p.argv
+    # the container's own copy, which it may write: the view is read-only and every container's (urunc
+    # attaches the file of the container's rootfs too)
+    assert "file=/run/b/c1/rootfs/disk.img,format=raw,if=none,id=storage,cache=none,aio=threads" in p.argv
 
 
 @pytest.mark.parametrize("monitor", ["spt", "hvt"])

@@ -5,11 +5,15 @@ after the manifest and refuses at create what the tender would refuse at start."
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.unit.test_plan import BINARIES, BLOCK_ROOT, EXT2_ROOT, SNAP, TAP, facts, networked
-from ukrun.errors import PlanError
+from ukrun.errors import PlanError, UkrunError
 from ukrun.runtime.plan import Facts, plan
+from ukrun.runtime.solo5plan import device_names
+from ukrun.unikernels import base as guests
 from ukrun.unikernels.solo5_manifest import Device, DeviceType, Manifest, NotSolo5Unikernel
 
 MAC = "02:42:c0:00:02:02"
@@ -50,13 +54,18 @@ def test_a_block_device_named_otherwise_takes_the_rootfs() -> None:
 
 def test_with_several_block_devices_the_guests_own_name_goes_first_then_the_manifests_order() -> None:
     both = facts("mirage", "hvt", rootfs=BLOCK_ROOT, mount_rootfs=True, block="/disk.img")
-    p = plan(declaring(both, ("data", BLK), ("storage", BLK)))
-    assert [a for a in p.argv if a.startswith("--block:")] == [f"--block:storage={SNAP}",
-                                                               "--block:data=/views/v/disk.img"]
-    p = plan(declaring(both, ("b", BLK), ("a", BLK)))
-    assert [a for a in p.argv if a.startswith("--block:")] == [f"--block:b={SNAP}", "--block:a=/views/v/disk.img"]
+    mirage = guests.get("mirage")
+    names = device_names(Manifest((Device("data", BLK), Device("storage", BLK))), mirage, both.config)
+    assert (names.rootfs, names.block) == ("storage", "data")
+    names = device_names(Manifest((Device("b", BLK), Device("a", BLK))), mirage, both.config)
+    assert (names.rootfs, names.block) == ("b", "a")
+    # the image's block lies in the rootfs handed to the VM: only the view's read-only file is left, and
+    # Solo5's tenders open block devices read-write
+    with pytest.raises(UkrunError, match="monitor hvt opens every block device read-write, and data can only be "
+                                         "attached read-only"):
+        plan(declaring(both, ("data", BLK), ("storage", BLK)))
     image_only = plan(declaring(facts("mirage", "spt", block="/disk.img"), ("storage", BLK)))
-    assert "--block:storage=/views/v/disk.img" in image_only.argv
+    assert "--block:storage=/run/b/c1/rootfs/disk.img" in image_only.argv
 
 
 def test_rumprun_takes_its_own_names_when_declared() -> None:
@@ -124,3 +133,42 @@ def test_a_kernel_without_a_manifest_is_refused_after_the_plans_own_checks() -> 
         plan(facts("unikraft", "spt")._replace(manifest=wrong))
     with pytest.raises(PlanError, match="binary 'solo5-hvt' is not installed"):
         plan(facts("mirage", "hvt", installed=False)._replace(manifest=wrong))
+
+
+# urunc v0.8's solo5NetDev and solo5BlkDev annotations (its unikernels/mirage.go: the block names map onto the
+# block devices in order; MirageOS's flags carry a device name other than `service` as their prefix)
+def named(f: Facts, net: str = "", blk: str = "") -> Facts:
+    return f._replace(config=f.config._replace(net_dev=net, blk_dev=blk))
+
+
+def test_solo5_net_dev_names_the_net_device_and_prefixes_mirages_flags() -> None:
+    p = plan(declaring(named(networked("mirage", "hvt", args=("--port=80",)), net="service0"), ("service0", NET)))
+    assert f"--net:service0={TAP}" in p.argv and f"--net-mac:service0={MAC}" in p.argv
+    assert p.cmdline == "--service0-ipv4=192.0.2.2/24 --service0-ipv4-gateway=192.0.2.1 --port=80"
+    assert not [n for n in p.notes if "net device" in n]
+    qemu = plan(named(networked("mirage", "qemu", args=()), net="mgmt"))  # no manifest: the flags still say it
+    assert qemu.cmdline == "--mgmt-ipv4=192.0.2.2/24 --mgmt-ipv4-gateway=192.0.2.1"
+
+
+def test_solo5_blk_dev_names_the_block_devices_in_order() -> None:
+    both = named(facts("mirage", "hvt", rootfs=BLOCK_ROOT, mount_rootfs=True, block="/disk.img"), blk="a, b")
+    names = device_names(Manifest((Device("b", BLK), Device("a", BLK))), guests.get("mirage"), both.config)
+    assert (names.rootfs, names.block) == ("a", "b")
+    names = device_names(Manifest((Device("b", BLK), Device("a", BLK))), guests.get("mirage"),
+                         both.config._replace(blk_dev="a"))
+    assert (names.rootfs, names.block) == ("a", "b")  # the devices beyond the list keep the manifest's order
+    p = plan(declaring(named(facts("mirage", "spt", block="/disk.img"), blk="disk1"), ("disk1", BLK)))
+    assert "--block:disk1=/run/b/c1/rootfs/disk.img" in p.argv
+
+
+@pytest.mark.parametrize(("net", "blk", "message"), [
+    ("tap0", "", "com.urunc.unikernel.solo5NetDev names net device 'tap0', which the unikernel's Solo5 manifest does "
+                 "not declare (it declares service): fix the annotation or use the unikernel it was made for"),
+    ("", "data", "com.urunc.unikernel.solo5BlkDev names block device 'data', which the unikernel's Solo5 manifest does "
+                 "not declare (it declares storage)"),
+    ("", "storage,storage", "com.urunc.unikernel.solo5BlkDev='storage,storage' names a block device twice"),
+])
+def test_a_name_the_manifest_does_not_declare_is_refused(net: str, blk: str, message: str) -> None:
+    f = named(networked("mirage", "hvt", rootfs=BLOCK_ROOT, mount_rootfs=True), net=net, blk=blk)
+    with pytest.raises(PlanError, match=re.escape(message)):
+        plan(declaring(f, ("service", NET), ("storage", BLK)))

@@ -43,6 +43,7 @@ class NetDevice(NamedTuple):
     id: str
     tap: str
     mac: str
+    modern: bool = False  # virtio 1.0 only, no legacy interface (qemu's disable-legacy=on): Hermit, Mewz
 
 
 class ExitDevice(NamedTuple):
@@ -75,6 +76,11 @@ class MonitorSpec(NamedTuple):
     exit_device: ExitDevice | None = None
     seccomp: bool = True  # the monitor's own sandbox (qemu -sandbox, cloud-hypervisor --seccomp, ...)
     workdir: str = ""  # the container's state folder: where a monitor's configuration file goes
+    machine: str = ""  # qemu's machine type (-M) when not the default PC; a microvm has virtio-mmio devices
+    vhost: bool = False  # qemu: the tap's vhost-net backend
+    control_socket: str = ""  # the monitor's control socket (qemu QMP, firecracker and cloud-hypervisor API)
+    data_path: str = ""  # qemu: its data files' folder (-L)
+    app_args: tuple[str, ...] = ()  # the application's arguments, for a monitor that takes them itself
 
 
 class MonitorLaunch(NamedTuple):
@@ -98,6 +104,10 @@ class Hypervisor(ABC):
     can_virtiofs: ClassVar[bool] = False  # virtio-fs folders (vhost-user-fs), with ukrun's 9p files share beside
     max_initrds: ClassVar[int] = 1
     reads_manifest: ClassVar[bool] = False  # attaches devices by the names the kernel's Solo5 manifest declares
+    control_socket: ClassVar[bool] = False  # serves a control socket ([monitors.<name>] socket_path)
+    can_net: ClassVar[bool] = True  # gives the guest a network device backed by a tap
+    can_block: ClassVar[bool] = True  # attaches block devices
+    read_only_blocks: ClassVar[bool] = True  # attaches a block device read-only
 
     def __init__(self, path: str = "") -> None:
         self.path = path
@@ -116,6 +126,14 @@ class Hypervisor(ABC):
                              "(devmapper, blockfile) or a monitor that shares folders (qemu)")
         if spec.virtiofs is not None and not self.can_virtiofs:
             raise UkrunError(f"monitor {self.name} cannot share a folder over virtio-fs here; use qemu or 9p")
+        if spec.blocks and not self.can_block:
+            raise UkrunError(f"monitor {self.name} attaches no block device, and this guest needs "
+                             f"{', '.join(d.id for d in spec.blocks)}: drop the block rootfs or the image's block, "
+                             "or use another monitor")
+        ro = [d.id for d in spec.blocks if d.read_only]
+        if ro and not self.read_only_blocks:
+            raise UkrunError(f"monitor {self.name} opens every block device read-write, and {', '.join(ro)} can "
+                             "only be attached read-only (see the plan's notes): drop it, or mountRootfs")
         if len(spec.initrds) > self.max_initrds:
             raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
                              f"{len(spec.initrds)}: {', '.join(spec.initrds)}")
@@ -143,7 +161,7 @@ def register(cls: type[Hypervisor]) -> type[Hypervisor]:
 
 
 def get(name: str, path: str = "") -> Hypervisor:
-    from ukrun.hypervisors import cloud_hypervisor, firecracker, qemu, solo5  # noqa: F401 - they register
+    from ukrun.hypervisors import cloud_hypervisor, firecracker, hyperlight, qemu, solo5  # noqa: F401 - they register
 
     try:
         return REGISTRY[name](path)

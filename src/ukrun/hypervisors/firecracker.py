@@ -4,7 +4,9 @@ Keys as Firecracker's configuration file documents them (its `docs/getting-start
 `vmm_config` schemas): `boot-source` (kernel_image_path, boot_args, initrd_path), `machine-config`
 (vcpu_count, mem_size_mib, smt), `drives` (drive_id, path_on_host, is_root_device, is_read_only) and,
 with a network, `network-interfaces`. Firecracker has no shared folders and loads one initrd. Its own
-seccomp filters apply unless the spec has none (`--no-seccomp`, as urunc does). It needs KVM.
+seccomp filters apply unless the spec has none (`--no-seccomp`, as urunc does). It needs KVM. With
+`[monitors.firecracker] socket_path` (runtime.monitorplan) its API socket is served (`--api-sock <path>`)
+instead of `--no-api`: the configuration file still boots the VM, and the socket controls it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Firecracker(Hypervisor):
     name = "firecracker"
     binary = "firecracker"
     needs_kvm = True
+    control_socket = True
 
     def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
         boot: dict[str, object] = {"kernel_image_path": spec.kernel, "boot_args": spec.cmdline}
@@ -37,7 +40,8 @@ class Firecracker(Hypervisor):
             config["network-interfaces"] = [{"iface_id": f"net{i + 1}", "guest_mac": net.mac,
                                              "host_dev_name": net.tap} for i, net in enumerate(spec.nets)]
         path = os.path.join(spec.workdir, CONFIG_FILE)
-        argv = [binary, "--no-api", "--config-file", path]
+        api = ["--api-sock", spec.control_socket] if spec.control_socket else ["--no-api"]
+        argv = [binary, *api, "--config-file", path]
         if not spec.seccomp:
             argv.append("--no-seccomp")
         return MonitorLaunch(tuple(argv), ((path, json.dumps(config, indent=1) + "\n"),))

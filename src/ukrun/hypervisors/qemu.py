@@ -5,6 +5,13 @@ virtio-fs (qemu's `vhost-user-fs-pci`) needs the guest's RAM in a shared memory 
 virtiofsd process maps: the RAM then comes from a memfd backend (`share=on`) of exactly `-m`'s size,
 made the guest's one NUMA node; qemu connects to virtiofsd's socket at start and fails if nobody listens.
 
+A guest type may ask for another machine: FreeBSD boots on `microvm` (urunc's `unikernels/freebsd.go`),
+which has no PCI bus, so its devices are the virtio-mmio ones (`virtio-blk-device`, `virtio-9p-device`,
+`virtio-net-device`; qemu's `docs/system/i386/microvm.rst`) and it gets no pvpanic-pci. Hermit and
+Mewz get a modern-only NIC (`disable-legacy=on`), as urunc's guest modules give them. urunc's
+`[monitors.qemu]` options: `vhost=on` on the tap, a QMP control socket, `-L` for the data files
+(runtime.monitorplan decides them).
+
 Where urunc starts qemu with `-sandbox` (the spec carries a seccomp profile), ukrun does too, with the
 same values; a spec without one (`seccomp=unconfined`) turns it off. Unlike urunc, ukrun does not
 assume KVM: `accel` is "kvm" only where a probe booted a guest with these very flags (ukrun.kvm).
@@ -29,6 +36,7 @@ class Qemu(Hypervisor):
     binary = f"qemu-system-{os.uname().machine}"
     can_share = True
     can_virtiofs = True
+    control_socket = True
 
     @staticmethod
     def accel_args(accel: str) -> list[str]:
@@ -42,12 +50,20 @@ class Qemu(Hypervisor):
         return guest if spec.exit_device is not None else ExitDecoding.RAW
 
     def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
-        argv = [
-            binary, *self.accel_args(spec.accel),
+        bus = "device" if spec.machine.startswith("microvm") else "pci"  # virtio-mmio on a microvm
+        argv = [binary, *self.accel_args(spec.accel)]
+        if spec.machine:
+            argv += ["-M", spec.machine]
+        if spec.data_path:
+            argv += ["-L", spec.data_path]
+        argv += [
             "-m", str(spec.memory_mib), "-smp", str(spec.vcpus),
             "-nodefaults", "-no-user-config", "-no-reboot",
             "-display", "none", "-serial", "stdio", "-monitor", "none",
         ]
+        if spec.control_socket:
+            argv += ["-chardev", f"socket,id=qmp,path={_escape(spec.control_socket)},server=on,wait=off",
+                     "-mon", "chardev=qmp,mode=control"]
         if spec.seccomp:
             argv += ["-sandbox", SANDBOX]
         if spec.virtiofs is not None:
@@ -60,24 +76,27 @@ class Qemu(Hypervisor):
             ro = ",readonly=on" if dev.read_only else ""
             argv += [
                 "-drive", f"file={_escape(dev.path)},format=raw,if=none,id={dev.id},cache=none,aio=threads{ro}",
-                "-device", f"virtio-blk-pci,drive={dev.id},serial={dev.id}",
+                "-device", f"virtio-blk-{bus},drive={dev.id},serial={dev.id}",
             ]
         for share in spec.shares:
             ro = ",readonly=on" if share.read_only else ""
             argv += [
                 "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
-                "-device", f"virtio-9p-pci,fsdev={share.tag},mount_tag={share.tag}",
+                "-device", f"virtio-9p-{bus},fsdev={share.tag},mount_tag={share.tag}",
             ]
         if spec.virtiofs is not None:
             argv += ["-chardev", f"socket,id=vfs0,path={_escape(spec.virtiofs.socket)}",
                      "-device", f"vhost-user-fs-pci,chardev=vfs0,tag={spec.virtiofs.tag}"]
         for i, net in enumerate(spec.nets):
-            argv += ["-netdev", f"tap,id=net{i},ifname={net.tap},script=no,downscript=no",
-                     "-device", f"virtio-net-pci,netdev=net{i},mac={net.mac}"]
+            vhost = ",vhost=on" if spec.vhost else ""
+            modern = ",disable-legacy=on" if net.modern else ""
+            argv += ["-netdev", f"tap,id=net{i},ifname={net.tap},script=no,downscript=no{vhost}",
+                     "-device", f"virtio-net-{bus},netdev=net{i},mac={net.mac}{modern}"]
         if spec.exit_device is not None:
             argv += ["-device", f"isa-debug-exit,iobase={spec.exit_device.iobase:#x},"
                                 f"iosize={spec.exit_device.iosize:#x}"]
-        # A guest that panics (and has the pvpanic driver) makes qemu fail instead of exiting 0 at the
-        # reboot that -no-reboot turns into an exit.
-        argv += ["-device", "pvpanic-pci", "-action", "panic=exit-failure"]
+        if bus == "pci":
+            # A guest that panics (and has the pvpanic driver) makes qemu fail instead of exiting 0 at the
+            # reboot that -no-reboot turns into an exit.
+            argv += ["-device", "pvpanic-pci", "-action", "panic=exit-failure"]
         return MonitorLaunch(tuple(argv))

@@ -6,7 +6,8 @@ does not declare, and refuses to start when a declared device is not attached. T
 from the kernel's manifest (runtime.solo5plan). Everything after the kernel is the unikernel's command line (the tender
 joins its words with spaces). The tender's exit status is the unikernel's (`solo5_exit`), 255 for
 `solo5_abort` and fatal traps, 1 when the tender itself refuses. Memory is in MiB. The tenders apply
-their own seccomp filters; there is no shared folder and no initrd.
+their own seccomp filters; there is no shared folder, no initrd, no read-only block device (the tenders
+open them read-write) and no control socket.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ukrun.hypervisors.base import Hypervisor, MonitorLaunch, MonitorSpec, regis
 class _Solo5(Hypervisor):
     max_initrds = 0
     reads_manifest = True
+    read_only_blocks = False  # the tenders open block devices O_RDWR
 
     def _launch(self, spec: MonitorSpec, binary: str) -> MonitorLaunch:
         argv = [binary, f"--mem={spec.memory_mib}"]

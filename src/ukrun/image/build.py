@@ -6,8 +6,8 @@ Layers, bottom to top: the spec's extra rootfs files (if any), the artifact laye
 Spec:
     name = "ukrun/hello:latest"
     [unikernel]
-    type = "linux"            # rumprun, unikraft, mirage, mewz, hermit, linux
-    hypervisor = "qemu"       # qemu, firecracker, hvt, spt
+    type = "linux"            # rumprun, unikraft, mirage, mewz, hermit, linux, freebsd
+    hypervisor = "qemu"       # qemu, firecracker, cloud-hypervisor, hvt, spt, hyperlight-unikraft
     kernel = "bzImage"        # file next to the spec
     kernel_path = "/unikernel/kernel"
     initrd = "initrd.img"     # optional

@@ -103,7 +103,8 @@ def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: 
         assert store is not None
         art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
     timer.mark("artifacts")
-    return gather.facts(found, spec, uk_config, record.id, str(d), _paths(art, decision)), art
+    paths = _paths(art, decision, gather.own_block(spec, uk_config))
+    return gather.facts(found, spec, uk_config, record.id, str(d), paths, record.namespace), art
 
 
 def _mode(ctx: verbs.Context, spec: Spec) -> str:
@@ -113,10 +114,10 @@ def _mode(ctx: verbs.Context, spec: Spec) -> str:
     return mode
 
 
-def _paths(art: Artifacts, decision: Decision) -> ArtifactPaths:
+def _paths(art: Artifacts, decision: Decision, own_block: str) -> ArtifactPaths:
     from ukrun.runtime.plan import ArtifactPaths
 
-    return ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""), decision.source,
+    return ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""), own_block, decision.source,
                          decision.reason)
 
 
@@ -144,7 +145,9 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
     decision = source.decide(_mode(ctx, spec), client is not None, found.container)
     art = source.in_place(container_id, "", uk_config, spec.rootfs, decision.reason)
     state_dir = st.container_dir(ctx.root, container_id)
-    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, _paths(art, decision)))
+    return plan(gather.facts(found, spec, uk_config, container_id, state_dir,
+                             _paths(art, decision, gather.own_block(spec, uk_config)),
+                             ctx.containerd_namespace(bundle)))
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
@@ -178,6 +181,10 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         timer.mark("volumes")
     if plan.joined_initrd is not None:
         _join_initrd(plan.joined_initrd)
+    if plan.control_socket:
+        record.control_socket = plan.control_socket
+        st.save(ctx.root, record)  # delete removes it, whatever step a crash stopped at
+        _free_control_socket(plan.control_socket)
     for path, data in plan.files:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -192,8 +199,8 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
-        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
-                          if p),
+        keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir,
+                                            _own_rootfs(plan, info.mount_point)) if p),
         virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
         virtiofsd_log=vfsd.log if vfsd else "", late_network=late_network,
     ).write(d)
@@ -210,6 +217,30 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _own_rootfs(plan: LaunchPlan, rootfs: str) -> str:
+    """The container's rootfs, when a block device the monitor opens is a file in it (the image's block)."""
+    return rootfs if any(b.path.startswith(rootfs.rstrip("/") + "/") for b in plan.blocks) else ""
+
+
+def _free_control_socket(path: str) -> None:
+    """The monitor binds the socket: a leftover one (the name is this container's) goes; anything else there
+    is the operator's, and stays."""
+    import stat
+
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UkrunError(f"the folder {folder} of the monitor's control sockets ([monitors.*] socket_path) does not "
+                         "exist: create it")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise UkrunError(f"{path}, the monitor's control socket, is taken by something that is not a socket: remove "
+                         "it, or set another [monitors.*] socket_path")
+    os.unlink(path)
 
 
 def _join_initrd(joined: JoinedInitrd) -> None:

@@ -95,7 +95,7 @@ def image_ports(client: Client | None, record: ContainerRecord | None) -> tuple[
 
 
 def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,
-          artifacts: ArtifactPaths) -> Facts:
+          artifacts: ArtifactPaths, namespace: str) -> Facts:
     return Facts(
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
@@ -103,8 +103,13 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         interface=found.interface, links=found.links, taken=found.taken, image_ports=found.image_ports,
         annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
-        virtiofsd=found.virtiofsd,
+        virtiofsd=found.virtiofsd, namespace=namespace,
     )
+
+
+def own_block(spec: Spec, uk_config: UnikernelConfig) -> str:
+    """The image's block file in the container's own rootfs (runtime.rootplan), resolved inside it."""
+    return str(paths.resolve_file(spec.rootfs, uk_config.block, "block image").path) if uk_config.block else ""
 
 
 def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:
@@ -197,7 +202,8 @@ def monitor(cfg: configmod.Config, name: str, cache_dir: Path) -> MonitorFacts:
         probe = hypervisor.kvm_probe_args()
         works = probe is not None and kvm.kvm_works(binary, probe, cache_dir)
     return MonitorFacts(name, binary, conf.memory_mb, conf.vcpus, conf.accel, works, os.path.exists("/dev/kvm"),
-                        conf.path)
+                        conf.path, conf.vhost, conf.vhost and os.path.exists("/dev/vhost-net"), conf.socket_path,
+                        conf.data_path)
 
 
 def container(client: Client, container_id: str) -> ContainerRecord | None:

@@ -26,6 +26,7 @@ from ukrun import cpio
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.runtime.handoff import RootDecision
+from ukrun.runtime.rootplan import ImageBlock
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, RootMode
@@ -103,10 +104,11 @@ def resolv_conf(mounts: tuple[BoundMount, ...]) -> tuple[tuple[str, bytes], ...]
 
 
 def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, root: RootMode,
-                has_initrd: bool) -> MountsPlan:
+                has_initrd: bool, own_init: bool = False) -> MountsPlan:
+    """`own_init`: the image's init mounts the block devices itself, wherever its root is (urunit)."""
     volumes = _volumes([m for m in mounts if m.kind is MountKind.VOLUME], guest)
     told: tuple[str, ...] = ()
-    if volumes and root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
+    if volumes and not own_init and root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
         told = (f"block volumes {', '.join(v.id for v in volumes)} are attached, but only the image's own init "
                 "can mount them: ukrun's init contract (ukrun.blocks=) comes with a block or folder rootfs",)
     copies = [m for m in mounts if m.kind is not MountKind.VOLUME]
@@ -135,6 +137,8 @@ def _why_not(guest: guests.UnikernelType, root: RootMode) -> str:
         return "ukrun writes nothing into a folder rootfs; use a block snapshotter (devmapper, blockfile)"
     if root is RootMode.BLOCK:
         return f"a {guest.name} guest takes its rootfs device raw, and ukrun writes nothing into it"
+    if root is RootMode.IMAGE_BLOCK:
+        return "the guest's root is the image's own block file, and ukrun writes nothing into it (nor does urunc)"
     return "the guest has no root file system to hold them"
 
 
@@ -216,24 +220,28 @@ def _volumes(mounts: list[BoundMount], guest: guests.UnikernelType) -> tuple[Vol
 
 
 def devices(guest: guests.UnikernelType, rootfs_id: str, block_id: str, root: RootMode,
-            decision: RootDecision | None, config: UnikernelConfig, image_block: str,
+            decision: RootDecision | None, config: UnikernelConfig, image: ImageBlock | None,
             volumes: tuple[Volume, ...]) -> tuple[tuple[hv.BlockDevice, ...], tuple[GuestBlock, ...]]:
     """The VM's block devices, as the monitor opens them and as the guest names them (`rootfs_id`,
     `block_id`: the guest type's names, or a Solo5 manifest's): the container's rootfs (when handed
-    over), the image's own block (`com.urunc.unikernel.block`), then the volumes."""
+    over) or the image's own block as the root (urunc names both `rootfs`), else the image's block
+    (`com.urunc.unikernel.block`) where blkMntPoint says, then the volumes."""
     blocks: list[hv.BlockDevice] = []
     seen: list[GuestBlock] = []
     if root is RootMode.BLOCK and decision is not None:
         blocks.append(hv.BlockDevice(rootfs_id, decision.device))
         seen.append(GuestBlock(rootfs_id, "/"))
-    if image_block:
+    if root is RootMode.IMAGE_BLOCK and image is not None:
+        blocks.append(hv.BlockDevice(rootfs_id, image.path, image.read_only))
+        seen.append(GuestBlock(rootfs_id, "/"))
+    elif image is not None:
         if not (guest.raw_block or guest.block_fs_types):
             raise PlanError(f"a {guest.name} guest reads no block device: drop com.urunc.unikernel.block "
                             "from the image")
         if root is RootMode.BLOCK and block_id == rootfs_id:
             raise PlanError(f"a {guest.name} guest takes one block device: the image's block "
                             f"({config.block}) and the container's rootfs (mountRootfs) cannot both be it")
-        blocks.append(hv.BlockDevice(block_id, image_block))
+        blocks.append(hv.BlockDevice(block_id, image.path, image.read_only))
         seen.append(GuestBlock(block_id, config.block_mount_point))
     for v in volumes:
         blocks.append(hv.BlockDevice(v.id, v.device))

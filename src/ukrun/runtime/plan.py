@@ -1,13 +1,14 @@
 """`create`, decided: every choice about a container's VM, made by one pure function from gathered facts.
 
 `plan(facts)` picks the guest type and the monitor, checks that they go together and that the monitor is
-installed, decides the root filesystem (runtime.handoff's rule: a device only when it provably is the
-container's own snapshot), the block devices (on Solo5 monitors named after the kernel's manifest:
-runtime.solo5plan), shares and initrds, what the spec's bind mounts become (runtime.mountplan: copies,
-or block volumes the configuration allows), the guest's command line and files, memory, vCPUs,
-accelerator and sandbox, and builds the monitor's argv and configuration files. It reads
-nothing and changes nothing: `ukrun plan` prints the same plan without effects, and tests check it
-cell by cell. What cannot run fails here, before anything is applied, with one sentence naming the fix.
+installed, decides the root filesystem (runtime.rootplan; runtime.handoff's rule: a device only when it
+provably is the container's own snapshot), the monitor's own options (runtime.monitorplan), the block
+devices (on Solo5 monitors named after the kernel's manifest: runtime.solo5plan), shares and initrds,
+what the spec's bind mounts become (runtime.mountplan: copies, or block volumes the configuration
+allows), the guest's command line and files, memory, vCPUs, accelerator and sandbox, and builds the
+monitor's argv and configuration files. It reads nothing and changes nothing: `ukrun plan` prints the
+same plan without effects, and tests check it cell by cell. What cannot run fails here, before anything
+is applied, with one sentence naming the fix.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, Link, NetworkMode, PortsLink, StaticLink, UkrunLink
-from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
+from ukrun.runtime.handoff import RootfsInfo, SnapshotMount
+from ukrun.runtime.monitorplan import options
 from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
 from ukrun.runtime.netplan import network_plan
-from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, choose, virtiofsd
+from ukrun.runtime.rootplan import image_block, no_rootfs_rule, root
+from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, virtiofsd
 from ukrun.runtime.solo5plan import address_note, checked_network, device_names
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 CMDLINE_LIMIT = 2048  # x86's COMMAND_LINE_SIZE: the kernel cuts a longer command line
 EXTRA_INITRD = "guest-initrd"  # in the container's state folder
+CONFIG_DRIVE = "guest-config.img"  # in the container's state folder: a guest's configuration as a block device
 JOINED_INITRD = "initrd"  # in the container's state folder: the image's initrd with the spec's files appended
 
 
@@ -52,6 +56,10 @@ class MonitorFacts(NamedTuple):
     kvm_works: bool  # auto: whether the probe booted a guest under KVM (see ukrun.kvm)
     kvm_device: bool = True  # /dev/kvm exists
     path: str = ""  # the configured binary ([monitors.<name>] path), for messages
+    vhost: bool = False  # [monitors.<name>] vhost
+    vhost_net: bool = False  # /dev/vhost-net exists
+    socket_dir: str = ""  # [monitors.<name>] socket_path: the folder of control sockets
+    data_path: str = ""  # [monitors.<name>] data_path
 
 
 class ArtifactPaths(NamedTuple):
@@ -59,7 +67,8 @@ class ArtifactPaths(NamedTuple):
 
     kernel: str
     initrd: str = ""
-    block: str = ""  # com.urunc.unikernel.block
+    block: str = ""  # com.urunc.unikernel.block, where the artifacts are read (a view: read-only)
+    own_block: str = ""  # the same file in the container's own rootfs (its to write; see runtime.rootplan)
     source: Source = Source.VIEW  # decided by artifacts.source.decide
     reason: str = ""
 
@@ -92,6 +101,7 @@ class Facts(NamedTuple):
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
+    namespace: str = "default"  # containerd's namespace of the container
 
 
 class JoinedInitrd(NamedTuple):
@@ -131,6 +141,7 @@ class LaunchPlan(NamedTuple):
     notes: tuple[str, ...] = ()
     volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
     joined_initrd: JoinedInitrd | None = None
+    control_socket: str = ""  # the monitor's control socket: a leftover one is removed before, and it after
     artifacts: ArtifactPaths = ArtifactPaths("")
 
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +176,7 @@ class LaunchPlan(NamedTuple):
             "joined_initrd": None if self.joined_initrd is None else {
                 "path": self.joined_initrd.path, "image": self.joined_initrd.image,
                 "appended_bytes": len(self.joined_initrd.appended)},
+            "control_socket": self.control_socket,
             "artifacts": {"source": self.artifacts.source.value, "reason": self.artifacts.reason,
                           "kernel": self.artifacts.kernel, "initrd": self.artifacts.initrd,
                           "block": self.artifacts.block},
@@ -194,36 +206,36 @@ def plan(facts: Facts) -> LaunchPlan:
         raise PlanError(f"monitor {monitor.name} needs KVM and this host has no /dev/kvm; "
                         "use qemu or solo5-spt, or run on a host with KVM")
     names = device_names(facts.manifest, guest, cfg)
-    root, decision, notes = _root(facts, guest, monitor)
-    mounts = mounts_plan(facts.mounts, guest, root, bool(facts.artifacts.initrd))
-    blocks, guest_blocks = devices(guest, names.rootfs, names.block, root, decision, cfg, facts.artifacts.block,
-                                   mounts.volumes)
-    net, link, net_notes = checked_network(facts.manifest, names.net, network_plan(
-        facts.container_id, facts.netns, facts.interface, facts.links, facts.taken, facts.annotations,
-        resolv_conf(facts.mounts), facts.image_ports))
-    req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
-    notes += mounts.notes + net_notes + address_note(guest, req)
+    mode, decision, notes = root(facts, guest, monitor)
+    own_init = guest.init_mounts_blocks(facts.process.args or tuple(cfg.cmdline.split()))
+    mounts = mounts_plan(facts.mounts, guest, mode, bool(facts.artifacts.initrd), own_init)
+    image = image_block(facts, mode)
+    blocks, guest_blocks = devices(guest, names.rootfs, names.block, mode, decision, cfg, image, mounts.volumes)
+    net, link, net_notes = _network(facts, monitor, names.net)
+    req = GuestRequest(cfg, facts.process, mode, monitor.name, guest_blocks, net, names.net)
+    notes += (image.notes if image else ()) + mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
     shares: tuple[hv.Share, ...] = ()
     files_dir = ""
     daemon = virtiofsd(facts.virtiofsd, facts.rootfs.mount_point, facts.state_dir) \
-        if root is RootMode.VIRTIOFS else None
-    if root in (RootMode.SHARED, RootMode.VIRTIOFS):
-        if root is RootMode.SHARED:
+        if mode is RootMode.VIRTIOFS else None
+    if mode in (RootMode.SHARED, RootMode.VIRTIOFS):
+        if mode is RootMode.SHARED:
             shares = (hv.Share(guests.ROOT_TAG, facts.rootfs.mount_point),)
         if files:
             files_dir = f"{facts.state_dir}/guest"
             shares += (hv.Share(guests.FILES_TAG, files_dir, read_only=True),)
             target = FilesTarget.SHARE
-    elif root is RootMode.BLOCK and not guest.raw_block:
+    elif mode is RootMode.BLOCK and not guest.raw_block:
         files = {**dict(mounts.files), **files}  # urunc copies them into a block rootfs too
         target = FilesTarget.ROOTFS if files else FilesTarget.NONE
     initrds: tuple[str, ...] = (facts.artifacts.initrd,) if facts.artifacts.initrd else ()
     joined = None
-    if mounts.archive:
-        joined = JoinedInitrd(f"{facts.state_dir}/{JOINED_INITRD}", facts.artifacts.initrd, mounts.archive)
+    appended = mounts.archive + guest.initrd_archive(req)  # the guest's last: its files win
+    if appended:
+        joined = JoinedInitrd(f"{facts.state_dir}/{JOINED_INITRD}", facts.artifacts.initrd, appended)
         initrds = (joined.path,)
     monitor_files: list[tuple[str, bytes]] = []
     extra = guest.extra_initrd(req)
@@ -231,23 +243,35 @@ def plan(facts: Facts) -> LaunchPlan:
         path = f"{facts.state_dir}/{EXTRA_INITRD}"
         initrds += (path,)
         monitor_files.append((path, extra))
+    drive = guest.config_drive(req)
+    if drive is not None:
+        path = f"{facts.state_dir}/{CONFIG_DRIVE}"
+        blocks += (hv.BlockDevice(drive[0], path, read_only=True),)
+        monitor_files.append((path, drive[1]))
     cmdline = guest.cmdline(req)
     if len(cmdline.encode()) > CMDLINE_LIMIT:
         raise PlanError(f"the guest's command line is {len(cmdline.encode())} bytes, over the kernel's "
                         f"{CMDLINE_LIMIT}: shorten the process's arguments and environment")
+    m = facts.monitor
+    opts = options(monitor.name, monitor.control_socket, m.vhost, m.vhost_net, m.socket_dir, m.data_path,
+                   facts.container_id, facts.namespace, net is not None)
+    notes += opts.notes
     spec = hv.MonitorSpec(
         kernel=facts.artifacts.kernel, cmdline=cmdline, initrds=initrds,
         memory_mib=_memory(facts), vcpus=_vcpus(facts), blocks=blocks, shares=shares, accel=_accel(facts),
         virtiofs=hv.VirtioFs(guests.ROOT_TAG, daemon.socket) if daemon else None,
-        nets=(hv.NetDevice(names.net, net.tap, net.mac),) if net is not None else (),
+        nets=(hv.NetDevice(names.net, net.tap, net.mac, guest.modern_nic),) if net is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
+        machine=guest.qemu_machine if monitor.name == "qemu" else "", vhost=opts.vhost,
+        control_socket=opts.control_socket, data_path=opts.data_path,
+        app_args=facts.process.args or tuple(cfg.cmdline.split()),
     )
     launch = monitor.launch(spec, facts.monitor.binary)
     monitor_files += [(p, text.encode()) for p, text in launch.files]
     return LaunchPlan(
-        container_id=facts.container_id, guest=guest.name, monitor=monitor.name, root=root,
-        root_rule=decision.rule if decision else _no_rootfs_rule(root),
-        handoff_device=decision.device if root is RootMode.BLOCK and decision else "",
+        container_id=facts.container_id, guest=guest.name, monitor=monitor.name, root=mode,
+        root_rule=decision.rule if decision else no_rootfs_rule(mode, cfg.block),
+        handoff_device=decision.device if mode is RootMode.BLOCK and decision else "",
         files_target=target, files_dir=files_dir,
         guest_files=tuple(sorted(files.items())) if target is not FilesTarget.NONE else (),
         cmdline=cmdline, memory_mib=spec.memory_mib, vcpus=spec.vcpus, accel=spec.accel,
@@ -255,46 +279,20 @@ def plan(facts: Facts) -> LaunchPlan:
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
-        volumes=mounts.volumes, joined_initrd=joined, artifacts=facts.artifacts,
+        volumes=mounts.volumes, joined_initrd=joined, control_socket=opts.control_socket, artifacts=facts.artifacts,
     )
 
 
-def _root(facts: Facts, guest: guests.UnikernelType,
-          monitor: hv.Hypervisor) -> tuple[RootMode, RootDecision | None, tuple[str, ...]]:
-    """The guest's root filesystem: with mountRootfs, the container's rootfs (its device when proven, else
-    its folder); else the image's initrd for a guest that boots from one; else none."""
-    cfg = facts.config
-    if not cfg.mount_rootfs:
-        return (RootMode.INITRD if cfg.initrd and guest.initrd_root else RootMode.NONE), None, ()
-    decision = decide(facts.rootfs, facts.snapshot)
-    info = facts.rootfs
-    if decision.handoff is Handoff.BLOCK and (guest.raw_block or guest.block_fs_types):
-        if not guest.raw_block and info.fstype not in guest.block_fs_types:
-            raise PlanError(f"a {guest.name} guest cannot boot from a {info.fstype} rootfs; it reads "
-                            f"{', '.join(guest.block_fs_types)}: set the snapshotter's fs_type to "
-                            f"{guest.block_fs_types[0]}")
-        if facts.rootfs_elsewhere:
-            raise PlanError(f"the rootfs device {info.source} is also mounted at {', '.join(facts.rootfs_elsewhere)}; "
-                            "unmount it there first: a VM must be the device's only user")
-        return RootMode.BLOCK, decision, ()
-    notes: tuple[str, ...] = ()
-    if decision.handoff is Handoff.BLOCK:
-        notes = (f"a {guest.name} guest reads no block device: the rootfs's folder is shared instead",)
-        decision = RootDecision(Handoff.FOLDER, decision.rule + f"; a {guest.name} guest boots from a folder")
-    if not guest.shares_root:
-        raise PlanError(f"a {guest.name} guest cannot boot from a folder rootfs, and this rootfs is not handed to "
-                        f"a VM as a device ({decision.rule}): use a block snapshotter (devmapper, blockfile)")
-    if not monitor.can_share:
-        raise PlanError(f"this rootfs is a folder ({decision.rule}), and monitor {monitor.name} cannot share "
-                        "folders: use a block snapshotter (devmapper, blockfile) or qemu")
-    mode, how = choose(guest, monitor, facts.rootfs_share, facts.annotations, facts.virtiofsd)
-    return mode, decision, notes + how
-
-
-def _no_rootfs_rule(root: RootMode) -> str:
-    if root is RootMode.INITRD:
-        return "mountRootfs is unset: the image's initrd is the guest's root filesystem"
-    return "mountRootfs is unset: the guest gets no root filesystem"
+def _network(facts: Facts, monitor: hv.Hypervisor, net_id: str) -> tuple[
+        GuestNetwork | None, Link | None, tuple[str, ...]]:
+    """The network plan (runtime.netplan), checked against the kernel's Solo5 manifest and the monitor."""
+    net, link, notes = checked_network(facts.manifest, net_id, network_plan(
+        facts.container_id, facts.netns, facts.interface, facts.links, facts.taken, facts.annotations,
+        resolv_conf(facts.mounts), facts.image_ports))
+    if net is not None and not monitor.can_net:
+        return None, None, (*notes, f"monitor {monitor.name} gives the guest no network device: the guest gets no "
+                                    "network, and its network namespace is left alone")
+    return net, link, notes
 
 
 def _memory(facts: Facts) -> int:

@@ -11,7 +11,12 @@ plan names what it attaches after the manifest, and refuses at create what the t
   `service`, Rumprun `tap`) when declared, else the one declared net device. A unikernel that declares
   none gets no network, whatever its namespace (a note says so); one that declares a net device needs
   the container's network, and one that declares several is refused.
-With no manifest (every other monitor, which binds devices by order), the guest type's names stand.
+urunc v0.8's annotations name the devices instead (its MirageOS guest, `docs/package/index.md`):
+`com.urunc.unikernel.solo5BlkDev` lists block device names in attachment order (comma-separated; devices
+beyond the list keep the rule above) and `solo5NetDev` names the net device. The manifest still decides:
+a name it does not declare (for that type) is refused, and so is a name given twice.
+With no manifest (every other monitor, which binds devices by order), the guest type's names stand, but
+for the net device's name, which a MirageOS guest's address flags carry (`--<name>-ipv4=`).
 """
 
 from __future__ import annotations
@@ -41,12 +46,13 @@ def device_names(manifest: Manifest | ManifestError | None, guest: UnikernelType
                  config: UnikernelConfig) -> DeviceNames:
     """Raises what facts found wrong with the kernel (no manifest: not a Solo5 unikernel; a malformed one)."""
     if manifest is None:
-        return DeviceNames(guest.rootfs_id, guest.block_id, guest.net_id)
+        return DeviceNames(guest.rootfs_id, guest.block_id, config.net_dev or guest.net_id)
     from ukrun.unikernels.solo5_manifest import DeviceType, ManifestError
 
     if isinstance(manifest, ManifestError):
         raise manifest
-    declared = _ordered(manifest.names(DeviceType.BLOCK), guest.rootfs_id)
+    declared = _named(_ordered(manifest.names(DeviceType.BLOCK), guest.rootfs_id), config.blk_dev,
+                      "block", "com.urunc.unikernel.solo5BlkDev")
     asked = [what for what, wanted in (
         ("the container's rootfs (mountRootfs)", config.mount_rootfs),
         (f"the image's block {config.block} (com.urunc.unikernel.block)", bool(config.block))) if wanted]
@@ -60,6 +66,8 @@ def device_names(manifest: Manifest | ManifestError | None, guest: UnikernelType
                         f"that the container does not fill, and {UNATTACHED}: set com.urunc.unikernel.mountRootfs "
                         "(on a block snapshotter) or com.urunc.unikernel.block")
     nets = _ordered(manifest.names(DeviceType.NET), guest.net_id)
+    if config.net_dev:
+        nets = _named(nets, config.net_dev, "net", "com.urunc.unikernel.solo5NetDev")
     if len(nets) > 1:
         raise PlanError(f"the unikernel's Solo5 manifest declares {len(nets)} net devices ({', '.join(nets)}), but "
                         f"ukrun gives a container one network and {UNATTACHED}: use a unikernel with one")
@@ -87,9 +95,25 @@ def checked_network(manifest: Manifest | ManifestError | None, net: str, planned
 def address_note(guest: UnikernelType, req: GuestRequest) -> tuple[str, ...]:
     if req.network is None or guest.told_network(req):
         return ()
+    if req.net_id == guest.net_id:  # FreeBSD without urunit: no ip= of its own
+        return (f"a {guest.name} guest learns its address only from urunit's configuration, and its init is not "
+                f"urunit: it must configure {req.network.cidr} itself",)
     return (f"the unikernel's net device is {req.net_id}, not {guest.net_id}: a {guest.name} guest's command line "
             f"gets no address then; it must know {req.network.cidr} itself",)
 
 
 def _ordered(names: tuple[str, ...], preferred: str) -> list[str]:
     return sorted(names, key=lambda name: name != preferred)  # stable: the manifest's order after it
+
+
+def _named(declared: list[str], annotation: str, kind: str, key: str) -> list[str]:
+    """The declared names with the annotation's first, in its order; the others after them."""
+    named = [n.strip() for n in annotation.split(",") if n.strip()]
+    for name in named:
+        if name not in declared:
+            have = ", ".join(declared) or "none"
+            raise PlanError(f"{key} names {kind} device {name!r}, which the unikernel's Solo5 manifest does not "
+                            f"declare (it declares {have}): fix the annotation or use the unikernel it was made for")
+    if len(set(named)) != len(named):
+        raise PlanError(f"{key}={annotation!r} names a {kind} device twice: name each device once")
+    return named + [n for n in declared if n not in named]

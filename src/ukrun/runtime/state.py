@@ -10,7 +10,7 @@ STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 NETWORK_FACTS = "network.facts"  # create's facts, kept when a network may arrive before start (runtime.startnet)
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes")
+          "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes", "control_socket")
 
 
 class ContainerState:
@@ -20,7 +20,7 @@ class ContainerState:
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
                  cgroups: list[str] | None = None, timing_log: str = "", creator: int = 0,
                  creator_start: str = "", netns: str = "", tap: str = "", nat: str = "",
-                 volumes: list[list[str]] | None = None) -> None:
+                 volumes: list[list[str]] | None = None, control_socket: str = "") -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
@@ -32,6 +32,7 @@ class ContainerState:
         # [device, host mount point] of each block volume create unmounted (or was about to) for the VM;
         # nothing remounts them: whoever mounted them (the orchestrator) does
         self.volumes = volumes or []
+        self.control_socket = control_socket  # the monitor's, in the operator's folder: removed at delete
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}

@@ -152,6 +152,8 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     if record.tap:
         _disconnect(record)
         crashpoints.point("teardown-after-network")
+    if record.control_socket:
+        remove_socket(record.control_socket)
     for device, source in record.volumes:  # visible in the log: ukrun never remounts a volume
         log.info("%s: block volume %s stays unmounted from %s; remounting it is its owner's job", record.id,
                  device, source)
@@ -163,6 +165,15 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     import shutil
 
     shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
+
+
+def remove_socket(path: str) -> None:
+    """Removes a control socket the monitor left, and nothing else: the folder is the operator's."""
+    import stat
+
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
 
 
 def _disconnect(record: st.ContainerState) -> None:

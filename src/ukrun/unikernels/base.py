@@ -25,6 +25,7 @@ class RootMode(enum.Enum):
     SHARED = "9p"  # the container's rootfs folder over virtio-9p, tag ROOT_TAG
     VIRTIOFS = "virtiofs"  # the container's rootfs folder over virtio-fs (a virtiofsd), tag ROOT_TAG
     INITRD = "initrd"  # the image's initrd is the root filesystem
+    IMAGE_BLOCK = "image-block"  # the image's own block file (`com.urunc.unikernel.block` at blkMntPoint "/")
 
 
 class GuestProcess(NamedTuple):
@@ -67,6 +68,10 @@ class UnikernelType(ABC):
     initrd_root: ClassVar[bool] = False  # boots with the image's initrd as its root filesystem
     appended_initrd: ClassVar[bool] = False  # unpacks an archive appended to its initrd (the spec's files)
     volumes: ClassVar[bool] = False  # mounts block volumes (of block_fs_types) where its command line says
+    image_block_root: ClassVar[bool] = False  # boots from the image's block file when blkMntPoint is "/"
+    modern_nic: ClassVar[bool] = False  # on qemu: a modern-only virtio-net device (disable-legacy=on)
+    qemu_machine: ClassVar[str] = ""  # on qemu: a machine type (-M) other than the default PC; "microvm..." means
+    #                                  virtio-mmio devices instead of PCI ones
     rootfs_id: ClassVar[str] = "rootfs"  # the id of the rootfs block device
     block_id: ClassVar[str] = "annot_vol"  # the id of the image's block (`com.urunc.unikernel.block`)
     net_id: ClassVar[str] = "net0"  # the guest's name for its network device (a solo5 device name)
@@ -89,6 +94,19 @@ class UnikernelType(ABC):
         """An initrd the guest reads its configuration from, beside the image's (urunit's)."""
         return None
 
+    def initrd_archive(self, req: GuestRequest) -> bytes:
+        """A cpio archive appended to the image's initrd (urunit's configuration, in an initrd root)."""
+        return b""
+
+    def config_drive(self, req: GuestRequest) -> tuple[str, bytes] | None:
+        """A raw block device the guest reads its configuration from, attached after the others: (id, data)."""
+        return None
+
+    def init_mounts_blocks(self, args: tuple[str, ...]) -> bool:
+        """Whether the image's own init, started with these arguments, mounts the block devices wherever the
+        root comes from (urunit's block section)."""
+        return False
+
     def check(self, req: GuestRequest) -> None:  # noqa: B027 - most guests refuse nothing beyond the plan's rules
         """Refuses what this guest cannot boot, with one sentence naming the fix."""
 
@@ -102,7 +120,7 @@ def register(cls: type[UnikernelType]) -> type[UnikernelType]:
 
 
 def get(name: str) -> UnikernelType:
-    from ukrun.unikernels import hermit, linux, mewz, mirage, rumprun, unikraft  # noqa: F401 - they register
+    from ukrun.unikernels import freebsd, hermit, linux, mewz, mirage, rumprun, unikraft  # noqa: F401 - they register
 
     try:
         return REGISTRY[name]()

@@ -11,6 +11,7 @@ class Hermit(UnikernelType):
     name = "hermit"
     monitors = ("qemu",)
     initrd_root = True
+    modern_nic = True  # urunc's hermit_rs.go: virtio-net-pci with disable-legacy=on
 
     def cmdline(self, req: GuestRequest) -> str:
         args = " ".join(req.process.args or tuple(req.config.cmdline.split()))

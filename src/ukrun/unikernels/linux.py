@@ -2,14 +2,16 @@
 
 The command line follows urunc's (its `unikernels/linux.go`; the kernel's `admin-guide/kernel-parameters`
 for the meaning): `panic=-1 console=ttyS0`, the root (`root=/dev/vda rw` for the container's block
-device, `root=/dev/ram0 rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a folder
-over 9p, `root=fs0 rw rootfstype=virtiofs` for a folder over virtio-fs, the kernel's own convention for
-booting from a virtio-fs tag (`init/do_mounts.c`)), the network (`ip=<addr>::<gw>:<mask>:urunc:eth0:off`),
-then the process: `init=<argv0> -- <args>` (`rdinit=` for an initrd root), an argument holding spaces in
-single quotes (urunc's init, urunit, joins them again). The environment goes as bare `K=V` parameters,
-which the kernel hands to init as its environment; when argv0 is urunit, it goes in urunit's
-configuration instead (environment, uid, gid, working folder, block mounts), handed over as an extra
-initrd that the kernel keeps (`retain_initrd URUNIT_CONFIG=/sys/firmware/initrd`).
+device or for the image's own block file (`com.urunc.unikernel.block` at blkMntPoint `/`), `root=/dev/ram0
+rw` for an initrd root, `root=fs0 rw rootfstype=9p rootflags=...` for a folder over 9p, `root=fs0 rw
+rootfstype=virtiofs` for a folder over virtio-fs, the kernel's own convention for booting from a
+virtio-fs tag (`init/do_mounts.c`)), the network (`ip=<addr>::<gw>:<mask>:urunc:eth0:off`, and
+`URUNIT_DEFROUTE=1` when the gateway is outside the guest's subnet), then the process: `init=<argv0> --
+<args>` (`rdinit=` for an initrd root), an argument holding spaces in single quotes (urunc's init, urunit,
+joins them again). The environment goes as bare `K=V` parameters, which the kernel hands to init as its
+environment. When argv0 is urunit, urunc's contract replaces ukrun's (unikernels.urunit): the
+environment, uid, gid, working folder and block mounts go in urunit's configuration, and ukrun writes
+nothing into the guest's rootfs.
 
 ukrun's own contract rides along, before the `--`: an init that knows it mounts what `ukrun.root=`
 names (`/dev/vda`, `9p:<tag>` or `virtiofs:<tag>`), mounts the block devices `ukrun.blocks=<serial>:<folder>,...`
@@ -18,7 +20,7 @@ names (the spec's cwd, env and args, written by ukrun): in the root, or, with `u
 folder rootfs, into which ukrun writes nothing, whichever way it goes), on that read-only 9p share. It
 reports a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. An
 init that does not know it ignores those parameters (the kernel keeps dotted parameters from init's
-environment).
+environment). The image's own block file gets none of it: ukrun writes nothing into it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import shlex
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding, ExitDevice
+from ukrun.unikernels import urunit
 from ukrun.unikernels.base import FILES_TAG, ROOT_TAG, GuestRequest, RootMode, UnikernelType, register
 
 PROCESS_SCRIPT = "/.ukrun/process.sh"
 HOSTNAME = "urunc"  # the `ip=` parameter's host name field, as urunc writes it
-URUNIT_CONFIG = "/sys/firmware/initrd"
 SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
                "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
 VIRTIOFS_ROOT = f"root={ROOT_TAG} rw rootfstype=virtiofs"
@@ -50,8 +52,7 @@ def process_args(req: GuestRequest) -> tuple[str, ...]:
 
 
 def is_urunit(req: GuestRequest) -> bool:
-    args = process_args(req)
-    return bool(args) and "urunit" in args[0]
+    return urunit.named(process_args(req))
 
 
 @register
@@ -64,6 +65,7 @@ class Linux(UnikernelType):
     initrd_root = True
     appended_initrd = True
     volumes = True
+    image_block_root = True
     exit_device = ExitDevice(0xF4, 4)
     exit_decoding = ExitDecoding.DEBUG_EXIT
 
@@ -72,9 +74,6 @@ class Linux(UnikernelType):
         if args and not _plain(args[0]):
             raise UkrunError(f"the process's first argument {args[0]!r} holds white space, a quote or a control "
                              f"character, which the kernel command line cannot carry in {INIT_KEYS}: rename it")
-        if is_urunit(req) and req.root is RootMode.INITRD:
-            raise UkrunError("urunit's configuration cannot be added to an initrd root yet; "
-                             "boot from the container's rootfs (mountRootfs) or run without urunit")
         if not is_urunit(req):
             for item in req.process.env:
                 if not _plain(item):
@@ -84,7 +83,7 @@ class Linux(UnikernelType):
 
     def cmdline(self, req: GuestRequest) -> str:
         parts = ["panic=-1", "console=ttyS0"]
-        if req.root is RootMode.BLOCK:
+        if req.root in (RootMode.BLOCK, RootMode.IMAGE_BLOCK):
             parts += ["root=/dev/vda", "rw"]
         elif req.root is RootMode.INITRD:
             parts += ["root=/dev/ram0", "rw"]
@@ -95,11 +94,26 @@ class Linux(UnikernelType):
         net = req.network
         if net is not None:
             parts.append(f"ip={net.address}::{net.gateway}:{net.mask}:{HOSTNAME}:eth0:off")
+        if urunit.default_route(net):
+            parts.append("URUNIT_DEFROUTE=1")
         if is_urunit(req):
-            parts += ["retain_initrd", f"URUNIT_CONFIG={URUNIT_CONFIG}"]
+            parts += ([f"URUNIT_CONFIG={urunit.INITRD_CONF}"] if req.root is RootMode.INITRD
+                      else ["retain_initrd", f"URUNIT_CONFIG={urunit.RETAINED}"])
         else:
             parts += [e for e in req.process.env if "=" in e]
         parts += ["quiet", "loglevel=3"]
+        if not is_urunit(req):
+            parts += self._contract(req)
+        args = process_args(req)
+        if args:
+            init = "rdinit" if req.root is RootMode.INITRD else "init"
+            quoted = [f"'{a}'" if any(c.isspace() for c in a) else a for a in (s.strip() for s in args[1:])]
+            parts.append(f"{init}={args[0]} -- {' '.join(quoted)}".rstrip())
+        return " ".join(parts)
+
+    def _contract(self, req: GuestRequest) -> list[str]:
+        """ukrun's own init contract: where the root and the block devices are, and the process's script."""
+        parts = []
         if req.root is RootMode.BLOCK:
             parts += ["ukrun.root=/dev/vda", f"ukrun.process={PROCESS_SCRIPT}"]
         elif req.root in (RootMode.SHARED, RootMode.VIRTIOFS):
@@ -110,15 +124,13 @@ class Linux(UnikernelType):
                   and _plain(b.mount_point) and not {",", ":"} & set(b.mount_point)]
         if mounts and req.root in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
             parts.append(f"ukrun.blocks={','.join(mounts)}")
-        args = process_args(req)
-        if args:
-            init = "rdinit" if req.root is RootMode.INITRD else "init"
-            quoted = [f"'{a}'" if any(c.isspace() for c in a) else a for a in (s.strip() for s in args[1:])]
-            parts.append(f"{init}={args[0]} -- {' '.join(quoted)}".rstrip())
-        return " ".join(parts)
+        return parts
+
+    def init_mounts_blocks(self, args: tuple[str, ...]) -> bool:
+        return urunit.named(args)
 
     def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
-        if req.root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
+        if req.root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS) or is_urunit(req):
             return {}
         process = req.process
         lines = ["# written by ukrun: the container's process, run by the guest's init", "set -e"]
@@ -134,15 +146,13 @@ class Linux(UnikernelType):
         return {PROCESS_SCRIPT: ("\n".join(lines) + "\n").encode()}
 
     def extra_initrd(self, req: GuestRequest) -> bytes | None:
-        """urunit's configuration: sections UES/UEE (environment), UCS/UCE (uid, gid, working folder) and
-        UBS/UBE (block devices by id, and where to mount them), as urunit's README describes them."""
-        if not is_urunit(req):
+        """urunit's configuration, for any root but an initrd one (see unikernels.urunit)."""
+        if not is_urunit(req) or req.root is RootMode.INITRD:
             return None
-        p = req.process
-        lines = ["UES", *p.env, "UEE", "UCS", f"UID:{p.uid}", f"GID:{p.gid}", f"WD:{p.cwd or '/'}", "UCE", "UBS"]
-        prefix = "FC" if req.monitor == "firecracker" else ""
-        for block in req.blocks:
-            if block.mount_point and block.id != self.rootfs_id:
-                lines += [f"ID:{prefix}{block.id}", f"MP:{block.mount_point}"]
-        lines.append("UBE")
-        return ("\n".join(lines) + "\n").encode()
+        return urunit.config(req.process, req.blocks, req.monitor, self.rootfs_id)
+
+    def initrd_archive(self, req: GuestRequest) -> bytes:
+        """urunit's configuration in an initrd root: /urunit.conf, appended to the image's initrd."""
+        if not is_urunit(req) or req.root is not RootMode.INITRD:
+            return b""
+        return urunit.initrd_member(urunit.config(req.process, req.blocks, req.monitor, self.rootfs_id))

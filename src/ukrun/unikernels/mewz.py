@@ -12,6 +12,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 class Mewz(UnikernelType):
     name = "mewz"
     monitors = ("qemu",)
+    modern_nic = True  # urunc's mewz.go: virtio-net-pci with disable-legacy=on
     exit_device = ExitDevice(0x501, 2)
     exit_decoding = ExitDecoding.DEBUG_EXIT
 

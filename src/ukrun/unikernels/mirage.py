@@ -4,7 +4,9 @@ Its command line is the container's process arguments (the image's `cmdline` whe
 after `--ipv4=<addr>/<prefix> --ipv4-gateway=<gw>` when it has a network under MirageOS's device name
 `service`. Those flags are MirageOS's convention for that device: a Solo5 unikernel whose manifest names
 its net device otherwise (Solo5's test_net: `service0`) gets the device but not the flags, and must know
-its address itself. Its block device is MirageOS's `storage`, or on a Solo5 monitor the block device its
+its address itself, unless the image names that device (`com.urunc.unikernel.solo5NetDev`, urunc v0.8):
+then it gets them with the device's name as MirageOS's prefix (`--<name>-ipv4=`, `--<name>-ipv4-gateway=`),
+as urunc writes them. Its block device is MirageOS's `storage`, or on a Solo5 monitor the block device its
 manifest declares (runtime.solo5plan): a block image from the image (`com.urunc.unikernel.block`), or,
 with `mountRootfs`, the container's own snapshot device, handed over raw. urunc attaches no container
 rootfs to a MirageOS guest; ukrun does, since MirageOS reads its storage raw: any file system type is
@@ -26,9 +28,11 @@ class Mirage(UnikernelType):
     net_id = "service"
 
     def told_network(self, req: GuestRequest) -> bool:
-        return req.network is not None and req.net_id == self.net_id
+        return req.network is not None and req.net_id in (self.net_id, req.config.net_dev)
 
     def cmdline(self, req: GuestRequest) -> str:
         net = req.network
-        parts = [f"--ipv4={net.cidr}", f"--ipv4-gateway={net.gateway}"] if net and self.told_network(req) else []
+        prefix = "" if req.net_id == self.net_id else f"{req.net_id}-"
+        parts = [f"--{prefix}ipv4={net.cidr}", f"--{prefix}ipv4-gateway={net.gateway}"] \
+            if net and self.told_network(req) else []
         return " ".join([*parts, *(req.process.args or tuple(req.config.cmdline.split()))])

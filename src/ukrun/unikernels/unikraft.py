@@ -7,6 +7,8 @@ for `unikernelVersion` 0.16.1 and later (and when the version is not given), and
 `vfs.rootfs=initrd` with no environment before that. Its root filesystem is the image's initrd
 (extracted into a RAM file system) or the container's rootfs folder over 9p (tag fs0); it reads no
 block device. On qemu it reports through isa-debug-exit at 0x501: 41 at a clean halt, 42 at a crash.
+On hyperlight-unikraft (a kernel built for Hyperlight) the monitor takes the application's arguments
+itself, and this command line is not used.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _version(text: str) -> tuple[int, ...] | None:
 @register
 class Unikraft(UnikernelType):
     name = "unikraft"
-    monitors = ("qemu", "firecracker")
+    monitors = ("qemu", "firecracker", "hyperlight-unikraft")
     shares_root = True
     initrd_root = True
     exit_device = ExitDevice(0x501, 2)
