@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ukrun.artifacts.paths import read_limited, resolve, resolve_file
+from ukrun.artifacts.paths import read_file, resolve, resolve_file
 from ukrun.errors import ImageError, MissingInImage, UnsafePath
 
 
@@ -54,10 +54,10 @@ def test_link_loops_and_non_files(root: Path) -> None:
         resolve(root, "boot/vmlinuz")
 
 
-def test_read_limited(root: Path) -> None:
-    assert read_limited(root / "boot" / "vmlinuz-6.1", 10, "kernel") == b"kernel"
+def test_read_file(root: Path) -> None:
+    assert read_file(root, "/vmlinuz", 10, "kernel") == b"kernel"
     with pytest.raises(ImageError, match="limit"):
-        read_limited(root / "boot" / "vmlinuz-6.1", 3, "kernel")
+        read_file(root, "/boot/vmlinuz-6.1", 3, "kernel")
 
 
 def test_names_too_long_for_a_file_system_are_the_images_error(root: Path) -> None:
@@ -74,3 +74,9 @@ def test_names_too_long_for_a_file_system_are_the_images_error(root: Path) -> No
 def test_a_missing_path_is_its_own_error(root: Path) -> None:
     with pytest.raises(MissingInImage):
         resolve(root, "/nothing/here", "kernel")
+
+
+def test_a_device_or_fifo_is_refused_without_being_opened(root: Path) -> None:
+    os.mkfifo(root / "fifo")  # opening a FIFO for reading would block: it must not be opened at all
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_file(root, "/fifo", 10, "initrd")

@@ -254,12 +254,14 @@ class ArtifactStore(Collector):
             copied = 0
             out: dict[str, Path] = {}
             wanted = [*config.artifact_paths(), *([URUNC_JSON] if config.source == URUNC_JSON else [])]
-            for image_path in wanted:
-                res = paths.resolve_file(src, image_path, _what(config, image_path))
-                target = dest / image_path.lstrip("/").replace("/", "_")
-                shutil.copyfile(res.path, target)
-                copied += target.stat().st_size
-                out[image_path] = target
+            root_fd = paths.open_root(src)
+            try:
+                for image_path in wanted:
+                    target = dest / image_path.lstrip("/").replace("/", "_")
+                    copied += _copy(paths.open_file(root_fd, image_path, _what(config, image_path)), target)
+                    out[image_path] = target
+            finally:
+                os.close(root_fd)
         art = Artifacts(
             container=container_id,
             namespace=self.namespace,
@@ -333,16 +335,31 @@ def _what(config: UnikernelConfig, image_path: str) -> str:
     return "file"
 
 
-def _read_config(root: Path) -> UnikernelConfig:
+def _copy(fd: int, target: Path) -> int:
+    """Copies the open file `fd` (closed after) to `target`; the bytes copied."""
+    total = 0
     try:
-        res = paths.resolve_file(root, URUNC_JSON, "urunc.json")
+        with open(target, "wb") as out:
+            while sent := os.sendfile(out.fileno(), fd, None, 1 << 30):
+                total += sent
+    finally:
+        os.close(fd)
+    return total
+
+
+def _read_config(root: Path) -> UnikernelConfig:
+    root_fd = paths.open_root(root)
+    try:
+        fd = paths.open_file(root_fd, URUNC_JSON, "urunc.json")
     except errors.UnsafePath:
         raise
     except errors.ImageError as exc:
         raise errors.ImageError(
             f"no unikernel configuration: the spec has no com.urunc.unikernel.* annotations and {exc}"
         ) from None
-    return parse_urunc_json(paths.read_limited(res.path, URUNC_JSON_LIMIT, "urunc.json"))
+    finally:
+        os.close(root_fd)
+    return parse_urunc_json(paths.read_limited(fd, URUNC_JSON_LIMIT, "urunc.json"))
 
 
 def _spec_annotations(spec: bytes) -> dict[str, str]:
