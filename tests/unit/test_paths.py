@@ -1,10 +1,13 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from ukrun.artifacts import paths
 from ukrun.artifacts.paths import read_file, resolve, resolve_file
 from ukrun.errors import ImageError, MissingInImage, UnsafePath
+from ukrun.runtime.rootfs import write_guest_files
 
 
 @pytest.fixture
@@ -80,3 +83,87 @@ def test_a_device_or_fifo_is_refused_without_being_opened(root: Path) -> None:
     os.mkfifo(root / "fifo")  # opening a FIFO for reading would block: it must not be opened at all
     with pytest.raises(ImageError, match="not a regular file"):
         read_file(root, "/fifo", 10, "initrd")
+
+
+# -- writing into a rootfs: folders resolved and made inside it, links replaced, never followed ----------------
+@pytest.fixture
+def host_folder(tmp_path: Path) -> Path:
+    """A host folder an image's links name; nothing may be written in it."""
+    h = tmp_path / "host"
+    h.mkdir()
+    (h / "hosts").write_text("the host's own")
+    return h
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() if p.is_file() else "" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("target", ["{host}", "/usr/..{host}", "usr/../{host}", "/usr/{climb}{host}"])
+def test_files_are_written_where_the_guest_finds_them_and_never_through_a_link_to_the_host(
+        root: Path, host_folder: Path, target: str) -> None:
+    (root / "usr").mkdir()
+    os.rmdir(root / "etc")
+    os.symlink(target.format(host=host_folder, climb="../" * 5), root / "etc")
+    before = _tree(host_folder)
+    if "climb" in target:
+        with pytest.raises(UnsafePath, match="climbs above the image's root") as exc:
+            write_guest_files(root, {"/etc/hosts": b"pod"})
+        assert str(root) not in str(exc.value)
+    else:
+        write_guest_files(root, {"/etc/hosts": b"pod", "/etc/deeper/file": b"deep"})
+        inside = root / str(host_folder).lstrip("/")
+        assert (inside / "hosts").read_bytes() == b"pod" and (inside / "deeper" / "file").read_bytes() == b"deep"
+        assert resolve_file(root, "/etc/hosts", "file").path == inside / "hosts"  # as the guest reads it
+    assert _tree(host_folder) == before
+
+
+def test_a_link_at_the_files_own_name_is_replaced_not_followed(root: Path, host_folder: Path) -> None:
+    os.symlink(str(host_folder / "hosts"), root / "etc" / "hosts")
+    os.symlink(str(host_folder / "hosts"), root / "etc" / ".ukrun.tmp")  # the temporary name, planted
+    write_guest_files(root, {"/etc/hosts": b"pod"})
+    assert not (root / "etc" / "hosts").is_symlink() and (root / "etc" / "hosts").read_bytes() == b"pod"
+    assert not os.path.lexists(root / "etc" / ".ukrun.tmp")
+    assert (host_folder / "hosts").read_text() == "the host's own"
+
+
+def test_a_folder_swapped_for_a_link_after_its_walk_is_not_followed(root: Path, host_folder: Path) -> None:
+    found = paths.walk(paths.open_root(root), "/etc", "folder")
+    try:
+        os.rename(root / "etc", root / "etc.old")
+        os.symlink(str(host_folder), root / "etc")  # what a racing process would do
+        paths.replace(found.fd, "hosts", b"pod", "/etc/hosts")
+    finally:
+        os.close(found.fd)
+    assert (root / "etc.old" / "hosts").read_bytes() == b"pod"  # the folder that was checked
+    assert (host_folder / "hosts").read_text() == "the host's own"
+
+
+def test_a_copy_may_not_land_in_ukruns_folder_or_the_guests_proc_through_a_link(root: Path, host_folder: Path) -> None:
+    os.symlink("/.ukrun", root / "x")
+    os.symlink(f"/proc/1/root{host_folder}", root / "cfg")
+    (root / "proc").mkdir()
+    with pytest.raises(ImageError, match=re.escape("'/x/process.sh' resolves, through the image's links, to "
+                                                   "'/.ukrun/process.sh' in /.ukrun")):
+        write_guest_files(root, {"/.ukrun/process.sh": b"ukrun's", "/x/process.sh": b"pod"})
+    with pytest.raises(ImageError, match=r"to '/proc/1/root/.*' in /proc, where the guest's kernel mounts") as exc:
+        write_guest_files(root, {"/cfg/authorized_keys": b"pod"})
+    assert str(root) not in str(exc.value)
+    with pytest.raises(ImageError, match="'/sys/x' lies in /sys, where the guest's kernel mounts"):
+        write_guest_files(root, {"/sys/x": b"pod"})
+    assert (root / ".ukrun" / "process.sh").read_bytes() == b"ukrun's"
+    assert _tree(host_folder) == {"hosts": "the host's own"}
+
+
+def test_entries_list_links_without_entering_them(tmp_path: Path, host_folder: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "f").write_text("f")
+    (tmp_path / "d" / "out").symlink_to(host_folder)
+    fd = paths.open_root(tmp_path / "d")
+    try:
+        assert paths.entries(fd, 10) == ["/out", "/sub", "/sub/f"]
+        assert paths.entries(fd, 2) is None
+        with pytest.raises(MissingInImage):  # the link resolves inside the folder, where it names nothing
+            paths.open_file(fd, "/out/hosts", "file")
+    finally:
+        os.close(fd)
