@@ -8,13 +8,13 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ukrun import config as configmod
 from ukrun import host as hostmod
 from ukrun.artifacts import paths
 from ukrun.containerd.records import ContainerRecord, SnapshotKind
-from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound
+from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound, UkrunError
 from ukrun.logs import log
 from ukrun.network.base import Interface
 from ukrun.runtime import mountplan as mp
@@ -202,35 +202,50 @@ def elsewhere(info: RootfsInfo, table: list[hostmod.MountEntry]) -> tuple[str, .
 def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
                  record: ContainerRecord | None, table: list[hostmod.MountEntry]) -> tuple[mp.BoundMount, ...]:
     """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
-    the guest gets). Reading stops at mountplan's limits: files first, then folders, so that what the
+    the guest gets). Each source is opened once (its host path, as a bind mount follows it): what it is,
+    and what is read of it, come through that descriptor, and a folder's files are resolved inside it
+    (artifacts.paths). Reading stops at mountplan's limits: files first, then folders, so that what the
     plan may copy has been read; past the budget only sizes are recorded."""
     binds = [m for m in spec.mounts if m.type == "bind" or {"bind", "rbind"} & set(m.options)]
     if not binds:
         return ()
-    kinds = [_kind(m.source, table) for m in binds]
-    budget = [mp.FILES_LIMIT + 1]
-    read: dict[int, mp.BoundMount] = {}
-    for i, (m, (kind, _)) in enumerate(zip(binds, kinds, strict=True)):
-        if kind is mp.MountKind.FILE:
-            size = os.stat(m.source).st_size
-            read[i] = mp.BoundMount(m.destination, m.source, kind, (mp.MountFile("/", _read(m.source, budget), size),))
-    for i, (m, (kind, entry)) in enumerate(zip(binds, kinds, strict=True)):
-        if kind is mp.MountKind.TREE:
-            read[i] = _tree(m, budget)
-        elif kind is mp.MountKind.VOLUME and entry is not None:
-            read[i] = mp.BoundMount(m.destination, m.source, kind,
-                                    volume=_volume(entry, table, patterns, client, record))
+    sources = [_open_source(m.source) for m in binds]
+    try:
+        kinds = [_kind(fd, table) for fd in sources]
+        budget = [mp.FILES_LIMIT + 1]
+        read: dict[int, mp.BoundMount] = {}
+        for i, (m, fd, (kind, _)) in enumerate(zip(binds, sources, kinds, strict=True)):
+            if kind is mp.MountKind.FILE:
+                read[i] = _file(m, fd, budget)
+        for i, (m, fd, (kind, entry)) in enumerate(zip(binds, sources, kinds, strict=True)):
+            if kind is mp.MountKind.TREE:
+                read[i] = _tree(m, fd, budget)
+            elif kind is mp.MountKind.VOLUME and entry is not None:
+                read[i] = mp.BoundMount(m.destination, m.source, kind,
+                                        volume=_volume(entry, table, patterns, client, record))
+    finally:
+        for fd in sources:
+            if fd >= 0:
+                os.close(fd)
     return tuple(read[i] for i in sorted(read))
 
 
-def _kind(source: str, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
+def _open_source(source: str) -> int:
+    """An O_PATH descriptor of a bind mount's source (-1 when there is none): nothing is opened for reading
+    before it is known to be a regular file or a folder."""
+    try:
+        return os.open(source, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _kind(fd: int, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
     """A regular file, a folder, or the root of a file system on a block device (None: anything else,
     such as a device node or what the kernel's own file systems show, which are the host's, not data)."""
-    try:
-        st = os.stat(source)
-    except OSError:
+    if fd < 0:
         return None, None
-    real = os.path.realpath(source)
+    st = os.fstat(fd)
+    real = os.readlink(f"/proc/self/fd/{fd}")  # where the opened source is in this mount namespace
     holder = max((e for e in table if real == e.mount_point or real.startswith(e.mount_point.rstrip("/") + "/")),
                  key=lambda e: len(e.mount_point), default=None)
     if holder is not None and holder.fstype in KERNEL_FILE_SYSTEMS:
@@ -249,44 +264,46 @@ def _kind(source: str, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | 
     return mp.MountKind.TREE, None
 
 
-def _read(path: str, budget: list[int]) -> bytes:
+def _file(m: SpecMount, fd: int, budget: list[int]) -> mp.BoundMount:
+    """A bind-mounted regular file, read through the descriptor its kind was told from."""
+    try:
+        with os.fdopen(paths.reopen(fd), "rb") as f:
+            data = _read(f, budget)
+    except OSError as exc:
+        raise UkrunError(f"the spec's bind mount of {m.source} at {m.destination} cannot be read: "
+                         f"{exc.strerror}") from None
+    return mp.BoundMount(m.destination, m.source, mp.MountKind.FILE, (mp.MountFile("/", data, os.fstat(fd).st_size),))
+
+
+def _read(f: BinaryIO, budget: list[int]) -> bytes:
     """Up to what is left of the reading budget; nothing once it is spent."""
     if budget[0] <= 0:
         return b""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(budget[0])
+    data = f.read(budget[0])
     budget[0] -= len(data)
     return data
 
 
-def _tree(m: SpecMount, budget: list[int]) -> mp.BoundMount:
+def _tree(m: SpecMount, fd: int, budget: list[int]) -> mp.BoundMount:
     """A folder's regular files, by their paths inside it; a link is read only where it leads to a regular
     file inside the folder (resolved there, never on the host); folders reached by links, devices and
-    sockets are left out."""
-    root = os.path.realpath(m.source)
-    found: list[str] = []
-    pending = [""]
-    while pending:
-        rel = pending.pop()
-        try:
-            entries = sorted(os.scandir(os.path.join(root, rel.lstrip("/"))), key=lambda e: e.name)
-        except OSError as exc:
-            return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, skipped=f"cannot read it: {exc.strerror}")
-        for e in entries:
-            found.append(f"{rel}/{e.name}")
-            if len(found) > mp.TREE_ENTRIES:
-                return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE,
-                                     skipped=f"it holds more than {mp.TREE_ENTRIES} entries")
-            if e.is_dir(follow_symlinks=False):
-                pending.append(f"{rel}/{e.name}")
+    sockets are left out. Another process may change the folder meanwhile: whatever it swaps in, every
+    component is resolved inside the folder and every file read through the descriptor that was checked."""
+    try:
+        found = paths.entries(fd, mp.TREE_ENTRIES)
+    except OSError as exc:
+        return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, skipped=f"cannot read it: {exc.strerror}")
+    if found is None:
+        return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE,
+                             skipped=f"it holds more than {mp.TREE_ENTRIES} entries")
     files = []
-    for rel in sorted(found):
+    for rel in found:
         try:
-            real = paths.resolve_file(Path(root), rel, "file").path
+            opened = paths.open_file(fd, rel, "file")
         except (ImageError, OSError):
             continue  # a folder, a device, a link to a folder or out of the tree
-        files.append(mp.MountFile(rel, _read(str(real), budget), os.stat(real).st_size))
+        with os.fdopen(opened, "rb") as f:
+            files.append(mp.MountFile(rel, _read(f, budget), os.fstat(opened).st_size))
     return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, tuple(files))
 
 
