@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ukrun.artifacts import paths
-from ukrun.artifacts.paths import read_file, resolve, resolve_file
+from ukrun.artifacts.paths import read_file, resolve_file
 from ukrun.errors import ImageError, MissingInImage, UnsafePath
 from ukrun.runtime.rootfs import write_guest_files
 
@@ -30,14 +30,16 @@ def test_relative_and_absolute_links_stay_inside(root: Path) -> None:
     assert resolve_file(root, "/boot/vmlinuz", "kernel").path == root / "boot" / "vmlinuz-6.1"
     res = resolve_file(root, "/vmlinuz", "kernel")
     assert res.path == root / "boot" / "vmlinuz-6.1" and res.followed_links == 2
-    assert resolve(root, "/slash/boot/vmlinuz-6.1").path == root / "boot" / "vmlinuz-6.1"
+    assert resolve_file(root, "/slash/boot/vmlinuz-6.1", "kernel").path == root / "boot" / "vmlinuz-6.1"
+    os.symlink("boot", root / "b")  # `..` after a link leaves the folder the link led to, as the kernel does
+    assert resolve_file(root, "/b/../boot/vmlinuz", "kernel").path == root / "boot" / "vmlinuz-6.1"
 
 
 def test_dotdot_above_root_is_refused(root: Path) -> None:
     with pytest.raises(UnsafePath, match="climbs above"):
-        resolve(root, "/boot/escape")
+        resolve_file(root, "/boot/escape", "kernel")
     with pytest.raises(UnsafePath, match="climbs above"):
-        resolve(root, "/../../etc/passwd")
+        resolve_file(root, "/../../etc/passwd", "kernel")
 
 
 def test_absolute_link_never_reads_the_host(root: Path) -> None:
@@ -48,13 +50,13 @@ def test_absolute_link_never_reads_the_host(root: Path) -> None:
 
 def test_link_loops_and_non_files(root: Path) -> None:
     with pytest.raises(UnsafePath, match="symlinks"):
-        resolve(root, "/loop1")
+        resolve_file(root, "/loop1", "kernel")
     with pytest.raises(ImageError, match="not a regular file"):
         resolve_file(root, "/boot", "kernel")
     with pytest.raises(ImageError, match="not a folder"):
-        resolve(root, "/boot/vmlinuz-6.1/x")
+        resolve_file(root, "/boot/vmlinuz-6.1/x", "kernel")
     with pytest.raises(ImageError, match="absolute"):
-        resolve(root, "boot/vmlinuz")
+        resolve_file(root, "boot/vmlinuz", "kernel")
 
 
 def test_read_file(root: Path) -> None:
@@ -65,18 +67,18 @@ def test_read_file(root: Path) -> None:
 
 def test_names_too_long_for_a_file_system_are_the_images_error(root: Path) -> None:
     with pytest.raises(ImageError, match="component of 300 bytes") as exc:
-        resolve(root, "/boot/" + "a" * 300, "kernel")
+        resolve_file(root, "/boot/" + "a" * 300, "kernel")
     assert str(root) not in str(exc.value)  # never the host's path
     with pytest.raises(ImageError, match="over the 4096"):
-        resolve(root, "/a" * 2100, "kernel")
+        resolve_file(root, "/a" * 2100, "kernel")
     os.symlink("/" + "b" * 256, root / "longlink")
     with pytest.raises(ImageError, match="target of symlink 'longlink'"):
-        resolve(root, "/longlink", "kernel")
+        resolve_file(root, "/longlink", "kernel")
 
 
 def test_a_missing_path_is_its_own_error(root: Path) -> None:
     with pytest.raises(MissingInImage):
-        resolve(root, "/nothing/here", "kernel")
+        resolve_file(root, "/nothing/here", "kernel")
 
 
 def test_a_device_or_fifo_is_refused_without_being_opened(root: Path) -> None:
@@ -128,7 +130,9 @@ def test_a_link_at_the_files_own_name_is_replaced_not_followed(root: Path, host_
 
 
 def test_a_folder_swapped_for_a_link_after_its_walk_is_not_followed(root: Path, host_folder: Path) -> None:
-    found = paths.walk(paths.open_root(root), "/etc", "folder")
+    root_fd = paths.open_root(root)
+    found = paths.walk(root_fd, "/etc", "folder")
+    os.close(root_fd)
     try:
         os.rename(root / "etc", root / "etc.old")
         os.symlink(str(host_folder), root / "etc")  # what a racing process would do

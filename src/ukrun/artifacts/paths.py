@@ -106,7 +106,8 @@ def walk(root_fd: int, image_path: str, what: str = "path", *, make: bool = Fals
             raise ImageError(f"{what} {image_path!r} is not a folder in the image")
         out = fds.pop() if fds else os.dup(root_fd)
     except OSError as exc:  # the message names the image's path only, never the host's
-        raise ImageError(f"{what} {image_path!r} cannot be read in the image: {exc.strerror}") from None
+        done = "made" if make else "read"
+        raise ImageError(f"{what} {image_path!r} cannot be {done} in the image: {exc.strerror}") from None
     finally:
         _close(fds)
     return Walked(out, tuple(names), mode, links)
@@ -151,25 +152,16 @@ def _check_length(path: str, what: str) -> None:
                              f"a file name holds at most {NAME_MAX}: shorten it")
 
 
-def resolve(root: Path, image_path: str, what: str = "path") -> Resolved:
-    """The host path of what `image_path` names in `root`. For a root nobody else writes (a read-only view):
-    the path is free of links, so opening it by name later opens what was checked here."""
-    return _resolved(root, image_path, what, regular=False)
-
-
 def resolve_file(root: Path, image_path: str, what: str) -> Resolved:
-    """Like resolve, and the result must be a regular file."""
-    return _resolved(root, image_path, what, regular=True)
-
-
-def _resolved(root: Path, image_path: str, what: str, regular: bool) -> Resolved:
+    """The host path of the regular file `image_path` names in `root`. For a root nobody else writes (a
+    read-only view): the path is free of links, so opening it by name later opens what was checked here."""
     root_fd = open_root(root)
     try:
         found = walk(root_fd, image_path, what)
         os.close(found.fd)
     finally:
         os.close(root_fd)
-    if regular and not stat.S_ISREG(found.mode):
+    if not stat.S_ISREG(found.mode):
         raise ImageError(f"{what} {image_path!r} is not a regular file in the image")
     return Resolved(root.joinpath(*found.parts), found.links)
 
