@@ -1,7 +1,7 @@
 # ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-devmapper lint unit integration bench bench-artifacts bench-runtime bench-devmapper bench-load stubs
+.PHONY: setup demo test test-devmapper lint unit integration bench bench-artifacts bench-runtime bench-devmapper bench-load bench-network stubs
 
 setup:
 	./scripts/setup
@@ -36,6 +36,9 @@ bench: setup
 
 bench-load: setup
 	$(PY) -m benchmarks.load
+
+bench-network: setup
+	$(PY) -m benchmarks.network
 
 bench-artifacts: setup
 	$(PY) -m benchmarks.artifacts

@@ -21,13 +21,15 @@ BRIDGE = "ukcni0"
 SUBNET = "198.51.100.0/24"
 PAUSE = "ukrun.test/pause:1"
 CNI_BIN = "/usr/lib/cni"
-ANNOTATIONS = '["com.urunc.unikernel.*", "io.ukrun.*"]'
+POD_ANNOTATIONS = '["com.urunc.unikernel.*", "io.ukrun.*"]'
+# and the kubelet's record of a container's `ports:` (network.ports)
+CONTAINER_ANNOTATIONS = '["com.urunc.unikernel.*", "io.ukrun.*", "io.kubernetes.container.ports"]'
 
 HANDLER = """\
 [plugins."{plugin}".containerd.runtimes.ukrun]
   runtime_type = "io.containerd.runc.v2"
-  pod_annotations = {annotations}
-  container_annotations = {annotations}
+  pod_annotations = {pod}
+  container_annotations = {container}
   [plugins."{plugin}".containerd.runtimes.ukrun.options]
     BinaryName = "{ukrun}"
 """
@@ -71,7 +73,8 @@ CRI_2 = """
 
 def handler(version: str, ukrun: str) -> str:
     """The `ukrun` runtime handler of containerd's CRI plugin, for containerd 1.7 or 2.x."""
-    return HANDLER.format(plugin=RUNTIME_PLUGIN[version], annotations=ANNOTATIONS, ukrun=ukrun)
+    return HANDLER.format(plugin=RUNTIME_PLUGIN[version], pod=POD_ANNOTATIONS, container=CONTAINER_ANNOTATIONS,
+                          ukrun=ukrun)
 
 
 def config_text(version: str, folder: Path, ukrun: str) -> str:

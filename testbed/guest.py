@@ -151,8 +151,9 @@ def kernel_release() -> str:
 
 
 def linux_image(workdir: Path, name: str, app: str, *, cmd: Sequence[str] = ("/bin/sh", "/app/run.sh"),
-                above: Sequence[Sequence[Entry]] = ()) -> Path:
-    """A urunc-style linux image booting from its block rootfs; `app` is /app/run.sh."""
+                above: Sequence[Sequence[Entry]] = (), ports: Sequence[str] = ()) -> Path:
+    """A urunc-style linux image booting from its block rootfs; `app` is /app/run.sh; `ports` its
+    configuration's ExposedPorts."""
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initrd.img"
     if not initrd.exists():
@@ -165,5 +166,5 @@ def linux_image(workdir: Path, name: str, app: str, *, cmd: Sequence[str] = ("/b
         Entry("/app/run.sh", data=app.encode(), mode=0o755),
     ]
     out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
-    build_unikernel_image(out, name, config, kernel(), initrd, base=base, above=above, cmd=cmd)
+    build_unikernel_image(out, name, config, kernel(), initrd, base=base, above=above, cmd=cmd, ports=ports)
     return out

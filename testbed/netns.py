@@ -50,6 +50,7 @@ def make(seed: str, container_ip: str = CONTAINER_IP, client_ip: str = CLIENT_IP
     _ip("-n", pod.client, "link", "set", f"ukv-{tag}", "up")
     _ip("-n", pod.name, "addr", "add", f"{container_ip}/{PREFIX}", "dev", "eth0")
     _ip("-n", pod.name, "link", "set", "eth0", "up")
+    _ip("-n", pod.name, "link", "set", "lo", "up")  # as in a pod: 127.0.0.1 is the pod's own
     _ip("-n", pod.name, "route", "add", "default", "via", client_ip)
     return pod
 

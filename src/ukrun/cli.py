@@ -223,6 +223,17 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
         print(f"virtiofsd  {' '.join(plan['virtiofsd']['argv'])} (socket {plan['virtiofsd']['socket']})")
     for v in plan["volumes"]:
         print(f"volume     {v['id']} = {v['device']}, unmounted from {v['source']}, mounted at {v['destination']}")
+    net = plan["network"]
+    if net:
+        print(f"network    {net['mode']}: the guest is {net['address']} via {net['gateway']} on tap {net['tap']} "
+              f"in {net['netns']} (interface {net['interface']})")
+        if net.get("private_link"):
+            link, fwd = net["private_link"], net["forward"]
+            print(f"link       {link['tap']}: {link['host']} (ukrun's end), {link['guest']} (the guest's)")
+            print(f"forward    {', '.join(fwd['ports'])} from {' and '.join(fwd['from'])} (nftables table "
+                  f"{fwd['table']})")
+        elif net["publish"]:
+            print(f"forward    {', '.join(net['publish'])} from {net['interface']}")
     if plan["joined_initrd"]:
         j = plan["joined_initrd"]
         print(f"initrd     {j['path']} = {j['image']} + {j['appended_bytes']} bytes of the spec's files")

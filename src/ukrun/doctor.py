@@ -128,9 +128,9 @@ def _virtiofsd(cfg: configmod.Config) -> Check:
 def _nft() -> Check:
     nft = shutil.which("nft")
     if not nft:
-        return Check("nft", "warn", "no nft: unikernels in static network mode (io.ukrun.network: static, Knative's "
-                     "user-container) fail at create", "install nftables")
-    return Check("nft", "ok", f"{nft} sets up static network mode's NAT")
+        return Check("nft", "warn", "no nft: unikernels that declare ports, and those in static network mode "
+                     "(io.ukrun.network: static, Knative's user-container), fail at create", "install nftables")
+    return Check("nft", "ok", f"{nft} sets up the NAT of the ports and static network modes")
 
 
 def _runc(cfg: configmod.Config) -> Check:

@@ -94,7 +94,10 @@ class Runner:
             links = subprocess.run([*inside, "ip", "-o", "link"], capture_output=True, text=True).stdout
             qdisc = subprocess.run([*inside, "tc", "qdisc", "show", "dev", "eth0"], capture_output=True,
                                    text=True).stdout
+            tables = subprocess.run([*inside, "nft", "list", "tables"], capture_output=True, text=True).stdout
+            addrs = subprocess.run([*inside, "ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
             left += ["tap"] * ("tapuk" in links) + ["tc ingress"] * ("ingress" in qdisc)
+            left += ["nft table"] * ("ukrun_" in tables) + ["private link address"] * (" 100.127." in addrs)
         return left
 
     def gc(self, **env: str) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,8 @@
 (create, start, kill, delete, the container's init, a view's release, gc) is SIGKILLed there, while another
 container of the same image runs beside it. Then the usual cleanup (`ctr task rm -f`, `ctr c rm`,
 `ukrun gc`) must leave nothing of the victim (no state folder, view use, label, lease, mount, loop device,
-cgroup, process, tap or tc filter) and the other container must have kept running, and be deleted cleanly.
+cgroup, process, tap, tc filter, nftables table or private-link address) and the other container must
+have kept running, and be deleted cleanly.
 
 The points are read from the source, so a new one cannot be forgotten; each is armed once through the
 daemon's UKRUN_CRASH_ARM file, and its disappearance proves the point was reached. Each passing case
@@ -27,6 +28,8 @@ SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
 # Reached only by the view's first user (as it makes the view) or its last (as it removes it): the other
 # container starts right after the crash, on what the crash left, instead of before it.
 FOLDER = ("init-after-virtiofsd",)  # reached only with a folder rootfs (overlayfs) over virtio-fs
+# Reached only by a guest on a private link of its own: the victim declares a port (network.ports).
+PORTS = ("create-after-address", "create-after-rules", "teardown-after-rules")
 ALONE = ("acquire-after-view", "acquire-after-label", "acquire-after-mount", "release-after-unmount",
          "release-after-remove")
 
@@ -56,6 +59,8 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
     arm = arm_file(r.daemon.dir)
     phase = point.split("-")[0]
     net: tuple[str, ...] = ("--with-ns", f"network:{pod.path}")
+    if point in PORTS:
+        net = (*net, "--annotation", "io.ukrun.ports=8080/tcp")
     if phase in ("acquire", "create", "start") or point == "init-before-commit":
         arm.write_text(point)
         proc = r.run("f1", *SLEEP, flags=("--detach", *net))
@@ -90,7 +95,7 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
             assert killed(r.ctr("task", "delete", "f1"))
             how = "ctr task rm, after the task stopped"
     assert not arm.exists(), f"{point} was never reached"
-    return how
+    return how + (" (a declared port: its own private link)" if point in PORTS else "")
 
 
 @pytest.mark.reliability("faults")

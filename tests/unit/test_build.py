@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,4 +64,29 @@ def test_bad_hypervisor_is_refused(tmp_path: Path) -> None:
         'name = "x/y:1"\n[unikernel]\ntype = "linux"\nhypervisor = "vbox"\nkernel = "k"\n'
     )
     with pytest.raises(Exception, match="unknown hypervisor"):
+        build_from_spec(tmp_path / "spec.toml", tmp_path / "o.tar")
+
+
+def test_a_build_specs_ports_become_the_images_exposed_ports(tmp_path: Path) -> None:
+    from ukrun.artifacts.layers import read_image_layers
+    from ukrun.containerd.records import Descriptor
+
+    (tmp_path / "k").write_bytes(b"k")
+    spec = 'name = "x/y:1"\nports = [{}]\n[unikernel]\ntype = "unikraft"\nhypervisor = "qemu"\nkernel = "k"\n'
+    (tmp_path / "spec.toml").write_text(spec.format('"8080", "53/udp"'))
+    build_from_spec(tmp_path / "spec.toml", tmp_path / "o.tar")
+    layout = Layout(tmp_path / "o.tar")
+    assert layout.config["config"]["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+
+    class Blobs:  # what the runtime reads back, through the same parser as from containerd's content store
+        def read_blob(self, digest: str, *, limit: int) -> bytes:
+            return layout.blob(digest)
+
+        def stream_blob(self, digest: str) -> Iterator[bytes]:
+            yield layout.blob(digest)
+
+    target = Descriptor(oci.MANIFEST, layout.manifest_descriptor["digest"], 0)
+    assert read_image_layers(Blobs(), target).exposed_ports == ("53/udp", "8080/tcp")
+    (tmp_path / "spec.toml").write_text(spec.format('"web"'))
+    with pytest.raises(ConfigError, match="ports: 'web': the port must be a number"):
         build_from_spec(tmp_path / "spec.toml", tmp_path / "o.tar")

@@ -23,7 +23,7 @@ import pytest
 
 from ukrun.errors import PlanError, UkrunError
 from ukrun.hypervisors.base import ExitDecoding
-from ukrun.network.base import Interface, tap_name
+from ukrun.network.base import Interface, StaticLink, UkrunLink, tap_name
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.mountplan import BoundMount, MountFile, MountKind
 from ukrun.runtime.plan import ArtifactPaths, Facts, FilesTarget, MonitorFacts, Resources, plan
@@ -275,11 +275,11 @@ def test_firecracker_and_cloud_hypervisor_get_the_tap() -> None:
     assert f"tap={TAP},mac=02:42:c0:00:02:02" in ch.argv
 
 
-def test_one_unikernel_per_network_namespace() -> None:
-    crowded = networked("linux", "qemu")._replace(taps=((tap_name("other"), "other"),))
-    with pytest.raises(PlanError, match="already carries unikernel other: ukrun runs one unikernel per network"):
+def test_one_unikernel_per_network_namespace_without_declared_ports() -> None:
+    crowded = networked("linux", "qemu")._replace(links=(UkrunLink(tap_name("other"), "other"),))
+    with pytest.raises(PlanError, match="already carries unikernel other, which takes the whole interface"):
         plan(crowded)
-    again = networked("linux", "qemu")._replace(taps=((TAP, "c1"),))  # its own, from a crashed create
+    again = networked("linux", "qemu")._replace(links=(UkrunLink(TAP, "c1"),))  # its own, from a crashed create
     assert plan(again).network is not None
 
 
@@ -291,7 +291,7 @@ def test_static_mode_puts_the_guest_on_a_private_link_and_publishes_ports() -> N
     p = plan(annotated("linux", "qemu", {"io.ukrun.network": "static", "io.ukrun.network.publish": "8080, 53/udp"},
                        rootfs=BLOCK_ROOT, mount_rootfs=True))
     assert "ip=172.16.1.2::172.16.1.1:255.255.255.0:urunc:eth0:off" in p.cmdline
-    assert p.link is not None and p.link.uplink == "eth0" and p.link.table.startswith("ukrun_")
+    assert isinstance(p.link, StaticLink) and p.link.uplink == "eth0" and p.link.table.startswith("ukrun_")
     assert [str(port) for port in p.link.publish] == ["8080/tcp", "53/udp"]
     rules = p.link.ruleset()
     assert 'ip saddr 172.16.1.0/24 oifname "eth0" masquerade' in rules
@@ -311,11 +311,11 @@ def test_knatives_user_container_gets_static_mode_as_urunc_gives_it() -> None:
 
 
 @pytest.mark.parametrize(("annotations", "message"), [
-    ({"io.ukrun.network": "bridge"}, "io.ukrun.network='bridge' is not one of dynamic, static"),
+    ({"io.ukrun.network": "bridge"}, "io.ukrun.network='bridge' is not one of dynamic, static, ports"),
     ({"io.ukrun.network": "static", "io.ukrun.network.publish": "http"}, "'http': the port must be a number"),
     ({"io.ukrun.network": "static", "io.ukrun.network.publish": "80/sctp"}, "the protocol must be tcp or udp"),
     ({"io.ukrun.network": "static", "io.ukrun.network.publish": "70000"}, "from 1 to 65535"),
-    ({"io.ukrun.network.publish": "8080"}, "needs io.ukrun.network=static: in dynamic mode"),
+    ({"io.ukrun.network.publish": "8080"}, "needs io.ukrun.network=static; to forward a unikernel's ports"),
 ])
 def test_bad_network_annotations_are_refused_naming_the_fix(annotations: dict[str, str], message: str) -> None:
     with pytest.raises(PlanError, match=re.escape(message)):

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from ukrun.errors import ConfigError
 from ukrun.image import oci
+from ukrun.network.base import parse_publish
 from ukrun.unikernel import URUNC_JSON, UnikernelConfig, parse_urunc_json
 
 MTIME = 0
@@ -155,14 +156,17 @@ class ImageBuilder:
         (self.workdir / "blobs" / "sha256" / digest.split(":", 1)[1]).write_bytes(data)
         return digest, len(data)
 
-    def write(self, out: Path, annotations: Mapping[str, str], cmd: Sequence[str] = ()) -> str:
-        """Writes the layout tar to `out`; returns the manifest digest."""
+    def write(self, out: Path, annotations: Mapping[str, str], cmd: Sequence[str] = (),
+              ports: Sequence[str] = ()) -> str:
+        """Writes the layout tar to `out`; returns the manifest digest. `ports` ("8080/tcp") are the
+        configuration's ExposedPorts."""
         diff_ids = [d for d, _, _ in self.layers]  # uncompressed layers: diff ID = digest
         config: dict[str, Any] = {
             "architecture": ARCH,
             "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "config": {"Labels": dict(annotations), **({"Cmd": list(cmd)} if cmd else {})},
+            "config": {"Labels": dict(annotations), **({"Cmd": list(cmd)} if cmd else {}),
+                       **({"ExposedPorts": {p: {} for p in ports}} if ports else {})},
         }
         cfg_digest, cfg_size = self._blob(json.dumps(config, sort_keys=True).encode())
         manifest = {
@@ -225,6 +229,7 @@ def build_unikernel_image(
     base: Sequence[Entry] = (),
     above: Sequence[Sequence[Entry]] = (),
     cmd: Sequence[str] = (),
+    ports: Sequence[str] = (),
 ) -> str:
     """Writes a urunc-compatible image to `out`; returns its manifest digest."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ukrun-build-") as tmp:
@@ -240,7 +245,7 @@ def build_unikernel_image(
         builder.add_layer(artifacts, mark=[e.path for e in artifacts])
         for layer in above:
             builder.add_layer(layer)
-        return builder.write(out, config.annotations(), cmd)
+        return builder.write(out, config.annotations(), cmd, ports)
 
 
 def _spec_entries(spec_dir: Path, table: Mapping[str, Any], where: str) -> list[Entry]:
@@ -285,4 +290,8 @@ def build_from_spec(spec_path: Path, out: Path) -> str:
     if not name:
         raise ConfigError(f"{spec_path}: set name = \"<image name>\"")
     cmd = [str(c) for c in spec.get("cmd", [])]
-    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd)
+    try:
+        ports = [str(p) for p in parse_publish(",".join(str(p) for p in spec.get("ports", [])))]
+    except ValueError as exc:
+        raise ConfigError(f"{spec_path}: ports: {exc}") from None
+    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd, ports)

@@ -52,6 +52,7 @@ class ImageLayers(NamedTuple):
     layers: tuple[Layer, ...]
     annotations: Mapping[str, str] = EMPTY  # the manifest's
     labels: Mapping[str, str] = EMPTY  # the image configuration's
+    exposed_ports: tuple[str, ...] = ()  # the image configuration's ExposedPorts: "8080/tcp", ...
 
     def marked(self) -> int | None:
         """Index of the topmost layer that carries the artifact mark, if any."""
@@ -108,8 +109,10 @@ def image_layers(manifest_digest: str, manifest: dict[str, object], config: dict
     ann = manifest.get("annotations")
     inner = config.get("config")
     labels = inner.get("Labels") if isinstance(inner, dict) else None
+    exposed = inner.get("ExposedPorts") if isinstance(inner, dict) else None
     return ImageLayers(manifest_digest, tuple(out), {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict)
-                       else {}, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {})
+                       else {}, {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+                       tuple(str(k) for k in exposed) if isinstance(exposed, dict) else ())
 
 
 def host_arch() -> str:

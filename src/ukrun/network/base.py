@@ -1,8 +1,9 @@
 """The network facts a plan decides from and what a guest is told, as plain records (no netlink here).
 
 A container's tap is named after its ID (`tapuk` + 10 hex digits of its hash, within the kernel's 15
-characters) and carries the alias `ukrun:<container ID>`: `delete` removes exactly its own container's
-tap and the filters that point at it, never another's.
+characters) and carries the alias `ukrun:<container ID>` (in PORTS mode followed by the ports it claims,
+network.ports): `delete` removes exactly its own container's tap, the filters that point at it and its
+nftables table (`ukrun_` + the same hash), never another's.
 """
 
 from __future__ import annotations
@@ -51,10 +52,6 @@ def tap_name(container_id: str) -> str:
     return "tapuk" + hashlib.sha256(container_id.encode()).hexdigest()[:10]
 
 
-def alias(container_id: str) -> str:
-    return ALIAS_PREFIX + container_id
-
-
 def first_nameserver(resolv_conf: bytes) -> str:
     for line in resolv_conf.decode(errors="replace").splitlines():
         words = line.split()
@@ -68,10 +65,13 @@ class NetworkMode(enum.Enum):
     to the tap), as urunc's dynamic mode. STATIC: the guest sits on a private link behind the interface
     (172.16.1.2, masqueraded outwards), as urunc's static mode for Knative; the interface stays the
     namespace's, so other containers of the pod keep their connectivity, and published ports reach the
-    guest through DNAT."""
+    guest through DNAT. PORTS: like STATIC, but the link's subnet is the container's own (network.ports),
+    so several unikernels share a pod, each forwarded only the ports it declares, from the pod's address
+    and from localhost."""
 
     DYNAMIC = "dynamic"
     STATIC = "static"
+    PORTS = "ports"
 
 
 class Protocol(enum.Enum):
@@ -94,6 +94,25 @@ class Port(NamedTuple):
         return f"{self.number}/{self.protocol.value}"
 
 
+class UkrunLink(NamedTuple):
+    """A tap ukrun made in a namespace: its owner, the ports it claims (PORTS mode; none for a tap that
+    takes the whole interface or the pod's static link) and the networks of its addresses (CIDR)."""
+
+    tap: str
+    container: str
+    ports: tuple[Port, ...] = ()
+    networks: tuple[str, ...] = ()
+
+
+class NetnsFacts(NamedTuple):
+    """What a plan reads of a network namespace: its default interface, ukrun's taps, and the networks
+    that anything else in it uses (the other interfaces' addresses, the routes other than the default)."""
+
+    interface: Interface | None
+    links: tuple[UkrunLink, ...] = ()
+    taken: tuple[str, ...] = ()
+
+
 class StaticLink(NamedTuple):
     """STATIC mode: the tap's own address on the private link, the guest's, the uplink that outgoing
     traffic is masqueraded through, the ports DNATed from the uplink to the guest, and the nftables table
@@ -105,6 +124,10 @@ class StaticLink(NamedTuple):
     uplink: str
     publish: tuple[Port, ...]
     table: str
+
+    @property
+    def mode(self) -> NetworkMode:
+        return NetworkMode.STATIC
 
     def ruleset(self) -> str:
         """nftables input for the link's rules: one table, the container's, replaced as a whole."""
@@ -146,3 +169,52 @@ def parse_publish(value: str) -> tuple[Port, ...]:
             raise ValueError(f"{item!r}: the port must be a number from 1 to 65535") from None
         ports.append(Port(int(number), protocol))
     return tuple(dict.fromkeys(ports))
+
+
+class PortsLink(NamedTuple):
+    """PORTS mode: the container's tap, its address and the guest's on their own subnet (network.ports),
+    the pod's address the ports are forwarded from, the ports, and the nftables table (named after the
+    container) that holds the rules."""
+
+    tap: str
+    host: str
+    guest: str
+    prefixlen: int
+    pod: str
+    ports: tuple[Port, ...]
+    table: str
+
+    @property
+    def mode(self) -> NetworkMode:
+        return NetworkMode.PORTS
+
+    def ruleset(self) -> str:
+        """nftables input, one table replaced as a whole: the ports DNATed to the guest from the pod's
+        address (prerouting: from outside and from the pod's other guests) and, for the pod's own processes,
+        from 127.0.0.1 and the pod's address (output); what reaches the tap from 127.0.0.0/8 leaves with the
+        tap's address, so that the guest answers its gateway (the tap's route_localnet lets such packets
+        through); the guest's own traffic leaves any other interface with that interface's address."""
+        forwards = [f"{p.protocol.value} dport {p.number} dnat to {self.guest}" for p in self.ports]
+        lines = [
+            f"table ip {self.table}",
+            f"delete table ip {self.table}",
+            f"table ip {self.table} {{",
+            "  chain prerouting {",
+            "    type nat hook prerouting priority dstnat; policy accept;",
+            *(f"    ip daddr {self.pod} {rule}" for rule in forwards),
+            "  }",
+            "  chain output {",
+            "    type nat hook output priority -100; policy accept;",  # dstnat: nft 1.0.6 names it for prerouting only
+            *(f"    ip daddr {{ 127.0.0.1, {self.pod} }} {rule}" for rule in forwards),
+            "  }",
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+            f'    oifname "{self.tap}" ip saddr 127.0.0.0/8 masquerade',
+            f'    ip saddr {self.guest} oifname != "{self.tap}" masquerade',
+            "  }",
+            "}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+Link = StaticLink | PortsLink  # a guest on a private link behind the pod's interface

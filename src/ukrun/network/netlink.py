@@ -1,11 +1,13 @@
-"""Every change ukrun makes to a container's network namespace, through rtnetlink (`rtnl`): the facts of
-its default interface, its tap, and the tc redirection between them (an ingress qdisc on each, a match-all
-u32 filter with a mirred egress redirect to the other), as urunc's dynamic mode sets them up.
+"""Every change ukrun makes to a container's network namespace through rtnetlink (`rtnl`), and what it
+reads there: the namespace's facts (its default interface, ukrun's taps and their claims, the networks in
+use), the container's tap and its address, and the tc redirection between tap and interface (an ingress
+qdisc on each, a match-all u32 filter with a mirred egress redirect to the other), as urunc's dynamic mode
+sets them up.
 
-The calling thread enters the namespace and comes back (`inside`); the netlink socket opened there stays
-bound to it. What must stay true: ukrun's filters are found and removed by their priority PRIO and their
-redirect target, never another's; the ingress qdisc goes only when ukrun's filter was its last one. Only
-creates and deletes of networked containers import this.
+The calling thread enters the namespace and comes back (`inside`, optionally under the namespace's lock);
+the netlink socket opened there stays bound to it. What must stay true: ukrun's filters are found and
+removed by their priority PRIO and their redirect target, never another's; the ingress qdisc goes only
+when ukrun's filter was its last one. Only creates and deletes of networked containers import this.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Callable, Iterator
 
 from ukrun.errors import HostError
 from ukrun.network import rtnl
-from ukrun.network.base import ALIAS_PREFIX, Interface
+from ukrun.network.base import Interface, NetnsFacts
+from ukrun.network.ports import parse_label
 from ukrun.network.rtnl import IFADDRMSG, IFINFOMSG, RTMSG, TCMSG, Kind, NetlinkError, attr, str_attr, u32_attr
 
 CLONE_NEWNET = 0x40000000
@@ -35,7 +38,8 @@ CLASSID = 0x10020  # the u32 filter's flow id, 1:20, as ukrun has always set it
 # Attribute numbers (linux/if_link.h, if_addr.h, rtnetlink.h, pkt_sched.h, pkt_cls.h, tc_act/tc_mirred.h)
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_IFALIAS = 1, 3, 4, 20
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_OIF, RTA_GATEWAY = 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RT_TABLE_MAIN = 254
 TCA_KIND, TCA_OPTIONS = 1, 2
 TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
 TCA_ACT_KIND, TCA_ACT_OPTIONS = 1, 2
@@ -54,8 +58,11 @@ def _setns(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def inside(netns: str) -> Iterator[rtnl.Socket]:
-    """This thread in the namespace at path `netns`, with a netlink socket of that namespace."""
+def inside(netns: str, *, locked: bool = False) -> Iterator[rtnl.Socket]:
+    """This thread in the namespace at path `netns`, with a netlink socket of that namespace. `locked`:
+    holding the namespace's lock meanwhile, an exclusive flock on the namespace file itself (every path to
+    one namespace opens the same nsfs inode, so creates of any runtime root take turns, and the kernel
+    drops the lock with a process that dies holding it)."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -63,52 +70,56 @@ def inside(netns: str) -> Iterator[rtnl.Socket]:
         except OSError as exc:
             raise HostError(f"cannot open the container's network namespace {netns}: {exc.strerror}") from None
         try:
+            if locked:
+                fcntl.flock(target, fcntl.LOCK_EX)
             _setns(target)
-        finally:
-            os.close(target)
-        try:
-            sock = rtnl.Socket()
             try:
-                yield sock
+                sock = rtnl.Socket()
+                try:
+                    yield sock
+                finally:
+                    sock.close()
             finally:
-                sock.close()
+                _setns(own)
         finally:
-            _setns(own)
+            os.close(target)  # the lock goes with it
     finally:
         os.close(own)
 
 
-def default_interface(sock: rtnl.Socket) -> Interface | None:
-    """The interface of the IPv4 default route, with its first address; None without one."""
-    gateway, index = "", 0
-    for r in sock.dump(Kind.GETROUTE, RTMSG, (socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), b"",
-                       "cannot list the namespace's routes"):
-        if r.header[1] == 0 and RTA_GATEWAY in r.attrs:
-            gateway = socket.inet_ntoa(r.attrs[RTA_GATEWAY])
-            index = rtnl.u32(r.attrs[RTA_OIF]) if RTA_OIF in r.attrs else 0
-            break
-    if not index:
-        return None
+def namespace(sock: rtnl.Socket) -> NetnsFacts:
+    """The interface of the IPv4 default route (with its first address; None without one), ukrun's taps
+    with their claims and networks, and the networks of every other address and non-default route."""
+    routes = sock.dump(Kind.GETROUTE, RTMSG, (socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), b"",
+                       "cannot list the namespace's routes")
     addrs = [a for a in sock.dump(Kind.GETADDR, IFADDRMSG, (socket.AF_INET, 0, 0, 0, 0), b"",
-                                  "cannot list the namespace's addresses")
-             if a.header[4] == index and IFA_ADDRESS in a.attrs]
-    if not addrs:
-        return None
-    (link,) = sock.request(Kind.GETLINK, 0, IFINFOMSG, (0, 0, index, 0, 0), b"",
-                           f"cannot read the interface with index {index}")
-    return Interface(rtnl.string(link.attrs[IFLA_IFNAME]), index, socket.inet_ntoa(addrs[0].attrs[IFA_ADDRESS]),
-                     addrs[0].header[1], gateway, ":".join(f"{b:02x}" for b in link.attrs.get(IFLA_ADDRESS, b"")),
-                     rtnl.u32(link.attrs[IFLA_MTU]))
-
-
-def ukrun_taps(sock: rtnl.Socket) -> dict[str, str]:
-    """Taps ukrun made in this namespace: name -> the container that owns it."""
-    out = {}
-    for link in _links(sock):
-        label = rtnl.string(link.attrs.get(IFLA_IFALIAS, b""))
-        if label.startswith(ALIAS_PREFIX):
-            out[rtnl.string(link.attrs[IFLA_IFNAME])] = label.removeprefix(ALIAS_PREFIX)
-    return out
+                                  "cannot list the namespace's addresses") if IFA_ADDRESS in a.attrs]
+    links = {link.header[2]: link for link in _links(sock)}
+    networks: dict[int, list[str]] = {}
+    for a in addrs:
+        networks.setdefault(a.header[4], []).append(f"{socket.inet_ntoa(a.attrs[IFA_ADDRESS])}/{a.header[1]}")
+    ours = {}
+    for index, link in links.items():
+        found = parse_label(rtnl.string(link.attrs.get(IFLA_IFALIAS, b"")))
+        if found is not None:
+            ours[index] = found._replace(tap=rtnl.string(link.attrs[IFLA_IFNAME]),
+                                         networks=tuple(networks.get(index, ())))
+    taken = [n for index, nets in networks.items() if index not in ours for n in nets]
+    gateway, index = "", 0
+    for r in routes:
+        oif = rtnl.u32(r.attrs[RTA_OIF]) if RTA_OIF in r.attrs else 0
+        if r.header[1] == 0 and RTA_GATEWAY in r.attrs and not gateway:
+            gateway, index = socket.inet_ntoa(r.attrs[RTA_GATEWAY]), oif
+        elif r.header[4] == RT_TABLE_MAIN and r.header[1] and RTA_DST in r.attrs and oif not in ours:
+            taken.append(f"{socket.inet_ntoa(r.attrs[RTA_DST])}/{r.header[1]}")
+    default = links.get(index)
+    interface = None
+    if default is not None and networks.get(index):
+        address, _, prefix = networks[index][0].partition("/")
+        interface = Interface(rtnl.string(default.attrs[IFLA_IFNAME]), index, address, int(prefix), gateway,
+                              ":".join(f"{b:02x}" for b in default.attrs.get(IFLA_ADDRESS, b"")),
+                              rtnl.u32(default.attrs[IFLA_MTU]))
+    return NetnsFacts(interface, tuple(sorted(ours.values())), tuple(dict.fromkeys(taken)))
 
 
 def link_index(sock: rtnl.Socket, name: str) -> int | None:

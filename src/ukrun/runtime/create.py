@@ -236,25 +236,11 @@ def _join_initrd(joined: JoinedInitrd, art: Artifacts) -> None:
 
 def connect(plan: LaunchPlan) -> None:
     """The container's tap, and either the redirection between it and the container's interface (dynamic)
-    or the private link and its NAT rules (static)."""
-    from ukrun.network import netlink
-    from ukrun.network.base import alias
+    or the private link and its NAT rules (static, ports): network.connect."""
+    from ukrun.network import connect as network
 
     assert plan.network is not None
-    with netlink.inside(plan.netns) as sock:
-        iface = netlink.link_index(sock, plan.interface)
-        if iface is None:
-            raise UkrunError(f"interface {plan.interface} of {plan.netns} went away before its tap was made")
-        crashpoints.point("create-before-tap")
-        tap = netlink.make_tap(sock, plan.network.tap, alias(plan.container_id), plan.network.mtu)
-        crashpoints.point("create-after-tap")
-        if plan.link is not None:
-            from ukrun.network import static  # it runs nft: only static mode pays for subprocess
-
-            static.connect(sock, tap, plan.link)
-            return
-        netlink.redirect(sock, iface, tap)
-        netlink.redirect(sock, tap, iface)
+    network.connect(plan.container_id, plan.netns, plan.interface, plan.network, plan.link)
 
 
 def _make_cgroups(cgroups_path: str, systemd: bool) -> list[str]:

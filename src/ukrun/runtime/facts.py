@@ -23,7 +23,8 @@ from ukrun.errors import (
     UkrunError,
 )
 from ukrun.logs import log
-from ukrun.network.base import Interface
+from ukrun.network.base import Interface, NetnsFacts, UkrunLink
+from ukrun.network.ports import needs_image
 from ukrun.runtime import mountplan as mp
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
@@ -52,10 +53,12 @@ class HostFacts(NamedTuple):
     elsewhere: tuple[str, ...]
     netns: str
     interface: Interface | None
-    taps: tuple[tuple[str, str], ...]
+    links: tuple[UkrunLink, ...]
+    taken: tuple[str, ...]
     rootfs_share: str = "auto"
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
     mounts: tuple[mp.BoundMount, ...] = ()
+    image_ports: tuple[str, ...] = ()
 
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
@@ -66,22 +69,36 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
     if client is not None and record is not None and not record.snapshot_key and info.kind is not RootfsKind.DIR:
         record = keyed_snapshot(client, record)
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
-    interface, taps = network(netns) if netns else (None, ())
+    net = network(netns) if netns else NetnsFacts(None)
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
-        elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
-        taps=taps, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
+        elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=net.interface,
+        links=net.links, taken=net.taken, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
         mounts=bound_mounts(spec, cfg.block_devices, client, record, table),
+        image_ports=image_ports(client, record) if net.interface is not None and needs_image(spec.annotations) else (),
     )
 
 
-def network(netns: str) -> tuple[Interface | None, tuple[tuple[str, str], ...]]:
-    """The namespace's default interface and the ukrun taps already there."""
+def network(netns: str) -> NetnsFacts:
+    """The namespace's default interface, the ukrun taps already there and the networks in use."""
     from ukrun.network import netlink
 
     with netlink.inside(netns) as sock:
-        return netlink.default_interface(sock), tuple(sorted(netlink.ukrun_taps(sock).items()))
+        return netlink.namespace(sock)
+
+
+def image_ports(client: Client | None, record: ContainerRecord | None) -> tuple[str, ...]:
+    """The image's ExposedPorts (none when containerd cannot tell)."""
+    from ukrun.artifacts.layers import read_image_layers
+
+    if client is None or record is None or not record.image:
+        return ()
+    try:
+        return read_image_layers(client, client.get_image(record.image).target).exposed_ports
+    except (ContainerdError, ImageError) as exc:
+        log.info("%s: the image's ExposedPorts are unreadable (%s): it declares no ports", record.id, exc)
+        return ()
 
 
 def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id: str, state_dir: str,
@@ -90,7 +107,8 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, mounts=found.mounts, netns=found.netns,
-        interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
+        interface=found.interface, links=found.links, taken=found.taken, image_ports=found.image_ports,
+        annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
         virtiofsd=found.virtiofsd,
     )
@@ -126,9 +144,12 @@ def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | Manife
 def plan_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
     """The spec's annotations that the plan reads: the network mode and ports, the rootfs share."""
     from ukrun.network.base import CRI_CONTAINER_NAME, MODE_ANNOTATION, PUBLISH_ANNOTATION
+    from ukrun.network.ports import KUBELET_PORTS, PORTS_ANNOTATION, name_annotation
     from ukrun.runtime.shareplan import SHARE_ANNOTATION
 
-    keys = (MODE_ANNOTATION, PUBLISH_ANNOTATION, CRI_CONTAINER_NAME, SHARE_ANNOTATION)
+    name = spec.annotations.get(CRI_CONTAINER_NAME, "")
+    keys = (MODE_ANNOTATION, PUBLISH_ANNOTATION, CRI_CONTAINER_NAME, SHARE_ANNOTATION, PORTS_ANNOTATION, KUBELET_PORTS,
+            *((name_annotation(name),) if name else ()))
     return tuple((k, spec.annotations[k]) for k in keys if k in spec.annotations)
 
 

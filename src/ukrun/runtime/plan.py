@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
-from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
+from ukrun.network.base import GuestNetwork, Interface, Link, NetworkMode, PortsLink, StaticLink, UkrunLink
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
 from ukrun.runtime.netplan import network_plan
@@ -85,7 +85,9 @@ class Facts(NamedTuple):
     mounts: tuple[BoundMount, ...] = ()  # the spec's bind mounts of files, folders and block volumes
     netns: str = ""  # the container's network namespace (a path), when the spec names one
     interface: Interface | None = None  # its interface with the default route
-    taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
+    links: tuple[UkrunLink, ...] = ()  # ukrun taps already in that namespace
+    taken: tuple[str, ...] = ()  # the networks anything else uses there (CIDR)
+    image_ports: tuple[str, ...] = ()  # the image's ExposedPorts, when the plan may need them (network.ports)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose network and share
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
@@ -124,7 +126,7 @@ class LaunchPlan(NamedTuple):
     netns: str = ""
     interface: str = ""  # the container's interface that the tap is redirected from and to
     network: GuestNetwork | None = None
-    link: StaticLink | None = None  # STATIC mode: the private link and its NAT rules
+    link: Link | None = None  # STATIC and PORTS modes: the private link and its NAT rules
     virtiofsd: VirtiofsdPlan | None = None  # VIRTIOFS root: the daemon the init starts before the monitor
     notes: tuple[str, ...] = ()
     volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
@@ -152,8 +154,9 @@ class LaunchPlan(NamedTuple):
             "network": None if self.network is None else {
                 "netns": self.netns, "interface": self.interface, "tap": self.network.tap, "mac": self.network.mac,
                 "address": self.network.cidr, "gateway": self.network.gateway, "mtu": self.network.mtu,
-                "mode": (NetworkMode.STATIC if self.link else NetworkMode.DYNAMIC).value,
-                "publish": [str(p) for p in self.link.publish] if self.link else []},
+                "mode": (self.link.mode if self.link else NetworkMode.DYNAMIC).value,
+                "publish": [str(p) for p in self.link.publish] if isinstance(self.link, StaticLink) else [],
+                **_ports_json(self.link)},
             "virtiofsd": None if self.virtiofsd is None else {
                 "argv": list(self.virtiofsd.argv), "socket": self.virtiofsd.socket,
                 "shared_dir": self.virtiofsd.shared_dir, "log": self.virtiofsd.log},
@@ -167,6 +170,15 @@ class LaunchPlan(NamedTuple):
                           "block": self.artifacts.block},
             "notes": list(self.notes),
         }
+
+
+def _ports_json(link: Link | None) -> dict[str, Any]:
+    """PORTS mode: the guest's private link and what is forwarded to it, from where."""
+    if not isinstance(link, PortsLink):
+        return {}
+    return {"private_link": {"tap": link.tap, "host": f"{link.host}/{link.prefixlen}",
+                             "guest": f"{link.guest}/{link.prefixlen}"},
+            "forward": {"ports": [str(p) for p in link.ports], "from": [link.pod, "127.0.0.1"], "table": link.table}}
 
 
 def plan(facts: Facts) -> LaunchPlan:
@@ -187,7 +199,8 @@ def plan(facts: Facts) -> LaunchPlan:
     blocks, guest_blocks = devices(guest, names.rootfs, names.block, root, decision, cfg, facts.artifacts.block,
                                    mounts.volumes)
     net, link, net_notes = checked_network(facts.manifest, names.net, network_plan(
-        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, resolv_conf(facts.mounts)))
+        facts.container_id, facts.netns, facts.interface, facts.links, facts.taken, facts.annotations,
+        resolv_conf(facts.mounts), facts.image_ports))
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
     notes += mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)

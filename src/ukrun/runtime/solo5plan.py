@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from ukrun.errors import PlanError
-from ukrun.network.base import GuestNetwork, StaticLink
+from ukrun.runtime.netplan import NetPlan
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestRequest, UnikernelType
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # imported where a manifest is there: no other guest's create
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
 
 UNATTACHED = "its tender refuses to start while a declared device is unattached"
-NetPlan = tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]
 
 
 class DeviceNames(NamedTuple):

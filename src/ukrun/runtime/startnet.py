@@ -55,10 +55,10 @@ def connect(root: str, record: st.ContainerState) -> None:
     with open(d / FACTS, "rb") as f:
         kept: Facts = pickle.load(f)  # written by this container's create (see the module's docstring)
     netns = f"/proc/{record.pid}/ns/net"
-    interface, taps = gather.network(netns)
-    if interface is None:
+    found = gather.network(netns)
+    if found.interface is None:
         return
-    new = plan(kept._replace(netns=netns, interface=interface, taps=taps))
+    new = plan(kept._replace(netns=netns, interface=found.interface, links=found.links, taken=found.taken))
     if new.network is None:
         return
     record.netns, record.tap, record.nat = new.netns, new.network.tap, new.link.table if new.link else ""

@@ -28,7 +28,7 @@ class ContainerState:
         # whose init is not alive is what a crashed create left (see runtime.verbs.create).
         self.creator, self.creator_start = creator, creator_start
         self.netns, self.tap = netns, tap  # the tap this container's create made (or was about to) in netns
-        self.nat = nat  # and its nftables table there, in static network mode
+        self.nat = nat  # and its nftables table there, in the static and ports network modes
         # [device, host mount point] of each block volume create unmounted (or was about to) for the VM;
         # nothing remounts them: whoever mounted them (the orchestrator) does
         self.volumes = volumes or []

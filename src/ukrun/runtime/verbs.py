@@ -165,18 +165,11 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
 
 
 def _disconnect(record: st.ContainerState) -> None:
-    """Removes the container's tap and the filters that point at it, and its NAT table in static mode; a
-    namespace already gone took them."""
-    from ukrun.network import netlink
+    from ukrun.network import connect
 
-    if not os.path.exists(record.netns) or record.netns == f"/proc/{record.pid}/ns/net":
-        return  # gone, or the container's own (runtime.startnet), which takes the tap with it
-    with netlink.inside(record.netns) as sock:
-        netlink.remove_tap(sock, record.tap)
-        if record.nat:
-            from ukrun.network import static
-
-            static.disconnect(record.nat)
+    if record.netns == f"/proc/{record.pid}/ns/net":
+        return  # the container's own (runtime.startnet), which takes the tap with it
+    connect.disconnect(record.netns, record.tap, record.nat)
 
 
 def gc(ctx: Context, dry_run: bool) -> list[str]:
