@@ -5,42 +5,30 @@ the same facts; only `create` then acquires the artifacts and applies the plan."
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ukrun import config as configmod
 from ukrun import host as hostmod
-from ukrun.artifacts import paths
 from ukrun.containerd.records import ContainerRecord, SnapshotKind
-from ukrun.errors import (
-    ContainerdError,
-    ContainerdUnavailable,
-    ImageError,
-    NotFound,
-    SnapshotterNotLoaded,
-    UkrunError,
-)
+from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound, SnapshotterNotLoaded
 from ukrun.logs import log
 from ukrun.network.base import Interface, NetnsFacts, UkrunLink
 from ukrun.network.ports import needs_image
+from ukrun.runtime import bindsources as bs
 from ukrun.runtime import mountplan as mp
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
 from ukrun.runtime.shareplan import VirtiofsdFacts
-from ukrun.runtime.spec import Spec, SpecMount
+from ukrun.runtime.spec import Spec
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
-
-# The kernel's views of itself: a bind mount from one of these is not delivered to a guest.
-KERNEL_FILE_SYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
-                                 "securityfs", "bpf", "configfs", "mqueue", "hugetlbfs", "pstore", "efivarfs"})
 
 
 class HostFacts(NamedTuple):
@@ -249,24 +237,23 @@ def elsewhere(info: RootfsInfo, table: list[hostmod.MountEntry]) -> tuple[str, .
 def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
                  record: ContainerRecord | None, table: list[hostmod.MountEntry]) -> tuple[mp.BoundMount, ...]:
     """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
-    the guest gets). Each source is opened once (its host path, as a bind mount follows it): what it is,
-    and what is read of it, come through that descriptor, and a folder's files are resolved inside it
-    (artifacts.paths). Reading stops at mountplan's limits: files first, then folders, so that what the
-    plan may copy has been read; past the budget only sizes are recorded."""
+    the guest gets), each read through one descriptor of its source (runtime.bindsources). Reading stops at
+    mountplan's limits: files first, then folders, so that what the plan may copy has been read; past the
+    budget only sizes are recorded."""
     binds = [m for m in spec.mounts if m.type == "bind" or {"bind", "rbind"} & set(m.options)]
     if not binds:
         return ()
-    sources = [_open_source(m.source) for m in binds]
+    sources = [bs.open_source(m.source) for m in binds]
     try:
-        kinds = [_kind(fd, table) for fd in sources]
+        kinds = [bs.kind(fd, table) for fd in sources]
         budget = [mp.FILES_LIMIT + 1]
         read: dict[int, mp.BoundMount] = {}
         for i, (m, fd, (kind, _)) in enumerate(zip(binds, sources, kinds, strict=True)):
             if kind is mp.MountKind.FILE:
-                read[i] = _file(m, fd, budget)
+                read[i] = bs.file_mount(m, fd, budget)
         for i, (m, fd, (kind, entry)) in enumerate(zip(binds, sources, kinds, strict=True)):
             if kind is mp.MountKind.TREE:
-                read[i] = _tree(m, fd, budget)
+                read[i] = bs.tree_mount(m, fd, budget)
             elif kind is mp.MountKind.VOLUME and entry is not None:
                 read[i] = mp.BoundMount(m.destination, m.source, kind,
                                         volume=_volume(entry, table, patterns, client, record))
@@ -275,83 +262,6 @@ def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
             if fd >= 0:
                 os.close(fd)
     return tuple(read[i] for i in sorted(read))
-
-
-def _open_source(source: str) -> int:
-    """An O_PATH descriptor of a bind mount's source (-1 when there is none): nothing is opened for reading
-    before it is known to be a regular file or a folder."""
-    try:
-        return os.open(source, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return -1
-
-
-def _kind(fd: int, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
-    """A regular file, a folder, or the root of a file system on a block device (None: anything else,
-    such as a device node or what the kernel's own file systems show, which are the host's, not data)."""
-    if fd < 0:
-        return None, None
-    st = os.fstat(fd)
-    real = os.readlink(f"/proc/self/fd/{fd}")  # where the opened source is in this mount namespace
-    holder = max((e for e in table if real == e.mount_point or real.startswith(e.mount_point.rstrip("/") + "/")),
-                 key=lambda e: len(e.mount_point), default=None)
-    if holder is not None and holder.fstype in KERNEL_FILE_SYSTEMS:
-        return None, None
-    if stat.S_ISREG(st.st_mode):
-        return mp.MountKind.FILE, None
-    if not stat.S_ISDIR(st.st_mode):
-        return None, None
-    entry = next((e for e in reversed(table) if e.mount_point == real), None)
-    if entry is not None and entry.root == "/" and entry.source.startswith("/"):
-        try:
-            if stat.S_ISBLK(os.stat(entry.source).st_mode):
-                return mp.MountKind.VOLUME, entry
-        except OSError:
-            pass
-    return mp.MountKind.TREE, None
-
-
-def _file(m: SpecMount, fd: int, budget: list[int]) -> mp.BoundMount:
-    """A bind-mounted regular file, read through the descriptor its kind was told from."""
-    try:
-        with os.fdopen(paths.reopen(fd), "rb") as f:
-            data = _read(f, budget)
-    except OSError as exc:
-        raise UkrunError(f"the spec's bind mount of {m.source} at {m.destination} cannot be read: "
-                         f"{exc.strerror}") from None
-    return mp.BoundMount(m.destination, m.source, mp.MountKind.FILE, (mp.MountFile("/", data, os.fstat(fd).st_size),))
-
-
-def _read(f: BinaryIO, budget: list[int]) -> bytes:
-    """Up to what is left of the reading budget; nothing once it is spent."""
-    if budget[0] <= 0:
-        return b""
-    data = f.read(budget[0])
-    budget[0] -= len(data)
-    return data
-
-
-def _tree(m: SpecMount, fd: int, budget: list[int]) -> mp.BoundMount:
-    """A folder's regular files, by their paths inside it; a link is read only where it leads to a regular
-    file inside the folder (resolved there, never on the host); folders reached by links, devices and
-    sockets are left out. Another process may change the folder meanwhile: whatever it swaps in, every
-    component is resolved inside the folder and every file read through the descriptor that was checked."""
-    try:
-        found = paths.entries(fd, mp.TREE_ENTRIES)
-    except OSError as exc:
-        return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, skipped=f"cannot read it: {exc.strerror}")
-    if found is None:
-        return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE,
-                             skipped=f"it holds more than {mp.TREE_ENTRIES} entries")
-    files = []
-    for rel in found:
-        try:
-            opened = paths.open_file(fd, rel, "file")
-        except (ImageError, OSError):
-            continue  # a folder, a device, a link to a folder or out of the tree
-        with os.fdopen(opened, "rb") as f:
-            files.append(mp.MountFile(rel, _read(f, budget), os.fstat(opened).st_size))
-    return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, tuple(files))
 
 
 def _volume(entry: hostmod.MountEntry, table: list[hostmod.MountEntry], patterns: tuple[str, ...],
