@@ -45,10 +45,10 @@ class Report:
         out = [
             "# Reliability: faults and hostile images",
             "",
-            "Written by `make test` (tests/integration/test_faults.py and test_hostile.py) when every one of",
-            "their cases passed; do not edit by hand. Each row is a case that passed: after its cleanup nothing",
-            "of the container was left (state folder, view use, label, lease, mount, loop device, cgroup,",
-            "process, tap, tc filter).",
+            "Written by `make test` (tests/integration/test_faults.py, test_hostile.py and test_hostile_mounts.py)",
+            "when every one of their cases passed; do not edit by hand. Each row is a case that passed: after its",
+            "cleanup nothing of the container was left (state folder, view use, label, lease, mount, loop device,",
+            "cgroup, process, tap, tc filter).",
             "",
             f"Machine: {platform.system()} {_kernel()}, {os.cpu_count()} CPUs; containerd "
             + " and ".join(versions) + "; the stock runc v2 shim running ukrun.",
@@ -63,9 +63,9 @@ class Report:
             out.append(f"| `{f.point}` | {f.containerd} | {f.done} | {left} | {f.cleanup} | {f.bystander} |")
         out += [
             "",
-            "## Hostile images: one clear error, no host file read, nothing left",
+            "## Hostile images and pods: one clear error or a guest kept in its rootfs, no host file touched",
             "",
-            "| case | path | containerd | ukrun's error |",
+            "| case | path | containerd | ukrun's error, or what it accepted |",
             "|---|---|---|---|",
         ]
         for h in sorted(self.hostile, key=lambda h: (h.path, h.case, h.containerd)):

@@ -76,6 +76,11 @@ def test_a_later_mount_over_the_same_destination_wins_as_mounts_stack() -> None:
     ("/app/../../etc/passwd", "not an absolute path inside the guest (no '..')"),
     ("relative/conf", "not an absolute path inside the guest"),
     ("/.ukrun/process.sh", "lies in /.ukrun, which holds ukrun's own files"),
+    ("//.ukrun/x", "lies in /.ukrun"),  # what the kernel reads as /.ukrun/x
+    ("//.ukrun", "lies in /.ukrun"),
+    ("/./.ukrun/x", "lies in /.ukrun"),
+    ("///.ukrun//./x", "lies in /.ukrun"),
+    ("/a/../.ukrun/x", "no '..'"),
 ])
 def test_destinations_that_leave_the_root_or_hit_ukruns_files_are_refused(destination: str, needle: str) -> None:
     with pytest.raises(PlanError, match=needle.replace("(", r"\(").replace(")", r"\)")):

@@ -20,6 +20,7 @@ snapshot), so the folder the monitor reads from stays mounted until the containe
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -109,12 +110,15 @@ def in_place(container_id: str, namespace: str, config: UnikernelConfig, rootfs:
 
 def read_config(root: Path) -> UnikernelConfig:
     """The image's `/urunc.json`, for a spec that carries no unikernel annotations."""
+    root_fd = paths.open_root(root)
     try:
-        res = paths.resolve_file(root, URUNC_JSON, "urunc.json")
+        fd = paths.open_file(root_fd, URUNC_JSON, "urunc.json")
     except errors.UnsafePath:
         raise
     except errors.ImageError as exc:
         raise errors.ImageError(
             f"no unikernel configuration: the spec has no com.urunc.unikernel.* annotations and {exc}"
         ) from None
-    return parse_urunc_json(paths.read_limited(res.path, URUNC_JSON_LIMIT, "urunc.json"))
+    finally:
+        os.close(root_fd)
+    return parse_urunc_json(paths.read_limited(fd, URUNC_JSON_LIMIT, "urunc.json"))

@@ -229,12 +229,14 @@ class ArtifactStore(Collector):
             copied = 0
             out: dict[str, Path] = {}
             wanted = [*config.artifact_paths(), *([URUNC_JSON] if config.source == URUNC_JSON else [])]
-            for image_path in wanted:
-                res = paths.resolve_file(src, image_path, what(config, image_path))
-                target = dest / image_path.lstrip("/").replace("/", "_")
-                shutil.copyfile(res.path, target)
-                copied += target.stat().st_size
-                out[image_path] = target
+            root_fd = paths.open_root(src)
+            try:
+                for image_path in wanted:
+                    target = dest / image_path.lstrip("/").replace("/", "_")
+                    copied += _copy(paths.open_file(root_fd, image_path, what(config, image_path)), target)
+                    out[image_path] = target
+            finally:
+                os.close(root_fd)
         art = Artifacts(
             container=container_id,
             namespace=self.namespace,
@@ -296,6 +298,18 @@ class ArtifactStore(Collector):
                 self._teardown(vid, state)
             with self._unless_unreachable(f"the label of container {container_id}"):
                 self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
+
+
+def _copy(fd: int, target: Path) -> int:
+    """Copies the open file `fd` (closed after) to `target`; the bytes copied."""
+    total = 0
+    try:
+        with open(target, "wb") as out:
+            while sent := os.sendfile(out.fileno(), fd, None, 1 << 30):
+                total += sent
+    finally:
+        os.close(fd)
+    return total
 
 
 def _spec_annotations(spec: bytes) -> dict[str, str]:

@@ -180,7 +180,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
             rootfsmod.hand_over_volume(v.source, v.device, os.getppid())
         timer.mark("volumes")
     if plan.joined_initrd is not None:
-        _join_initrd(plan.joined_initrd)
+        _join_initrd(plan.joined_initrd, art)
     if plan.control_socket:
         record.control_socket = plan.control_socket
         st.save(ctx.root, record)  # delete removes it, whatever step a crash stopped at
@@ -243,14 +243,26 @@ def _free_control_socket(path: str) -> None:
     os.unlink(path)
 
 
-def _join_initrd(joined: JoinedInitrd) -> None:
+def _join_initrd(joined: JoinedInitrd, art: Artifacts) -> None:
     """The image's initrd, zero-padded to 4 bytes (where the kernel looks for the next archive), then the
-    archive of the spec's files."""
-    fd = os.open(joined.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out, open(joined.image, "rb") as image:
-        while chunk := image.read(1 << 20):
-            out.write(chunk)
-        out.write(b"\0" * (-out.tell() % 4) + joined.appended)
+    archive of the spec's files. The image's initrd is read through the root it was found in (a view, or
+    the rootfs read in place; artifacts.paths), or from ukrun's own copy of it."""
+    from ukrun.artifacts import paths
+
+    if art.mount_point is not None:
+        root = paths.open_root(art.mount_point)
+        try:
+            image = paths.open_file(root, art.config.initrd, "initrd")
+        finally:
+            os.close(root)
+    else:
+        image = os.open(joined.image, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(image, "rb") as source:
+        fd = os.open(joined.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+            out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
 def connect(plan: LaunchPlan) -> None:

@@ -5,7 +5,6 @@ the same facts; only `create` then acquires the artifacts and applies the plan."
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -18,22 +17,19 @@ from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, Not
 from ukrun.logs import log
 from ukrun.network.base import Interface, NetnsFacts, UkrunLink
 from ukrun.network.ports import needs_image
+from ukrun.runtime import bindsources as bs
 from ukrun.runtime import mountplan as mp
 from ukrun.runtime import rootfs as rootfsmod
 from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
 from ukrun.runtime.shareplan import VirtiofsdFacts
-from ukrun.runtime.spec import Spec, SpecMount
+from ukrun.runtime.spec import Spec
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client
     from ukrun.unikernels.solo5_manifest import Manifest, ManifestError
-
-# The kernel's views of itself: a bind mount from one of these is not delivered to a guest.
-KERNEL_FILE_SYSTEMS = frozenset({"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
-                                 "securityfs", "bpf", "configfs", "mqueue", "hugetlbfs", "pstore", "efivarfs"})
 
 
 class HostFacts(NamedTuple):
@@ -248,92 +244,31 @@ def elsewhere(info: RootfsInfo, table: list[hostmod.MountEntry]) -> tuple[str, .
 def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
                  record: ContainerRecord | None, table: list[hostmod.MountEntry]) -> tuple[mp.BoundMount, ...]:
     """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
-    the guest gets). Reading stops at mountplan's limits: files first, then folders, so that what the
-    plan may copy has been read; past the budget only sizes are recorded."""
+    the guest gets), each read through one descriptor of its source (runtime.bindsources). Reading stops at
+    mountplan's limits: files first, then folders, so that what the plan may copy has been read; past the
+    budget only sizes are recorded."""
     binds = [m for m in spec.mounts if m.type == "bind" or {"bind", "rbind"} & set(m.options)]
     if not binds:
         return ()
-    kinds = [_kind(m.source, table) for m in binds]
-    budget = [mp.FILES_LIMIT + 1]
-    read: dict[int, mp.BoundMount] = {}
-    for i, (m, (kind, _)) in enumerate(zip(binds, kinds, strict=True)):
-        if kind is mp.MountKind.FILE:
-            size = os.stat(m.source).st_size
-            read[i] = mp.BoundMount(m.destination, m.source, kind, (mp.MountFile("/", _read(m.source, budget), size),))
-    for i, (m, (kind, entry)) in enumerate(zip(binds, kinds, strict=True)):
-        if kind is mp.MountKind.TREE:
-            read[i] = _tree(m, budget)
-        elif kind is mp.MountKind.VOLUME and entry is not None:
-            read[i] = mp.BoundMount(m.destination, m.source, kind,
-                                    volume=_volume(entry, table, patterns, client, record))
-    return tuple(read[i] for i in sorted(read))
-
-
-def _kind(source: str, table: list[hostmod.MountEntry]) -> tuple[mp.MountKind | None, hostmod.MountEntry | None]:
-    """A regular file, a folder, or the root of a file system on a block device (None: anything else,
-    such as a device node or what the kernel's own file systems show, which are the host's, not data)."""
+    sources = [bs.open_source(m.source) for m in binds]
     try:
-        st = os.stat(source)
-    except OSError:
-        return None, None
-    real = os.path.realpath(source)
-    holder = max((e for e in table if real == e.mount_point or real.startswith(e.mount_point.rstrip("/") + "/")),
-                 key=lambda e: len(e.mount_point), default=None)
-    if holder is not None and holder.fstype in KERNEL_FILE_SYSTEMS:
-        return None, None
-    if stat.S_ISREG(st.st_mode):
-        return mp.MountKind.FILE, None
-    if not stat.S_ISDIR(st.st_mode):
-        return None, None
-    entry = next((e for e in reversed(table) if e.mount_point == real), None)
-    if entry is not None and entry.root == "/" and entry.source.startswith("/"):
-        try:
-            if stat.S_ISBLK(os.stat(entry.source).st_mode):
-                return mp.MountKind.VOLUME, entry
-        except OSError:
-            pass
-    return mp.MountKind.TREE, None
-
-
-def _read(path: str, budget: list[int]) -> bytes:
-    """Up to what is left of the reading budget; nothing once it is spent."""
-    if budget[0] <= 0:
-        return b""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(budget[0])
-    budget[0] -= len(data)
-    return data
-
-
-def _tree(m: SpecMount, budget: list[int]) -> mp.BoundMount:
-    """A folder's regular files, by their paths inside it; a link is read only where it leads to a regular
-    file inside the folder (resolved there, never on the host); folders reached by links, devices and
-    sockets are left out."""
-    root = os.path.realpath(m.source)
-    found: list[str] = []
-    pending = [""]
-    while pending:
-        rel = pending.pop()
-        try:
-            entries = sorted(os.scandir(os.path.join(root, rel.lstrip("/"))), key=lambda e: e.name)
-        except OSError as exc:
-            return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, skipped=f"cannot read it: {exc.strerror}")
-        for e in entries:
-            found.append(f"{rel}/{e.name}")
-            if len(found) > mp.TREE_ENTRIES:
-                return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE,
-                                     skipped=f"it holds more than {mp.TREE_ENTRIES} entries")
-            if e.is_dir(follow_symlinks=False):
-                pending.append(f"{rel}/{e.name}")
-    files = []
-    for rel in sorted(found):
-        try:
-            real = paths.resolve_file(Path(root), rel, "file").path
-        except (ImageError, OSError):
-            continue  # a folder, a device, a link to a folder or out of the tree
-        files.append(mp.MountFile(rel, _read(str(real), budget), os.stat(real).st_size))
-    return mp.BoundMount(m.destination, m.source, mp.MountKind.TREE, tuple(files))
+        kinds = [bs.kind(fd, table) for fd in sources]
+        budget = [mp.FILES_LIMIT + 1]
+        read: dict[int, mp.BoundMount] = {}
+        for i, (m, fd, (kind, _)) in enumerate(zip(binds, sources, kinds, strict=True)):
+            if kind is mp.MountKind.FILE:
+                read[i] = bs.file_mount(m, fd, budget)
+        for i, (m, fd, (kind, entry)) in enumerate(zip(binds, sources, kinds, strict=True)):
+            if kind is mp.MountKind.TREE:
+                read[i] = bs.tree_mount(m, fd, budget)
+            elif kind is mp.MountKind.VOLUME and entry is not None:
+                read[i] = mp.BoundMount(m.destination, m.source, kind,
+                                        volume=_volume(entry, table, patterns, client, record))
+    finally:
+        for fd in sources:
+            if fd >= 0:
+                os.close(fd)
+    return tuple(read[i] for i in sorted(read))
 
 
 def _volume(entry: hostmod.MountEntry, table: list[hostmod.MountEntry], patterns: tuple[str, ...],

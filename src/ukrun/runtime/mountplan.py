@@ -100,7 +100,7 @@ def allowed(device: str, real_device: str, patterns: tuple[str, ...], named: tup
 def resolv_conf(mounts: tuple[BoundMount, ...]) -> tuple[tuple[str, bytes], ...]:
     """The bind-mounted /etc/resolv.conf, for the network plan's name server."""
     return tuple(("/etc/resolv.conf", f.data) for m in mounts if m.kind is MountKind.FILE
-                 and posixpath.normpath(m.destination) == "/etc/resolv.conf" for f in m.files)
+                 and guest_path(m.destination) == "/etc/resolv.conf" for f in m.files)
 
 
 def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, root: RootMode,
@@ -117,7 +117,7 @@ def mounts_plan(mounts: tuple[BoundMount, ...], guest: guests.UnikernelType, roo
     into_rootfs = root is RootMode.BLOCK and not guest.raw_block
     into_initrd = root is RootMode.INITRD and has_initrd and guest.appended_initrd
     if not (into_rootfs or into_initrd):
-        asked = [m.destination for m in copies if posixpath.normpath(m.destination) not in RUNTIME_FILES]
+        asked = [m.destination for m in copies if guest_path(m.destination) not in RUNTIME_FILES]
         if not asked:
             return MountsPlan(volumes=volumes, notes=told)
         note = f"the spec's bind mounts {', '.join(asked)} are not copied into the guest: {_why_not(guest, root)}"
@@ -142,15 +142,21 @@ def _why_not(guest: guests.UnikernelType, root: RootMode) -> str:
     return "the guest has no root file system to hold them"
 
 
+def guest_path(path: str) -> str:
+    """An absolute guest path as the guest's kernel reads it: repeated slashes (a leading `//` too) and `.`
+    components dropped. `..` is kept, for the caller to refuse."""
+    return "/" + "/".join(c for c in path.split("/") if c not in ("", "."))
+
+
 def _destination(path: str, what: str) -> str:
     if not path.startswith("/") or ".." in path.split("/"):
         raise PlanError(f"the spec's mount destination {path!r} is not an absolute path inside the guest "
                         f"(no '..'): fix {what}")
-    clean = posixpath.normpath(path)
+    clean = guest_path(path)
     if clean == UKRUN_DIR or clean.startswith(UKRUN_DIR + "/"):
         raise PlanError(f"the spec's mount destination {path!r} lies in {UKRUN_DIR}, which holds ukrun's own "
-                        f"files for the guest: mount {what} elsewhere")
-    return "/" + clean.lstrip("/")
+                        f"files for the guest: move {what} elsewhere")
+    return clean
 
 
 def _copies(mounts: list[BoundMount]) -> tuple[dict[str, bytes], tuple[str, ...]]:

@@ -20,8 +20,11 @@ from pathlib import Path
 from ukrun import host
 from ukrun.artifacts import paths
 from ukrun.containerd.records import Mount
-from ukrun.errors import HostError, ImageError, MissingInImage
+from ukrun.errors import HostError, ImageError
 from ukrun.runtime.handoff import FileId, RootfsInfo, RootfsKind, SnapshotMount
+from ukrun.runtime.mountplan import UKRUN_DIR
+
+KERNEL_FOLDERS = ("/proc", "/sys")  # the guest's kernel mounts its own file systems there
 
 
 def inspect(rootfs: Path, table: list[host.MountEntry]) -> RootfsInfo:
@@ -84,35 +87,36 @@ def other_mounts(info: RootfsInfo, table: list[host.MountEntry]) -> list[str]:
 
 
 def write_guest_files(root: Path, files: dict[str, bytes]) -> None:
-    """Writes `files` into the folder `root` (the mounted block filesystem, or the guest's own files
-    share), resolving their folders inside it and never writing through a link the image put there."""
+    """Writes `files` into the folder `root` (the mounted block filesystem, or the guest's own files share)
+    through directory descriptors (artifacts.paths): each file's folder is resolved inside the root as
+    the guest sees it, made where missing, and the file replaces whatever held its name there (a link
+    too, never followed). A file lands in /.ukrun only when named there (ukrun's own), and never in /proc
+    or /sys, where the guest's kernel mounts its own file systems over it."""
     root.mkdir(exist_ok=True)
-    for image_path, data in files.items():
-        parent = _inside(root, os.path.dirname(image_path))
-        parent.mkdir(parents=True, exist_ok=True)
-        target = parent / os.path.basename(image_path)
-        if target.is_symlink():
-            target.unlink()
-        elif target.is_dir():
-            raise ImageError(f"{image_path} is a folder in the image: a file cannot be written over it; "
-                             "mount the file elsewhere")
-        tmp = parent / f".{target.name}.ukrun"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-
-
-def _inside(root: Path, folder: str) -> Path:
-    """A folder of the image, resolved without leaving the root; created if missing."""
+    root_fd = paths.open_root(root)
     try:
-        return paths.resolve(root, folder or "/", "folder").path
-    except MissingInImage:
-        pass
-    parent = _inside(root, os.path.dirname(folder.rstrip("/")))
-    made = parent / os.path.basename(folder.rstrip("/"))
-    made.mkdir(exist_ok=True)
-    return made
+        for image_path, data in files.items():
+            folder = paths.walk(root_fd, os.path.dirname(image_path), f"guest path {image_path!r}: folder",
+                                make=True)
+            try:
+                _check_lands(image_path, folder)
+                paths.replace(folder.fd, os.path.basename(image_path), data, image_path)
+            finally:
+                os.close(folder.fd)
+    finally:
+        os.close(root_fd)
+
+
+def _check_lands(image_path: str, folder: paths.Walked) -> None:
+    landed = "/" + "/".join((*folder.parts, os.path.basename(image_path)))
+    resolves = f"resolves, through the image's links, to {landed!r}" if folder.links else "lies"
+    top = f"/{folder.parts[0]}" if folder.parts else ""
+    if top == UKRUN_DIR and not image_path.startswith(UKRUN_DIR + "/"):
+        raise ImageError(f"the guest path {image_path!r} {resolves} in {UKRUN_DIR}, which holds ukrun's own files "
+                         "for the guest: mount it elsewhere")
+    if top in KERNEL_FOLDERS:
+        raise ImageError(f"the guest path {image_path!r} {resolves} in {top}, where the guest's kernel mounts its "
+                         "own file system over it: mount it elsewhere")
 
 
 def _mount_ns(pid: int | str) -> str:

@@ -106,8 +106,7 @@ def unikernel_config(spec_annotations: Mapping[str, str], rootfs: Path) -> Unike
         return found
     if not os.path.lexists(rootfs / URUNC_JSON.lstrip("/")):
         return None
-    res = paths.resolve_file(rootfs, URUNC_JSON, "urunc.json")
-    return parse_urunc_json(paths.read_limited(res.path, URUNC_JSON_LIMIT, "urunc.json"))
+    return parse_urunc_json(paths.read_file(rootfs, URUNC_JSON, URUNC_JSON_LIMIT, "urunc.json"))
 
 
 def reclaim_leftover(ctx: Context, container_id: str) -> None:
