@@ -222,7 +222,10 @@ def plan(facts: Facts) -> LaunchPlan:
         nets=(hv.NetDevice(names.net, net.tap, net.mac),) if net is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
     )
-    launch = monitor.launch(spec, facts.monitor.binary)
+    try:
+        launch = monitor.launch(spec, facts.monitor.binary)
+    except hv.Unescapable as exc:
+        raise _unescapable(facts, exc) from None
     monitor_files += [(p, text.encode()) for p, text in launch.files]
     return LaunchPlan(
         container_id=facts.container_id, guest=guest.name, monitor=monitor.name, root=root,
@@ -269,6 +272,29 @@ def _root(facts: Facts, guest: guests.UnikernelType,
                         "folders: use a block snapshotter (devmapper, blockfile) or qemu")
     mode, how = choose(guest, monitor, facts.rootfs_share, facts.annotations, facts.virtiofsd)
     return mode, decision, notes + how
+
+
+def _unescapable(facts: Facts, exc: hv.Unescapable) -> PlanError:
+    """A monitor's refusal of a value its option grammar cannot carry, naming the image's field or the
+    spec's volume it came from (or, for a path of ukrun's own, the settings that make it), never the
+    host path where the image's file lies."""
+    cfg, art = facts.config, facts.artifacts
+    images = {art.kernel: ("kernel", cfg.binary, "binary"), art.initrd: ("initrd", cfg.initrd, "initrd"),
+              art.block: ("block", cfg.block, "block")}
+    volumes = {b.volume.device: b.source for b in facts.mounts if b.volume is not None}
+    where = f"({exc.option} of {exc.monitor})"
+    if exc.value in images:
+        name, path, key = images[exc.value]
+        if not exc.chars or any(c in path for c in exc.chars):
+            return PlanError(f"the image's {name} {path!r} (com.urunc.unikernel.{key}) {exc.reason} {where}: "
+                             "rename it in the image")
+        return PlanError(f"the path where ukrun reads the image's {name} {path!r} {exc.reason} {where}: keep "
+                         "such characters out of the image's links and of ukrun's [artifacts] state_root")
+    if exc.value in volumes:
+        return PlanError(f"block volume {exc.value} (mounted at {volumes[exc.value]}) {exc.reason} {where}: "
+                         "mount a device whose name has none of them")
+    return PlanError(f"a path ukrun passes {exc.reason} {where}: keep such characters out of the container's ID, "
+                     "ukrun's runtime root (the shim's --root) and its [artifacts] state_root")
 
 
 def _no_rootfs_rule(root: RootMode) -> str:
