@@ -46,6 +46,7 @@ class HostFacts(NamedTuple):
     netns: str
     interface: Interface | None
     taps: tuple[tuple[str, str], ...]
+    netns_owner: str = ""  # see namespace_owner
     rootfs_share: str = "auto"
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
     mounts: tuple[mp.BoundMount, ...] = ()
@@ -57,14 +58,34 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
     info = rootfsmod.inspect(spec.rootfs, table)
     record = container(client, container_id) if client is not None else None
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
-    interface, taps = network(netns) if netns else (None, ())
+    owner = namespace_owner(netns) if netns else ""
+    interface, taps = network(netns) if netns and not owner else (None, ())
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
         elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=interface,
-        taps=taps, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
+        taps=taps, netns_owner=owner, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
         mounts=bound_mounts(spec, cfg.block_devices, client, record, table),
     )
+
+
+def namespace_owner(netns: str) -> str:
+    """Whose network namespace the spec names, when it is not a container's: "ukrun's own" (the shim's, the
+    node's in practice) or "the host's" (PID 1's), told by the namespace file's identity (a bind mount of
+    it, or /proc/<pid>/ns/net of any process in it, is the same file); "" otherwise. Its interface is
+    not even read then: the plan refuses it."""
+    try:
+        named = os.stat(netns)
+    except OSError:
+        return ""  # reading its interface says why
+    for path, owner in (("/proc/self/ns/net", "ukrun's own"), ("/proc/1/ns/net", "the host's")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (named.st_dev, named.st_ino):
+            return owner
+    return ""
 
 
 def network(netns: str) -> tuple[Interface | None, tuple[tuple[str, str], ...]]:
@@ -81,6 +102,7 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         container_id=container_id, config=uk_config, process=process(spec), resources=resources(spec),
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, mounts=found.mounts, netns=found.netns,
+        netns_owner=found.netns_owner,
         interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
         virtiofsd=found.virtiofsd,

@@ -28,12 +28,18 @@ from ukrun.network.base import (
 
 def network_plan(container_id: str, netns: str, interface: Interface | None, taps: tuple[tuple[str, str], ...],
                  annotations: tuple[tuple[str, str], ...], etc_files: tuple[tuple[str, bytes], ...],
-                 ) -> tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]:
+                 owner: str = "") -> tuple[GuestNetwork | None, StaticLink | None, tuple[str, ...]]:
     """The guest's network in the container's namespace: DYNAMIC takes over the interface (urunc's dynamic
     mode), STATIC puts the guest on a private link behind it (urunc's static mode; see network.base).
-    One unikernel per network namespace: the tap's link and its rules are the namespace's."""
+    One unikernel per network namespace: the tap's link and its rules are the namespace's. A namespace
+    that is not a container's (`owner`: ukrun's own or the host's) is refused: either mode would turn the
+    node's own interface over to the guest or put rules on it."""
     if not netns:
         return None, None, ("the spec names no network namespace: the guest gets no network",)
+    if owner:
+        raise PlanError(f"the spec's network namespace {netns} is {owner} network namespace, not a container's: "
+                        "the guest would take over the node's interface; give the container a namespace of its "
+                        "own (a pod's, or one made with `ip netns add NAME` and named as /run/netns/NAME)")
     if interface is None:
         return None, None, (f"no interface with a default route in {netns}: the guest gets no network",)
     tap = tap_name(container_id)

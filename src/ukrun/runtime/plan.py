@@ -81,6 +81,7 @@ class Facts(NamedTuple):
     state_dir: str  # the container's state folder
     mounts: tuple[BoundMount, ...] = ()  # the spec's bind mounts of files, folders and block volumes
     netns: str = ""  # the container's network namespace (a path), when the spec names one
+    netns_owner: str = ""  # "" for a container's own; else whose it is (facts.namespace_owner): refused
     interface: Interface | None = None  # its interface with the default route
     taps: tuple[tuple[str, str], ...] = ()  # ukrun taps already in that namespace: (tap, container)
     annotations: tuple[tuple[str, str], ...] = ()  # the spec's annotations that choose network and share
@@ -180,7 +181,8 @@ def plan(facts: Facts) -> LaunchPlan:
     blocks, guest_blocks = devices(guest, names.rootfs, names.block, root, decision, cfg, facts.artifacts.block,
                                    mounts.volumes)
     net, link, net_notes = checked_network(facts.manifest, names.net, network_plan(
-        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, resolv_conf(facts.mounts)))
+        facts.container_id, facts.netns, facts.interface, facts.taps, facts.annotations, resolv_conf(facts.mounts),
+        facts.netns_owner))
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
     notes += mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)
