@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +210,65 @@ def test_create_records_the_volume_it_unmounted_and_delete_leaves_it_unmounted(m
     assert mounts_runner.ctr("containers", "delete", "v4").returncode == 0
     mounts_runner.assert_clean("v4")
     assert not host.mounts_at(folder)  # the orchestrator remounts it, not ukrun
+
+
+def _refused_in_time(runner: Runner, cid: str, folder: Path) -> tuple[str, float]:
+    start = time.monotonic()
+    proc = runner.run(cid, "/bin/busybox", "sh", "-c", "echo hi > /data/guest.txt",
+                      flags=("--mount", f"type=bind,src={folder},dst=/data,options=rbind:rw"))
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0, proc.stdout
+    assert not runner.monitors()
+    return proc.stderr, elapsed
+
+
+def _left_as_it_was(device: str, folder: Path) -> None:
+    (entry,) = host.mounts_at(folder)  # mounted, as it was
+    assert entry.source == device and entry.fstype == "ext4" and entry.options.startswith("rw")
+    assert sorted(p.name for p in folder.iterdir()) == ["before.txt", "lost+found"]
+    assert (folder / "before.txt").read_text() == "on the volume before\n"
+
+
+def test_a_volume_mounted_in_another_namespace_is_refused_and_left_mounted(mounts_runner: Runner,
+                                                                           volume: tuple[str, Path],
+                                                                           allow: list[str]) -> None:
+    device, folder = volume
+    _allow(mounts_runner.daemon, [device])
+    other = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
+    try:
+        assert ctd.wait_for(lambda: any(m.mount_point == str(folder) for m in host.mountinfo(str(other.pid))))
+        stderr, elapsed = _refused_in_time(mounts_runner, "v5", folder)
+        assert f"block volume {device} (mounted at {folder}) is also mounted in another mount namespace (" in stderr
+        assert f"PID {other.pid} (sleep) at {folder}" in stderr  # others may be named too: a busy host's
+        assert "which its unmount here would not reach; it is left mounted" in stderr, stderr
+        assert elapsed < 15, f"the refusal took {elapsed:.1f} s"
+        _left_as_it_was(device, folder)
+    finally:
+        other.kill()
+        other.wait()
+    mounts_runner.ctr("containers", "delete", "v5")
+    mounts_runner.assert_clean("v5")
+
+
+def test_a_volume_still_claimed_after_its_unmount_is_mounted_again(mounts_runner: Runner, volume: tuple[str, Path],
+                                                                    allow: list[str], tmp_path: Path) -> None:
+    device, folder = volume
+    _allow(mounts_runner.daemon, [device])
+    # The same file system mounted again, then detached while a folder of it stays open: no mount table
+    # shows it, and it keeps the device claimed.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    host.mount(device, hidden, "ext4", [])
+    held = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        subprocess.run(["umount", "--lazy", str(hidden)], check=True)
+        stderr, elapsed = _refused_in_time(mounts_runner, "v6", folder)
+        assert (f"block volume {device} was still in use after its unmount from {folder} (held open, or mounted "
+                "where no mount table shows it, such as a lazily unmounted file system still in use), so it is "
+                "mounted there again") in stderr, stderr
+        assert elapsed < 15, f"the refusal took {elapsed:.1f} s"
+        _left_as_it_was(device, folder)
+    finally:
+        os.close(held)
+    mounts_runner.ctr("containers", "delete", "v6")
+    mounts_runner.assert_clean("v6")
