@@ -146,9 +146,11 @@ def plan_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
 
 
 def virtiofsd(cfg: configmod.Config) -> VirtiofsdFacts:
+    from ukrun import fsguard
+
     path = cfg.virtiofsd.path
     return VirtiofsdFacts(path, bool(path) and os.path.isfile(path) and os.access(path, os.X_OK),
-                          cfg.virtiofsd.options)
+                          cfg.virtiofsd.options, fsguard.supported())
 
 
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
