@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ import pytest
 from testbed import containerd as ctd
 from testbed import guest
 from testbed import host as tbhost
+from testbed.reliability import Hostile, Report
 from tests.integration.conftest import SNAPSHOTTER, remove_containers
 from tests.integration.runner import Runner
+from tests.integration.test_hostile import runtime_error
 from ukrun import host
 from ukrun.image.build import build_unikernel_image
 from ukrun.unikernel import UnikernelConfig
@@ -62,14 +65,21 @@ def _allow(daemon: ctd.Daemon, patterns: list[str]) -> None:
 
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loop device over an ext4 file, mounted at a host folder holding one file; all undone after."""
+    """A loop device over an ext4 file, mounted at a host folder holding one file; all undone after. The
+    folder lies in a shared mount, as a kubelet's volumes do (its folder is rshared): a mount namespace made
+    meanwhile (another container's) gets a copy that receives the unmount, even where the host's own
+    mounts are private, as on some test machines."""
     image = tmp_path / "volume.img"
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image), "16M"], check=True, capture_output=True)
     device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
                             text=True).stdout.strip()
-    folder = tmp_path / "volume"
-    folder.mkdir()
+    stage = tmp_path / "stage"
+    folder = stage / "volume"
+    stage.mkdir()
     try:
+        host.mount("tmpfs", stage, "tmpfs", ["size=1m"])
+        subprocess.run(["mount", "--make-shared", str(stage)], check=True)
+        folder.mkdir()
         host.mount(device, folder, "ext4", [])
         (folder / "before.txt").write_text("on the volume before\n")
         yield device, folder
@@ -222,6 +232,12 @@ def _refused_in_time(runner: Runner, cid: str, folder: Path) -> tuple[str, float
     return proc.stderr, elapsed
 
 
+def _row(stderr: str, device: str, folder: Path) -> str:
+    """ukrun's sentence for the reliability table, without this run's device, folder and process IDs."""
+    sentence = runtime_error(stderr).replace(device, "/dev/loopN").replace(str(folder), "<volume folder>")
+    return re.sub(r"PID \d+", "PID <n>", sentence)
+
+
 def _left_as_it_was(device: str, folder: Path) -> None:
     (entry,) = host.mounts_at(folder)  # mounted, as it was
     assert entry.source == device and entry.fstype == "ext4" and entry.options.startswith("rw")
@@ -229,9 +245,10 @@ def _left_as_it_was(device: str, folder: Path) -> None:
     assert (folder / "before.txt").read_text() == "on the volume before\n"
 
 
+@pytest.mark.reliability("hostile")
 def test_a_volume_mounted_in_another_namespace_is_refused_and_left_mounted(mounts_runner: Runner,
                                                                            volume: tuple[str, Path],
-                                                                           allow: list[str]) -> None:
+                                                                           allow: list[str], report: Report) -> None:
     device, folder = volume
     _allow(mounts_runner.daemon, [device])
     other = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
@@ -248,10 +265,14 @@ def test_a_volume_mounted_in_another_namespace_is_refused_and_left_mounted(mount
         other.wait()
     mounts_runner.ctr("containers", "delete", "v5")
     mounts_runner.assert_clean("v5")
+    report.hostile.append(Hostile("volume-also-mounted-in-another-namespace", "ctr", mounts_runner.daemon.version,
+                                  _row(stderr, device, folder)))
 
 
+@pytest.mark.reliability("hostile")
 def test_a_volume_still_claimed_after_its_unmount_is_mounted_again(mounts_runner: Runner, volume: tuple[str, Path],
-                                                                    allow: list[str], tmp_path: Path) -> None:
+                                                                    allow: list[str], tmp_path: Path,
+                                                                    report: Report) -> None:
     device, folder = volume
     _allow(mounts_runner.daemon, [device])
     # The same file system mounted again, then detached while a folder of it stays open: no mount table
@@ -272,3 +293,5 @@ def test_a_volume_still_claimed_after_its_unmount_is_mounted_again(mounts_runner
         os.close(held)
     mounts_runner.ctr("containers", "delete", "v6")
     mounts_runner.assert_clean("v6")
+    report.hostile.append(Hostile("volume-still-claimed-after-its-unmount", "ctr", mounts_runner.daemon.version,
+                                  _row(stderr, device, folder)))
