@@ -128,9 +128,10 @@ class Daemon:
 
 
 def start(version: str, folder: Path, *, scratch_size: str = "64M", env: dict[str, str] | None = None,
-          devmapper_pool: str = "", config: str = "") -> Daemon:
+          devmapper_pool: str = "", config: str = "", netns: str = "") -> Daemon:
     """Starts a private containerd in `folder`; with `devmapper_pool`, its devmapper snapshotter uses that
-    thin pool (which must exist as /dev/mapper/<pool>).
+    thin pool (which must exist as /dev/mapper/<pool>); with `netns` (a namespace's path), it and its
+    shims run in that network namespace, and only in it (the host's mount namespace stays theirs).
 
     Every blockfile snapshot is a whole copy of the scratch file (containerd copies it, and ext4 cannot
     share its blocks), so its size is what each snapshot costs on disk: the test images fit in 64 MiB,
@@ -146,7 +147,7 @@ def start(version: str, folder: Path, *, scratch_size: str = "64M", env: dict[st
     subprocess.run(["mkfs.ext4", "-q", "-F", str(scratch)], check=True)
     config_file = folder / "config.toml"
     config_file.write_text(config or config_text(folder, devmapper_pool))
-    return _launch(version, folder, env)
+    return _launch(version, folder, env, netns)
 
 
 def restart(daemon: Daemon, env: dict[str, str] | None = None, *, kill: bool = False) -> Daemon:
@@ -157,13 +158,14 @@ def restart(daemon: Daemon, env: dict[str, str] | None = None, *, kill: bool = F
     return _launch(daemon.version, daemon.dir, env)
 
 
-def _launch(version: str, folder: Path, env: dict[str, str] | None) -> Daemon:
+def _launch(version: str, folder: Path, env: dict[str, str] | None, netns: str = "") -> Daemon:
     config_file = folder / "config.toml"
+    enter = ["nsenter", f"--net={netns}", "--"] if netns else []  # nsenter execs: the PID is containerd's
     log = open(folder / "containerd.log", "ab")  # noqa: SIM115 - handed to the daemon
     denv = {**os.environ, **(env or {})}
     denv["PATH"] = f"{bin_dir(version)}:{denv.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     proc = subprocess.Popen(
-        [str(bin_dir(version) / "containerd"), "--config", str(config_file)],
+        [*enter, str(bin_dir(version) / "containerd"), "--config", str(config_file)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=denv, start_new_session=True,
     )
     log.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,25 @@ def artifacts(config: bytes | None = None) -> list[Node]:
     """A sound kernel, initrd and urunc.json (which `config` replaces)."""
     return [file(KERNEL, KERNEL_BYTES), file(INITRD, INITRD_BYTES),
             file("/urunc.json", urunc_json() if config is None else config)]
+
+
+def multiboot_kernel() -> bytes:
+    """A multiboot kernel (flat, with the header's address fields) that writes the contents of every module
+    its loader gave it to the serial port, then reports a clean halt as Unikraft does (41 to port 0x501,
+    where ukrun's unikraft guest type puts qemu's isa-debug-exit): proof of which files qemu loaded.
+
+    32-bit code at 0x100020, entered with EBX pointing at the multiboot information:
+        mov esi,[ebx+20]; mov edi,[ebx+24]; mov dx,0x3f8       ; mods_count, mods_addr, COM1
+      mod: test esi,esi; jz done; mov ecx,[edi]; mov ebp,[edi+4] ; mod_start, mod_end
+      byte: cmp ecx,ebp; jae next; mov al,[ecx]; out dx,al; inc ecx; jmp byte
+      next: add edi,16; dec esi; jmp mod
+      done: mov dx,0x501; mov al,41; out dx,al; hlt; jmp $-1
+    """
+    code = bytes.fromhex("8b7314 8b7b18 66baf803 85f6 7415 8b0f 8b6f04 39e9 7306 8a01 ee 41 ebf6 83c710 4e ebe7"
+                         " 66ba0105 b029 ee f4 ebfd")
+    magic, flags, base = 0x1BADB002, 0x00010000, 0x100000  # flags: the address fields below are valid
+    header = struct.pack("<8I", magic, flags, -(magic + flags) & 0xFFFFFFFF, base, base, 0, 0, base + 32)
+    return (header + code).ljust(1024, b"\0")
 
 
 _KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,

@@ -61,3 +61,7 @@ class MissingInImage(ImageError):
 
 class HostError(UkrunError):
     """A host operation (mount, umount, loop device) failed."""
+
+
+class VolumeBusy(HostError):
+    """A block volume that something else still uses: refused, and left mounted (or mounted again) as it was."""

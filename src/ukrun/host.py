@@ -18,6 +18,10 @@ class MountEntry(NamedTuple):
     source: str
     options: str
     propagation: str = "private"  # shared, slave (master), or private
+    parent_id: int = 0
+    peer: int = 0  # its peer group (shared:N), 0 when not shared
+    master: int = 0  # the peer group it is a slave of (master:N), 0 when none
+    super_options: str = ""  # the file system's own options (after the separator)
 
 
 def _unescape(field: str) -> str:
@@ -43,9 +47,8 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
             continue
         f = left.split()
         r = right.split()
-        tags = f[6:]
-        propagation = "shared" if any(t.startswith("shared:") for t in tags) else (
-            "slave" if any(t.startswith("master:") for t in tags) else "private")
+        tags = dict(t.split(":", 1) for t in f[6:] if ":" in t)
+        propagation = "shared" if "shared" in tags else ("slave" if "master" in tags else "private")
         entries.append(
             MountEntry(
                 mount_id=int(f[0]),
@@ -56,6 +59,10 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
                 source=_unescape(r[1]) if len(r) > 1 else "",
                 options=f[5],
                 propagation=propagation,
+                parent_id=int(f[1]),
+                peer=int(tags.get("shared", 0)),
+                master=int(tags.get("master", 0)),
+                super_options=r[2] if len(r) > 2 else "",
             )
         )
     return entries

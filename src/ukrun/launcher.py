@@ -177,14 +177,29 @@ def supervise(conf: LaunchConfig) -> int:
             return 1
         if pid == daemon:
             daemon = 0
-            os.kill(child, signal.SIGKILL)
-            _tell(f"ukrun: virtiofsd ended ({os.waitstatus_to_exitcode(status)}) before the monitor; "
-                  f"see {conf.virtiofsd_log}\n")
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 or not _ends_by_itself(child):
+                os.kill(child, signal.SIGKILL)
+                _tell(f"ukrun: the rootfs's virtiofsd ended ({code}) before the monitor, which was stopped; its "
+                      "log is virtiofsd.log in the container's state folder\n")
         elif pid == child:
             if daemon:
                 os.kill(daemon, signal.SIGKILL)
                 os.waitpid(daemon, 0)
             return exit_code(status, decoding)
+
+
+def _ends_by_itself(monitor: int, grace: float = 2.0) -> bool:
+    """Whether the monitor ends within `grace` seconds (left for the caller to reap). virtiofsd ends cleanly
+    (0) when its client goes: a monitor that is exiting closes the socket before its exit is seen here."""
+    import time
+
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, monitor, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def _tell(message: str) -> None:
@@ -213,6 +228,9 @@ def start_virtiofsd(conf: LaunchConfig) -> int:
             _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "prctl")
             if os.getppid() != parent:  # the init died before the line above
                 os._exit(1)
+            from ukrun import fsguard
+
+            fsguard.install()  # no set-ID file, no device node in the shared folder (see ukrun.fsguard)
             for sig in FORWARD:
                 signal.signal(sig, signal.SIG_DFL)
             # Above any standard or target number first, so that no dup2 below closes another's source.

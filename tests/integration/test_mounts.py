@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +23,10 @@ import pytest
 from testbed import containerd as ctd
 from testbed import guest
 from testbed import host as tbhost
+from testbed.reliability import Hostile, Report
 from tests.integration.conftest import SNAPSHOTTER, remove_containers
 from tests.integration.runner import Runner
+from tests.integration.test_hostile import runtime_error
 from ukrun import host
 from ukrun.image.build import build_unikernel_image
 from ukrun.unikernel import UnikernelConfig
@@ -60,14 +65,21 @@ def _allow(daemon: ctd.Daemon, patterns: list[str]) -> None:
 
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loop device over an ext4 file, mounted at a host folder holding one file; all undone after."""
+    """A loop device over an ext4 file, mounted at a host folder holding one file; all undone after. The
+    folder lies in a shared mount, as a kubelet's volumes do (its folder is rshared): a mount namespace made
+    meanwhile (another container's) gets a copy that receives the unmount, even where the host's own
+    mounts are private, as on some test machines."""
     image = tmp_path / "volume.img"
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image), "16M"], check=True, capture_output=True)
     device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
                             text=True).stdout.strip()
-    folder = tmp_path / "volume"
-    folder.mkdir()
+    stage = tmp_path / "stage"
+    folder = stage / "volume"
+    stage.mkdir()
     try:
+        host.mount("tmpfs", stage, "tmpfs", ["size=1m"])
+        subprocess.run(["mount", "--make-shared", str(stage)], check=True)
+        folder.mkdir()
         host.mount(device, folder, "ext4", [])
         (folder / "before.txt").write_text("on the volume before\n")
         yield device, folder
@@ -208,3 +220,78 @@ def test_create_records_the_volume_it_unmounted_and_delete_leaves_it_unmounted(m
     assert mounts_runner.ctr("containers", "delete", "v4").returncode == 0
     mounts_runner.assert_clean("v4")
     assert not host.mounts_at(folder)  # the orchestrator remounts it, not ukrun
+
+
+def _refused_in_time(runner: Runner, cid: str, folder: Path) -> tuple[str, float]:
+    start = time.monotonic()
+    proc = runner.run(cid, "/bin/busybox", "sh", "-c", "echo hi > /data/guest.txt",
+                      flags=("--mount", f"type=bind,src={folder},dst=/data,options=rbind:rw"))
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0, proc.stdout
+    assert not runner.monitors()
+    return proc.stderr, elapsed
+
+
+def _row(stderr: str, device: str, folder: Path) -> str:
+    """ukrun's sentence for the reliability table, without this run's device, folder and process IDs."""
+    sentence = runtime_error(stderr).replace(device, "/dev/loopN").replace(str(folder), "<volume folder>")
+    return re.sub(r"PID \d+", "PID <n>", sentence)
+
+
+def _left_as_it_was(device: str, folder: Path) -> None:
+    (entry,) = host.mounts_at(folder)  # mounted, as it was
+    assert entry.source == device and entry.fstype == "ext4" and entry.options.startswith("rw")
+    assert sorted(p.name for p in folder.iterdir()) == ["before.txt", "lost+found"]
+    assert (folder / "before.txt").read_text() == "on the volume before\n"
+
+
+@pytest.mark.reliability("hostile")
+def test_a_volume_mounted_in_another_namespace_is_refused_and_left_mounted(mounts_runner: Runner,
+                                                                           volume: tuple[str, Path],
+                                                                           allow: list[str], report: Report) -> None:
+    device, folder = volume
+    _allow(mounts_runner.daemon, [device])
+    other = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
+    try:
+        assert ctd.wait_for(lambda: any(m.mount_point == str(folder) for m in host.mountinfo(str(other.pid))))
+        stderr, elapsed = _refused_in_time(mounts_runner, "v5", folder)
+        assert f"block volume {device} (mounted at {folder}) is also mounted in another mount namespace (" in stderr
+        assert f"PID {other.pid} (sleep) at {folder}" in stderr  # others may be named too: a busy host's
+        assert "which its unmount here would not reach; it is left mounted" in stderr, stderr
+        assert elapsed < 15, f"the refusal took {elapsed:.1f} s"
+        _left_as_it_was(device, folder)
+    finally:
+        other.kill()
+        other.wait()
+    mounts_runner.ctr("containers", "delete", "v5")
+    mounts_runner.assert_clean("v5")
+    report.hostile.append(Hostile("volume-also-mounted-in-another-namespace", "ctr", mounts_runner.daemon.version,
+                                  _row(stderr, device, folder)))
+
+
+@pytest.mark.reliability("hostile")
+def test_a_volume_still_claimed_after_its_unmount_is_mounted_again(mounts_runner: Runner, volume: tuple[str, Path],
+                                                                    allow: list[str], tmp_path: Path,
+                                                                    report: Report) -> None:
+    device, folder = volume
+    _allow(mounts_runner.daemon, [device])
+    # The same file system mounted again, then detached while a folder of it stays open: no mount table
+    # shows it, and it keeps the device claimed.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    host.mount(device, hidden, "ext4", [])
+    held = os.open(hidden, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        subprocess.run(["umount", "--lazy", str(hidden)], check=True)
+        stderr, elapsed = _refused_in_time(mounts_runner, "v6", folder)
+        assert (f"block volume {device} was still in use after its unmount from {folder} (held open, or mounted "
+                "where no mount table shows it, such as a lazily unmounted file system still in use), so it is "
+                "mounted there again") in stderr, stderr
+        assert elapsed < 15, f"the refusal took {elapsed:.1f} s"
+        _left_as_it_was(device, folder)
+    finally:
+        os.close(held)
+    mounts_runner.ctr("containers", "delete", "v6")
+    mounts_runner.assert_clean("v6")
+    report.hostile.append(Hostile("volume-still-claimed-after-its-unmount", "ctr", mounts_runner.daemon.version,
+                                  _row(stderr, device, folder)))

@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
 
 from testbed import containerd as ctd
 from testbed import host as tbhost
+from testbed.reliability import Hostile, Report
 from tests.integration.conftest import VIRTIOFSD, write_ukrun_config
 from tests.integration.runner import Runner
 from ukrun import host
+from ukrun.containerd.client import Client
 
 VIRTIOFS = ("--annotation", "io.ukrun.rootfs.share=virtiofs")
 # Shows how the root is mounted, reads a file of the image, writes one into the rootfs.
@@ -38,6 +41,8 @@ def test_a_guest_boots_from_a_folder_rootfs_over_virtiofs(overlay: Runner, tmp_p
     assert proc.returncode == 5, proc.stdout[-3000:] + proc.stderr
     assert "fs0 / virtiofs rw" in proc.stdout, proc.stdout[-3000:]
     assert "#!/bin/sh" in proc.stdout  # the image's /app/run.sh, read over virtio-fs
+    out = proc.stdout + proc.stderr  # a clean end says nothing of virtiofsd, and no host path
+    assert "virtiofsd" not in out and str(overlay.runc_root) not in out, out[-3000:]
     assert overlay.read_snapshot("v1", "/guest-file", tmp_path) == "written-by-the-guest\n"
     assert overlay.ctr("containers", "delete", "v1").returncode == 0
     overlay.assert_clean("v1")
@@ -121,3 +126,44 @@ def test_a_virtiofsd_that_dies_takes_the_vm_with_it(overlay: Runner) -> None:
     assert overlay.ctr("task", "delete", "v5").returncode == 0
     assert overlay.ctr("containers", "delete", "v5").returncode == 0
     overlay.assert_clean("v5")
+
+
+# Tries to make set-ID files and device nodes in its root, which virtiofsd writes into the host's folder (few
+# words: the kernel takes at most 32 arguments for init).
+PRIVILEGED = ("b=/bin/busybox;$b touch /u /g;$b chmod u+s /u;echo u$?;$b chmod g+s /g;echo g$?;"
+              "$b mknod /k b 7 0;echo k$?;$b mknod /c c 1 3;echo c$?")
+
+
+def _host_modes(runner: Runner, cid: str, names: tuple[str, ...], workdir: Path) -> dict[str, int]:
+    """The modes of files in the container's rootfs folder, as the host has them (0: absent)."""
+    target = workdir / f"look-{cid}"
+    target.mkdir()
+    with Client(runner.daemon.address, runner.ns) as c:
+        mounts = c.mounts(runner.snapshotter, cid)
+    for m in mounts:
+        host.mount(m.source, target, m.type, [*m.options, "ro"])
+    try:
+        return {n: (target / n).lstat().st_mode if (target / n).is_symlink() or (target / n).exists() else 0
+                for n in names}
+    finally:
+        host.unmount_all(target)
+
+
+@pytest.mark.reliability("hostile")
+def test_the_guest_makes_no_set_id_file_or_device_node_in_the_host_folder(overlay: Runner, tmp_path: Path,
+                                                                          report: Report) -> None:
+    proc = overlay.run("v6", "/bin/sh", "-c", PRIVILEGED, flags=VIRTIOFS)
+    out = proc.stdout.replace("\r", "")
+    assert proc.returncode == 0, out[-3000:] + proc.stderr
+    for attempt in ("u", "g", "k", "c"):
+        assert f"\n{attempt}1\n" in out, out[-3000:]  # refused in the guest
+    modes = _host_modes(overlay, "v6", ("u", "g", "k", "c"), tmp_path)
+    assert modes["u"] and not modes["u"] & stat.S_ISUID, oct(modes["u"])
+    assert modes["g"] and not modes["g"] & stat.S_ISGID, oct(modes["g"])
+    assert modes["k"] == 0 and modes["c"] == 0, modes
+    assert "virtiofsd" not in out + proc.stderr
+    assert overlay.ctr("containers", "delete", "v6").returncode == 0
+    overlay.assert_clean("v6")
+    report.hostile.append(Hostile("virtiofs-guest-makes-set-id-files-and-device-nodes", "ctr", overlay.daemon.version,
+                                  "(no error: the guest's chmod u+s, chmod g+s and mknod b/c fail with EPERM; the "
+                                  "host's folder holds no set-ID bit and no device node)"))

@@ -73,7 +73,10 @@ def test_cloud_hypervisor_gets_its_api_socket_in_double_quotes() -> None:
                         socket_dir="/run/a,b"))
     i = p.argv.index("--api-socket")
     assert p.argv[i + 1] == 'path="/run/a,b/default.c1.sock"'
-    with pytest.raises(UkrunError, match="holds a double quote, which cloud-hypervisor's options cannot carry"):
+    refusal = (r"^the monitor's control socket /run/\"x/default.c1.sock holds a double quote, which "
+               r"cloud-hypervisor's option parser cannot carry \(--api-socket path= of cloud-hypervisor\): "
+               r"set a \[monitors.cloud-hypervisor\] socket_path")
+    with pytest.raises(UkrunError, match=refusal):
         plan(configured(facts("linux", "cloud-hypervisor", rootfs=BLOCK_ROOT, mount_rootfs=True),
                         socket_dir='/run/"x'))
 

@@ -190,9 +190,9 @@ def test_linux_on_firecracker_is_one_configuration_file() -> None:
 def test_linux_on_cloud_hypervisor() -> None:
     p = plan(facts("linux", "cloud-hypervisor", rootfs=BLOCK_ROOT, mount_rootfs=True, seccomp=True))
     assert list(p.argv) == [
-        BINARIES["cloud-hypervisor"], "--kernel", "/views/v/kernel", "--memory", "size=256M", "--cpus", "boot=1",
+        BINARIES["cloud-hypervisor"], "--kernel=/views/v/kernel", "--memory", "size=256M", "--cpus", "boot=1",
         "--console", "off", "--serial", "tty", "--seccomp", "true",
-        "--disk", f"path={SNAP},readonly=off,id=rootfs", "--cmdline", p.cmdline,
+        "--disk", f'path="{SNAP}",readonly=off,id="rootfs"', f"--cmdline={p.cmdline}",
     ]
 
 
@@ -274,7 +274,7 @@ def test_firecracker_and_cloud_hypervisor_get_the_tap() -> None:
     assert config["network-interfaces"] == [{"iface_id": "net1", "guest_mac": "02:42:c0:00:02:02",
                                              "host_dev_name": TAP}]
     ch = plan(networked("linux", "cloud-hypervisor", rootfs=BLOCK_ROOT, mount_rootfs=True))
-    assert f"tap={TAP},mac=02:42:c0:00:02:02" in ch.argv
+    assert f'tap="{TAP}",mac="02:42:c0:00:02:02"' in ch.argv
 
 
 def test_one_unikernel_per_network_namespace_without_declared_ports() -> None:

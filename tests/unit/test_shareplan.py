@@ -53,7 +53,8 @@ def test_linux_on_qemu_from_a_folder_over_virtiofs() -> None:
     ]
     assert p.virtiofsd is not None
     assert p.virtiofsd.argv == ("/usr/libexec/virtiofsd", "--fd=3", "--shared-dir=/run/b/c1/rootfs",
-                                "--sandbox=namespace", "--cache=always", "--log-level=warn")
+                                "--sandbox=namespace", "--cache=always", "--log-level=warn",
+                                "--modcaps=-mknod:-setfcap")
     assert (p.virtiofsd.socket, p.virtiofsd.shared_dir) == (sock, "/run/b/c1/rootfs")
     assert p.virtiofsd.log == f"{STATE}/virtiofsd.log"
     # ukrun still writes nothing into the folder: its files go on the read-only 9p share.
@@ -69,6 +70,8 @@ def test_auto_is_uruncs_rule_and_falls_back_to_9p() -> None:
     p = plan(folder("unikraft"))  # Unikraft has no virtio-fs driver
     assert p.root is RootMode.SHARED and any("no virtio-fs driver" in n for n in p.notes)
     assert "-chardev" not in p.argv and "memory-backend-memfd" not in " ".join(p.argv)
+    p = plan(folder(vfsd=VFSD._replace(confined=False)))  # a machine whose system calls fsguard does not know
+    assert p.root is RootMode.SHARED and any("cannot confine virtiofsd" in n for n in p.notes)
 
 
 def test_9p_by_config_and_virtiofs_by_annotation() -> None:
@@ -105,7 +108,8 @@ def test_monitors_without_virtiofs_here() -> None:
 def test_virtiofsd_options_add_to_and_replace_ukruns() -> None:
     p = plan(folder(vfsd=VFSD._replace(options="--cache auto --sandbox=chroot --xattr")))
     assert p.virtiofsd is not None
-    assert p.virtiofsd.argv[3:] == ("--log-level=warn", "--cache", "auto", "--sandbox=chroot", "--xattr")
+    assert p.virtiofsd.argv[3:] == ("--log-level=warn", "--modcaps=-mknod:-setfcap", "--cache", "auto",
+                                    "--sandbox=chroot", "--xattr")
     with pytest.raises(PlanError, match="--shared-dir, --socket-path, which ukrun sets"):
         plan(folder(vfsd=VFSD._replace(options="--socket-path=/x --shared-dir /y")))
 

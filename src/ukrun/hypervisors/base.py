@@ -3,6 +3,14 @@ monitor reads, such as firecracker's configuration) out.
 
 Builders are pure and know nothing of containerd or OCI; `runtime.plan` composes them. What a monitor
 cannot do (share a folder, load an initrd) is refused here with one sentence naming the fix.
+
+What must stay true: no string reaches a monitor's option parser unescaped. Paths and names come from
+hostile images (the kernel, initrd and block paths, a Solo5 manifest's device names) and pods, and each
+monitor parses its options with its own grammar, in which a comma or a quote can start another option
+(`-initrd a,/host/file`, `--disk path=a,path=/dev/vda`). So each builder writes every value in its
+monitor's grammar: escaped where the grammar can escape it, passed where nothing in it is special, and
+refused (`Unescapable`) where no escape exists; `runtime.plan` then names the image's or spec's field.
+Its unit test parses each argv back with the monitor's rules.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
 
-from ukrun.errors import UkrunError
+from ukrun.errors import PlanError, UkrunError
 
 
 class BlockDevice(NamedTuple):
@@ -88,6 +96,40 @@ class MonitorLaunch(NamedTuple):
     files: tuple[tuple[str, str], ...] = ()  # (path, text) written before the monitor starts
 
 
+class Unescapable(PlanError):
+    """A value that a monitor's option grammar cannot carry. `chars` are the characters at fault ("" when
+    it is something else, such as its length); runtime.plan turns this into a sentence naming the image's
+    field the value came from, never the host path."""
+
+    def __init__(self, monitor: str, option: str, value: str, reason: str, chars: str = "") -> None:
+        super().__init__(f"monitor {monitor} cannot take {value!r} as {option}: it {reason}")
+        self.monitor, self.option, self.value, self.reason, self.chars = monitor, option, value, reason, chars
+
+
+def _shown(chars: str) -> str:
+    names = {",": "a comma", " ": "a space", '"': "a double quote", "=": "an equals sign", "\n": "a newline",
+             "\t": "a tab", "\0": "a NUL", "[": "a bracket", "]": "a bracket"}
+    said = list(dict.fromkeys(names.get(c, repr(c)) for c in chars))
+    return " and ".join([", ".join(said[:-1]), said[-1]] if len(said) > 1 else said)
+
+
+def refuse_chars(monitor: str, option: str, value: str, chars: str, why: str) -> str:
+    """`value` unchanged, or Unescapable when it holds any of `chars`, which `why` explains."""
+    found = "".join(dict.fromkeys(c for c in value if c in chars))
+    if found:
+        raise Unescapable(monitor, option, value, f"holds {_shown(found)}, which {why}", found)
+    return value
+
+
+def utf8(monitor: str, option: str, value: str) -> str:
+    """`value` unchanged, or Unescapable when it is not valid UTF-8 (a Rust monitor's strings must be)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise Unescapable(monitor, option, value, "is not valid UTF-8, which its options must be") from None
+    return value
+
+
 def which(name: str) -> str:
     """shutil.which without shutil, whose import (bz2, lzma) costs create more than the lookup:
     a name with a slash is taken as a path; "" when not found or not executable."""
@@ -137,6 +179,10 @@ class Hypervisor(ABC):
         if len(spec.initrds) > self.max_initrds:
             raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
                              f"{len(spec.initrds)}: {', '.join(spec.initrds)}")
+        for option, value in (("the kernel", spec.kernel), ("the command line", spec.cmdline),
+                              *(("an initrd", i) for i in spec.initrds),
+                              *(("a block device", b.path) for b in spec.blocks)):
+            refuse_chars(self.name, option, value, "\0", "no command line or file name can carry")
         return self._launch(spec, binary)
 
     @abstractmethod

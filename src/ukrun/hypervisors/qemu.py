@@ -15,24 +15,67 @@ Mewz get a modern-only NIC (`disable-legacy=on`), as urunc's guest modules give 
 Where urunc starts qemu with `-sandbox` (the spec carries a seccomp profile), ukrun does too, with the
 same values; a spec without one (`seccomp=unconfined`) turns it off. Unlike urunc, ukrun does not
 assume KVM: `accel` is "kvm" only where a probe booted a guest with these very flags (ukrun.kvm).
+
+qemu's grammars, as its sources read them (see hypervisors.base for why this matters):
+- `-drive`, `-fsdev`, `-chardev`, `-netdev` and `-device` take QemuOpts (util/qemu-option.c): `key=value`
+  items separated by commas, a value running to the next comma, and `,,` a comma inside a value
+  (`get_opt_value`); nothing else is special. Every value is written with its commas doubled. Object ids
+  (`id=`, `drive=`, `netdev=`, `fsdev=`, `chardev=`) must be well-formed ids (a letter, then letters,
+  digits, `-`, `.`, `_`) and are refused otherwise. A `file=` that is not absolute could name a block
+  protocol (`nbd:`, `json:`) and is refused.
+- `-kernel` and `-append` are taken whole.
+- `-initrd` is taken whole for a Linux or PVH kernel, but a multiboot kernel (hw/i386/multiboot.c) reads a
+  list of modules there: split at commas (`,,` a comma), each module's file name ending at its first
+  space (the rest is the module's command line). No spelling means one file to both readers, so an initrd
+  path with a comma or a space is refused: `-initrd <image>/boot/m,/etc/shadow` would load a host file.
 """
 
 from __future__ import annotations
 
 import os
 
-from ukrun.hypervisors.base import ExitDecoding, Hypervisor, MonitorLaunch, MonitorSpec, register
+from ukrun.hypervisors.base import (
+    ExitDecoding,
+    Hypervisor,
+    MonitorLaunch,
+    MonitorSpec,
+    Unescapable,
+    refuse_chars,
+    register,
+)
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+NAME = "qemu"
 
 
-def _escape(value: str) -> str:
-    return value.replace(",", ",,")  # qemu's option syntax doubles commas
+def opt(value: str) -> str:
+    """A QemuOpts value: commas doubled."""
+    return value.replace(",", ",,")
+
+
+def object_id(value: str, option: str) -> str:
+    """A QemuOpts object id (util/id.c, id_wellformed), refused when not well-formed."""
+    if not (value[:1].isascii() and value[:1].isalpha()
+            and all(c.isascii() and (c.isalnum() or c in "-._") for c in value)):
+        raise Unescapable(NAME, option, value, "is not a qemu id (a letter, then letters, digits, '-', '.', '_')")
+    return value
+
+
+def file_path(value: str, option: str) -> str:
+    """An absolute path as a QemuOpts value; a relative one could name a block protocol (`nbd:...`)."""
+    if not value.startswith("/"):
+        raise Unescapable(NAME, option, value, "is not an absolute path, and qemu could read it as a protocol")
+    return opt(value)
+
+
+def initrd(value: str) -> str:
+    return refuse_chars(NAME, "-initrd", value, ", ", "qemu's -initrd cannot carry (a multiboot kernel reads "
+                        "a comma-separated list of modules there, each with a command line after a space)")
 
 
 @register
 class Qemu(Hypervisor):
-    name = "qemu"
+    name = NAME
     binary = f"qemu-system-{os.uname().machine}"
     can_share = True
     can_virtiofs = True
@@ -62,7 +105,8 @@ class Qemu(Hypervisor):
             "-display", "none", "-serial", "stdio", "-monitor", "none",
         ]
         if spec.control_socket:
-            argv += ["-chardev", f"socket,id=qmp,path={_escape(spec.control_socket)},server=on,wait=off",
+            qmp = file_path(spec.control_socket, "-chardev path=")
+            argv += ["-chardev", f"socket,id=qmp,path={qmp},server=on,wait=off",
                      "-mon", "chardev=qmp,mode=control"]
         if spec.seccomp:
             argv += ["-sandbox", SANDBOX]
@@ -70,28 +114,32 @@ class Qemu(Hypervisor):
             argv += ["-object", f"memory-backend-memfd,id=mem,size={spec.memory_mib}M,share=on",
                      "-numa", "node,memdev=mem"]
         argv += ["-kernel", spec.kernel, "-append", spec.cmdline]
-        for initrd in spec.initrds:
-            argv += ["-initrd", initrd]
+        for path in spec.initrds:
+            argv += ["-initrd", initrd(path)]
         for dev in spec.blocks:
             ro = ",readonly=on" if dev.read_only else ""
+            drive = object_id(dev.id, "a block device's id")
             argv += [
-                "-drive", f"file={_escape(dev.path)},format=raw,if=none,id={dev.id},cache=none,aio=threads{ro}",
-                "-device", f"virtio-blk-{bus},drive={dev.id},serial={dev.id}",
+                "-drive", f"file={file_path(dev.path, '-drive file=')},format=raw,if=none,id={drive},cache=none,"
+                          f"aio=threads{ro}",
+                "-device", f"virtio-blk-{bus},drive={drive},serial={opt(dev.id)}",
             ]
         for share in spec.shares:
             ro = ",readonly=on" if share.read_only else ""
+            fsdev = object_id(share.tag, "a 9p share's tag")
             argv += [
-                "-fsdev", f"local,id={share.tag},path={_escape(share.path)},security_model=none,multidevs=remap{ro}",
-                "-device", f"virtio-9p-{bus},fsdev={share.tag},mount_tag={share.tag}",
+                "-fsdev", f"local,id={fsdev},path={file_path(share.path, '-fsdev path=')},security_model=none,"
+                          f"multidevs=remap{ro}",
+                "-device", f"virtio-9p-{bus},fsdev={fsdev},mount_tag={opt(share.tag)}",
             ]
         if spec.virtiofs is not None:
-            argv += ["-chardev", f"socket,id=vfs0,path={_escape(spec.virtiofs.socket)}",
-                     "-device", f"vhost-user-fs-pci,chardev=vfs0,tag={spec.virtiofs.tag}"]
+            argv += ["-chardev", f"socket,id=vfs0,path={file_path(spec.virtiofs.socket, '-chardev path=')}",
+                     "-device", f"vhost-user-fs-pci,chardev=vfs0,tag={opt(spec.virtiofs.tag)}"]
         for i, net in enumerate(spec.nets):
             vhost = ",vhost=on" if spec.vhost else ""
             modern = ",disable-legacy=on" if net.modern else ""
-            argv += ["-netdev", f"tap,id=net{i},ifname={net.tap},script=no,downscript=no{vhost}",
-                     "-device", f"virtio-net-{bus},netdev=net{i},mac={net.mac}{modern}"]
+            argv += ["-netdev", f"tap,id=net{i},ifname={opt(net.tap)},script=no,downscript=no{vhost}",
+                     "-device", f"virtio-net-{bus},netdev=net{i},mac={opt(net.mac)}{modern}"]
         if spec.exit_device is not None:
             argv += ["-device", f"isa-debug-exit,iobase={spec.exit_device.iobase:#x},"
                                 f"iosize={spec.exit_device.iosize:#x}"]

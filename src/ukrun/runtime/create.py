@@ -174,10 +174,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         rootfsmod.verify_unmounted(info)
         timer.mark("rootfs-handoff")
     if plan.volumes:
-        record.volumes = [[v.device, v.source] for v in plan.volumes]
-        st.save(ctx.root, record)  # before the unmount: a crash from here on leaves a record of it
-        for v in plan.volumes:
-            rootfsmod.hand_over_volume(v.source, v.device, os.getppid())
+        _hand_over_volumes(ctx, plan, record)
         timer.mark("volumes")
     if plan.joined_initrd is not None:
         _join_initrd(plan.joined_initrd, art)
@@ -217,6 +214,25 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _hand_over_volumes(ctx: verbs.Context, plan: LaunchPlan, record: st.ContainerState) -> None:
+    """Every block volume checked to have no other user before any is unmounted; each recorded before its
+    unmount, and its record dropped again when it was refused and left (or mounted again) as it was."""
+    from ukrun.errors import VolumeBusy
+    from ukrun.runtime import volumes
+
+    owner = os.getppid()  # the shim, in whose mount namespace the spec's mounts are
+    found = [volumes.alone(v.device, v.source, owner) for v in plan.volumes]
+    for v, entry in zip(plan.volumes, found, strict=True):
+        record.volumes.append([v.device, v.source])
+        st.save(ctx.root, record)  # before the unmount: a crash from here on leaves a record of it
+        try:
+            volumes.hand_over(entry, v.device, owner)
+        except VolumeBusy:
+            record.volumes.pop()
+            st.save(ctx.root, record)
+            raise
 
 
 def _own_rootfs(plan: LaunchPlan, rootfs: str) -> str:

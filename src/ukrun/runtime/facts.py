@@ -44,6 +44,7 @@ class HostFacts(NamedTuple):
     interface: Interface | None
     links: tuple[UkrunLink, ...]
     taken: tuple[str, ...]
+    netns_owner: str = ""  # see namespace_owner
     rootfs_share: str = "auto"
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
     mounts: tuple[mp.BoundMount, ...] = ()
@@ -58,15 +59,35 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
     if client is not None and record is not None and not record.snapshot_key and info.kind is not RootfsKind.DIR:
         record = keyed_snapshot(client, record)
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
-    net = network(netns) if netns else NetnsFacts(None)
+    owner = namespace_owner(netns) if netns else ""
+    net = network(netns) if netns and not owner else NetnsFacts(None)
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
         snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
         elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=net.interface,
-        links=net.links, taken=net.taken, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
+        links=net.links, taken=net.taken, netns_owner=owner, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
         mounts=bound_mounts(spec, cfg.block_devices, client, record, table),
         image_ports=image_ports(client, record) if net.interface is not None and needs_image(spec.annotations) else (),
     )
+
+
+def namespace_owner(netns: str) -> str:
+    """Whose network namespace the spec names, when it is not a container's: "ukrun's own" (the shim's, the
+    node's in practice) or "the host's" (PID 1's), told by the namespace file's identity (a bind mount of
+    it, or /proc/<pid>/ns/net of any process in it, is the same file); "" otherwise. Its interface is
+    not even read then: the plan refuses it."""
+    try:
+        named = os.stat(netns)
+    except OSError:
+        return ""  # reading its interface says why
+    for path, owner in (("/proc/self/ns/net", "ukrun's own"), ("/proc/1/ns/net", "the host's")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (named.st_dev, named.st_ino):
+            return owner
+    return ""
 
 
 def network(netns: str) -> NetnsFacts:
@@ -97,7 +118,7 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         rootfs=found.rootfs, snapshot=found.snapshot, rootfs_elsewhere=found.elsewhere, monitor=found.monitor,
         artifacts=artifacts, state_dir=state_dir, mounts=found.mounts, netns=found.netns,
         interface=found.interface, links=found.links, taken=found.taken, image_ports=found.image_ports,
-        annotations=plan_annotations(spec),
+        netns_owner=found.netns_owner, annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
         virtiofsd=found.virtiofsd, namespace=namespace,
     )
@@ -148,9 +169,11 @@ def plan_annotations(spec: Spec) -> tuple[tuple[str, str], ...]:
 
 
 def virtiofsd(cfg: configmod.Config) -> VirtiofsdFacts:
+    from ukrun import fsguard
+
     path = cfg.virtiofsd.path
     return VirtiofsdFacts(path, bool(path) and os.path.isfile(path) and os.access(path, os.X_OK),
-                          cfg.virtiofsd.options)
+                          cfg.virtiofsd.options, fsguard.supported())
 
 
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"

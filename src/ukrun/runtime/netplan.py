@@ -38,10 +38,17 @@ NetPlan = tuple[GuestNetwork | None, Link | None, tuple[str, ...]]
 
 def network_plan(container_id: str, netns: str, interface: Interface | None, links: tuple[UkrunLink, ...],
                  taken: tuple[str, ...], annotations: tuple[tuple[str, str], ...],
-                 etc_files: tuple[tuple[str, bytes], ...], image_ports: tuple[str, ...] = ()) -> NetPlan:
-    """The guest's network in the container's namespace (see the module's docstring)."""
+                 etc_files: tuple[tuple[str, bytes], ...], image_ports: tuple[str, ...] = (),
+                 owner: str = "") -> NetPlan:
+    """The guest's network in the container's namespace (see the module's docstring). A namespace that is
+    not a container's (`owner`: ukrun's own or the host's) is refused: every mode would turn the node's own
+    interface over to the guest or put rules on it."""
     if not netns:
         return None, None, ("the spec names no network namespace: the guest gets no network",)
+    if owner:
+        raise PlanError(f"the spec's network namespace {netns} is {owner} network namespace, not a container's: "
+                        "the guest would take over the node's interface; give the container a namespace of its "
+                        "own (a pod's, or one made with `ip netns add NAME` and named as /run/netns/NAME)")
     if interface is None:
         return None, None, (f"no interface with a default route in {netns}: the guest gets no network",)
     iface = interface

@@ -93,6 +93,7 @@ class Facts(NamedTuple):
     state_dir: str  # the container's state folder
     mounts: tuple[BoundMount, ...] = ()  # the spec's bind mounts of files, folders and block volumes
     netns: str = ""  # the container's network namespace (a path), when the spec names one
+    netns_owner: str = ""  # "" for a container's own; else whose it is (facts.namespace_owner): refused
     interface: Interface | None = None  # its interface with the default route
     links: tuple[UkrunLink, ...] = ()  # ukrun taps already in that namespace
     taken: tuple[str, ...] = ()  # the networks anything else uses there (CIDR)
@@ -266,7 +267,10 @@ def plan(facts: Facts) -> LaunchPlan:
         control_socket=opts.control_socket, data_path=opts.data_path,
         app_args=facts.process.args or tuple(cfg.cmdline.split()),
     )
-    launch = monitor.launch(spec, facts.monitor.binary)
+    try:
+        launch = monitor.launch(spec, facts.monitor.binary)
+    except hv.Unescapable as exc:
+        raise _unescapable(facts, exc, opts.control_socket) from None
     monitor_files += [(p, text.encode()) for p, text in launch.files]
     return LaunchPlan(
         container_id=facts.container_id, guest=guest.name, monitor=monitor.name, root=mode,
@@ -288,11 +292,37 @@ def _network(facts: Facts, monitor: hv.Hypervisor, net_id: str) -> tuple[
     """The network plan (runtime.netplan), checked against the kernel's Solo5 manifest and the monitor."""
     net, link, notes = checked_network(facts.manifest, net_id, network_plan(
         facts.container_id, facts.netns, facts.interface, facts.links, facts.taken, facts.annotations,
-        resolv_conf(facts.mounts), facts.image_ports))
+        resolv_conf(facts.mounts), facts.image_ports, facts.netns_owner))
     if net is not None and not monitor.can_net:
         return None, None, (*notes, f"monitor {monitor.name} gives the guest no network device: the guest gets no "
                                     "network, and its network namespace is left alone")
     return net, link, notes
+
+
+def _unescapable(facts: Facts, exc: hv.Unescapable, control_socket: str) -> PlanError:
+    """A monitor's refusal of a value its option grammar cannot carry, naming the image's field or the
+    spec's volume it came from (or, for a path of ukrun's own, the settings that make it), never the
+    host path where the image's file lies."""
+    cfg, art = facts.config, facts.artifacts
+    images = {art.kernel: ("kernel", cfg.binary, "binary"), art.initrd: ("initrd", cfg.initrd, "initrd"),
+              art.block: ("block", cfg.block, "block"), art.own_block: ("block", cfg.block, "block")}
+    volumes = {b.volume.device: b.source for b in facts.mounts if b.volume is not None}
+    where = f"({exc.option} of {exc.monitor})"
+    if exc.value in images:
+        name, path, key = images[exc.value]
+        if not exc.chars or any(c in path for c in exc.chars):
+            return PlanError(f"the image's {name} {path!r} (com.urunc.unikernel.{key}) {exc.reason} {where}: "
+                             "rename it in the image")
+        return PlanError(f"the path where ukrun reads the image's {name} {path!r} {exc.reason} {where}: keep "
+                         "such characters out of the image's links and of ukrun's [artifacts] state_root")
+    if exc.value and exc.value == control_socket:
+        return PlanError(f"the monitor's control socket {exc.value} {exc.reason} {where}: set a [monitors."
+                         f"{facts.config.hypervisor}] socket_path without such characters")
+    if exc.value in volumes:
+        return PlanError(f"block volume {exc.value} (mounted at {volumes[exc.value]}) {exc.reason} {where}: "
+                         "mount a device whose name has none of them")
+    return PlanError(f"a path ukrun passes {exc.reason} {where}: keep such characters out of the container's ID, "
+                     "ukrun's runtime root (the shim's --root) and its [artifacts] state_root")
 
 
 def _memory(facts: Facts) -> int:

@@ -119,7 +119,7 @@ def _check_lands(image_path: str, folder: paths.Walked) -> None:
                          "own file system over it: mount it elsewhere")
 
 
-def _mount_ns(pid: int | str) -> str:
+def mount_namespace(pid: int | str) -> str:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
@@ -128,11 +128,11 @@ def _mount_ns(pid: int | str) -> str:
 
 def unmount(info: RootfsInfo, owner_pid: int) -> None:
     """Unmounts the rootfs in the owner's mount namespace (the shim's), entering it when it differs."""
-    _unmount_in(info.mount_point, owner_pid)
+    unmount_in(info.mount_point, owner_pid)
 
 
-def _unmount_in(mount_point: str, owner_pid: int) -> None:
-    own, theirs = _mount_ns("self"), _mount_ns(owner_pid)
+def unmount_in(mount_point: str, owner_pid: int) -> None:
+    own, theirs = mount_namespace("self"), mount_namespace(owner_pid)
     if theirs and own != theirs:
         import subprocess
 
@@ -141,18 +141,6 @@ def _unmount_in(mount_point: str, owner_pid: int) -> None:
         if proc.returncode != 0:
             raise HostError(f"cannot unmount {mount_point} in the shim's mount namespace: {proc.stderr.strip()}")
     host.unmount_all(mount_point)
-
-
-def hand_over_volume(source: str, device: str, owner_pid: int, timeout: float = 20.0) -> None:
-    """Unmounts a block volume's file system at `source` (in the shim's mount namespace, the host's) and
-    waits until nothing claims its device (the rootfs's O_EXCL check): only then may a VM write to it."""
-    _unmount_in(source, owner_pid)
-    deadline = time.monotonic() + timeout
-    while _claimed(device, gone_ok=False):
-        if time.monotonic() > deadline:
-            raise HostError(f"block volume {device} is still in use after its unmount from {source}; a VM must "
-                            f"not write to a mounted device: unmount it everywhere (see `findmnt {device}`)")
-        time.sleep(0.02)
 
 
 def verify_unmounted(info: RootfsInfo, timeout: float = 20.0) -> None:
@@ -182,14 +170,14 @@ def _still_in_use(info: RootfsInfo) -> str:
     count: nothing can write through it once nothing mounts it."""
     if info.kind is RootfsKind.BLOCKFILE:
         loops = [d for d, b in host.loop_devices().items() if b == info.backing_file]
-        busy = [d for d in loops if _claimed(d, gone_ok=True)]
+        busy = [d for d in loops if claimed(d, gone_ok=True)]
         return f"loop device {', '.join(busy)} of {info.backing_file} is still mounted" if busy else ""
-    if info.kind in (RootfsKind.DEVMAPPER, RootfsKind.BLOCK) and _claimed(info.source, gone_ok=False):
+    if info.kind in (RootfsKind.DEVMAPPER, RootfsKind.BLOCK) and claimed(info.source, gone_ok=False):
         return f"{info.source} is busy (mounted or held open)"
     return ""
 
 
-def _claimed(device: str, *, gone_ok: bool) -> bool:
+def claimed(device: str, *, gone_ok: bool) -> bool:
     try:
         fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC)
     except OSError as exc:

@@ -18,6 +18,13 @@ them they name; the ones ukrun must own are refused there):
   so the guest may keep what it read; writes still go through to the folder at once (no `--writeback`).
 - `--log-level=warn` to a log file in the state folder: virtiofsd's routine messages stay off the
   container's console, its warnings stay readable until the container is deleted.
+- `--modcaps=-mknod:-setfcap`: virtiofsd runs as root, so that the guest's files keep their owners, with
+  the capabilities it keeps by default; without CAP_MKNOD and CAP_SETFCAP the guest cannot make device
+  nodes (which would open the host's disks to whoever later uses the folder) or give files capabilities.
+  No capability keeps an owner from setting the set-user-ID and set-group-ID bits of its own file, so
+  the init also runs virtiofsd under ukrun.fsguard's seccomp filter, which refuses those modes (and device
+  nodes, whatever `options` say): the folder on the host never gets a set-ID file from the guest.
+Where fsguard does not know the machine's system calls, virtio-fs is not offered (`auto` takes 9p).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ SOCKET = "virtiofs.sock"  # in the container's state folder
 LOG = "virtiofsd.log"
 SOCKET_FD = 3
 SUN_PATH_MAX = 107  # a Unix socket's path, in bytes, without its terminating NUL
-DEFAULTS = (("--sandbox", "namespace"), ("--cache", "always"), ("--log-level", "warn"))
+DEFAULTS = (("--sandbox", "namespace"), ("--cache", "always"), ("--log-level", "warn"),
+            ("--modcaps", "-mknod:-setfcap"))
 OWNED = ("--fd", "--socket-path", "--socket", "--shared-dir", "--socket-group", "--syslog")
 
 
@@ -49,6 +57,7 @@ class VirtiofsdFacts(NamedTuple):
     path: str = ""  # [extra_binaries.virtiofsd] path; "" when not configured
     executable: bool = False  # the path is an executable file
     options: str = ""  # [extra_binaries.virtiofsd] options
+    confined: bool = True  # ukrun.fsguard knows this machine's system calls
 
 
 class VirtiofsdPlan(NamedTuple):
@@ -95,6 +104,8 @@ def _missing(guest: guests.UnikernelType, monitor: hv.Hypervisor, vfsd: Virtiofs
         return f"ukrun shares folders over virtio-fs on qemu only, not on {monitor.name}"
     if not vfsd.path:
         return "no virtiofsd is configured ([extra_binaries.virtiofsd] path)"
+    if not vfsd.confined:
+        return "ukrun cannot confine virtiofsd on this machine's architecture (ukrun.fsguard)"
     return ""
 
 
