@@ -45,6 +45,13 @@ class NetDevice(NamedTuple):
     mac: str
 
 
+class SerialPort(NamedTuple):
+    """A virtio-serial port the guest sees as `name`, served by the monitor on a Unix socket it listens on."""
+
+    name: str
+    socket: str
+
+
 class ExitDevice(NamedTuple):
     """qemu's isa-debug-exit: a guest writing v to the port makes qemu exit with (v << 1) | 1."""
 
@@ -75,6 +82,7 @@ class MonitorSpec(NamedTuple):
     exit_device: ExitDevice | None = None
     seccomp: bool = True  # the monitor's own sandbox (qemu -sandbox, cloud-hypervisor --seccomp, ...)
     workdir: str = ""  # the container's state folder: where a monitor's configuration file goes
+    serial_ports: tuple[SerialPort, ...] = ()  # exec sessions (runtime.execplan)
 
 
 class MonitorLaunch(NamedTuple):
@@ -98,6 +106,7 @@ class Hypervisor(ABC):
     can_virtiofs: ClassVar[bool] = False  # virtio-fs folders (vhost-user-fs), with ukrun's 9p files share beside
     max_initrds: ClassVar[int] = 1
     reads_manifest: ClassVar[bool] = False  # attaches devices by the names the kernel's Solo5 manifest declares
+    serial_ports: ClassVar[bool] = False  # named virtio-serial ports on Unix sockets (exec's transport)
 
     def __init__(self, path: str = "") -> None:
         self.path = path
@@ -116,6 +125,8 @@ class Hypervisor(ABC):
                              "(devmapper, blockfile) or a monitor that shares folders (qemu)")
         if spec.virtiofs is not None and not self.can_virtiofs:
             raise UkrunError(f"monitor {self.name} cannot share a folder over virtio-fs here; use qemu or 9p")
+        if spec.serial_ports and not self.serial_ports:
+            raise UkrunError(f"monitor {self.name} has no virtio-serial ports here; exec into a guest needs qemu")
         if len(spec.initrds) > self.max_initrds:
             raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
                              f"{len(spec.initrds)}: {', '.join(spec.initrds)}")

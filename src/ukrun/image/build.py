@@ -14,6 +14,7 @@ Spec:
     initrd_path = "/unikernel/initrd"
     cmdline = "console=ttyS0"
     mount_rootfs = true
+    exec_agent = true         # linux with mount_rootfs: ukrun's exec agent at /.ukrun/exec-agent (default)
     [files]                   # optional: "/path/in/image" = "file-or-folder next to the spec"
     [[layers]]                # optional, above the artifacts
     files = { "/etc/motd" = "motd" }
@@ -40,6 +41,8 @@ from ukrun.unikernel import URUNC_JSON, UnikernelConfig, parse_urunc_json
 
 MTIME = 0
 ARCH = oci.host_arch()
+# ukrun's exec agent for Linux guests (guest/exec-agent.c), compiled by scripts/setup
+EXEC_AGENT = Path(__file__).resolve().parents[1] / "guest" / "exec-agent"
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,17 @@ def build_unikernel_image(
     base: Sequence[Entry] = (),
     above: Sequence[Sequence[Entry]] = (),
     cmd: Sequence[str] = (),
+    exec_agent: bool = False,
 ) -> str:
-    """Writes a urunc-compatible image to `out`; returns its manifest digest."""
+    """Writes a urunc-compatible image to `out`; returns its manifest digest. With `exec_agent`, the base
+    layer carries ukrun's exec agent, which a Linux guest's init starts (runtime.execplan)."""
+    if exec_agent:
+        if not EXEC_AGENT.is_file():
+            raise ConfigError(f"ukrun's exec agent {EXEC_AGENT} is not built: run scripts/setup, which compiles "
+                              "it, or build without it (exec_agent = false under [unikernel])")
+        from ukrun.runtime.execplan import AGENT
+
+        base = [*base, Entry(AGENT, source=EXEC_AGENT, mode=0o755)]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ukrun-build-") as tmp:
         builder = ImageBuilder(name, Path(tmp))
         if base:
@@ -279,4 +291,5 @@ def build_from_spec(spec_path: Path, out: Path) -> str:
     if not name:
         raise ConfigError(f"{spec_path}: set name = \"<image name>\"")
     cmd = [str(c) for c in spec.get("cmd", [])]
-    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd)
+    agent = bool(uk.get("exec_agent", config.unikernel_type == "linux" and config.mount_rootfs))
+    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd, exec_agent=agent)

@@ -83,8 +83,21 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         artifacts=artifacts, state_dir=state_dir, mounts=found.mounts, netns=found.netns,
         interface=found.interface, taps=found.taps, annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
-        virtiofsd=found.virtiofsd,
+        virtiofsd=found.virtiofsd, exec_agent=exec_agent(spec, uk_config),
     )
+
+
+def exec_agent(spec: Spec, uk_config: UnikernelConfig) -> bool:
+    """Whether a Linux image's rootfs carries ukrun's exec agent, a regular file as the guest resolves it."""
+    from ukrun.runtime.execplan import AGENT
+
+    if uk_config.unikernel_type != "linux" or not uk_config.mount_rootfs:
+        return False
+    try:
+        paths.resolve_file(spec.rootfs, AGENT, "the exec agent")
+    except (ImageError, OSError):
+        return False
+    return True
 
 
 def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
+from ukrun.runtime.execplan import ExecPlan, exec_plan
 from ukrun.runtime.handoff import Handoff, RootDecision, RootfsInfo, SnapshotMount, decide
 from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
 from ukrun.runtime.netplan import network_plan
@@ -87,6 +88,7 @@ class Facts(NamedTuple):
     manifest: Manifest | ManifestError | None = None  # a Solo5 monitor's: the kernel's manifest, or why it has none
     rootfs_share: str = "auto"  # [runtime] rootfs_share
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
+    exec_agent: bool = False  # the image carries ukrun's exec agent (runtime.execplan.AGENT)
 
 
 class JoinedInitrd(NamedTuple):
@@ -126,6 +128,7 @@ class LaunchPlan(NamedTuple):
     notes: tuple[str, ...] = ()
     volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
     joined_initrd: JoinedInitrd | None = None
+    exec: ExecPlan = ExecPlan(())
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -159,6 +162,7 @@ class LaunchPlan(NamedTuple):
                 "path": self.joined_initrd.path, "image": self.joined_initrd.image,
                 "appended_bytes": len(self.joined_initrd.appended)},
             "notes": list(self.notes),
+            "exec": {"ports": [p.socket for p in self.exec.ports], "refusal": self.exec.refusal},
         }
 
 
@@ -184,6 +188,8 @@ def plan(facts: Facts) -> LaunchPlan:
     req = GuestRequest(cfg, facts.process, root, monitor.name, guest_blocks, net, names.net)
     notes += mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)
+    execs = exec_plan(guest, monitor, req, facts.state_dir, facts.exec_agent)
+    req = req._replace(exec_ports=len(execs.ports))
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
     shares: tuple[hv.Share, ...] = ()
@@ -221,6 +227,7 @@ def plan(facts: Facts) -> LaunchPlan:
         virtiofs=hv.VirtioFs(guests.ROOT_TAG, daemon.socket) if daemon else None,
         nets=(hv.NetDevice(names.net, net.tap, net.mac),) if net is not None else (),
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
+        serial_ports=execs.ports,
     )
     launch = monitor.launch(spec, facts.monitor.binary)
     monitor_files += [(p, text.encode()) for p, text in launch.files]
@@ -235,7 +242,7 @@ def plan(facts: Facts) -> LaunchPlan:
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
-        volumes=mounts.volumes, joined_initrd=joined,
+        volumes=mounts.volumes, joined_initrd=joined, exec=execs,
     )
 
 

@@ -9,6 +9,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 @register
 class Hermit(UnikernelType):
     name = "hermit"
+    label = "a Hermit unikernel"
     monitors = ("qemu",)
     initrd_root = True
 

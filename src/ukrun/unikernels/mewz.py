@@ -11,6 +11,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 @register
 class Mewz(UnikernelType):
     name = "mewz"
+    label = "a Mewz unikernel"
     monitors = ("qemu",)
     exit_device = ExitDevice(0x501, 2)
     exit_decoding = ExitDecoding.DEBUG_EXIT

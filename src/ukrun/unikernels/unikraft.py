@@ -27,6 +27,7 @@ def _version(text: str) -> tuple[int, ...] | None:
 @register
 class Unikraft(UnikernelType):
     name = "unikraft"
+    label = "a Unikraft unikernel"
     monitors = ("qemu", "firecracker")
     shares_root = True
     initrd_root = True
