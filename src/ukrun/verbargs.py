@@ -135,12 +135,13 @@ def _ours(root: str, name: str) -> bool:
 
 def _dispatch(g: Globals, verb: str, args: Args) -> int:
     from ukrun.errors import UkrunError
-    from ukrun.runtime import control
 
     if verb == "exec":
         from ukrun.runtime import execverb
 
         return execverb.exec_(g.root, args)
+    from ukrun.runtime import control
+
     if verb == "ps":
         fmt = args.value("--format", "table")
         if fmt not in ("table", "json"):

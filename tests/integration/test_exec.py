@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from testbed import containerd as ctd
+from testbed import guest
+from tests.integration.conftest import APP, SNAPSHOTTER, arm_file
 from tests.integration.runner import UKRUN, Runner
 
 
@@ -139,3 +141,75 @@ def test_the_shims_exec_flags_never_reach_a_parser_error(runner: Runner, tmp_pat
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={**os.environ})
     assert proc.returncode == 1 and "usage" not in (proc.stdout + proc.stderr).lower()
     assert '"level": "error"' in log.read_text() and "unknown flag --bogus" in log.read_text()
+
+
+def test_an_exec_killed_while_the_guest_boots_takes_its_host_process_along(runner: Runner) -> None:
+    # exec killed at once: its host process, waiting for the guest to boot and answer, dies with it
+    # (PR_SET_PDEATHSIG) instead of holding an exec port and a place in the container's cgroup meanwhile
+    proc = runner.run("x8", "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",))
+    assert proc.returncode == 0, proc.stderr
+    runner.wait_status("x8", "RUNNING")
+    arm_file(runner.daemon.dir).write_text("exec-after-fork")
+    assert _exec(runner, "x8", "k1", "/bin/busybox", "sleep", "306").returncode != 0
+    assert not arm_file(runner.daemon.dir).exists()
+    time.sleep(2)  # the guest is still booting (seconds under TCG): a surviving host process would still wait
+    pids = runner.ctr("task", "ps", "x8").stdout.splitlines()[1:]
+    assert len(pids) == 2, pids
+
+
+def test_execs_beyond_the_guests_ports_are_refused_and_a_killed_exec_leaves_nothing(runner: Runner) -> None:
+    _running(runner, "x7")
+    sleepers = [_background(runner, "x7", f"p{i}", "/bin/busybox", "sleep", f"31{i}") for i in range(4)]
+    # the shim's pid file of an exec exists once the guest has started its process
+    bundle = runner.daemon.dir / "state" / "io.containerd.runtime.v2.task" / runner.ns / "x7"
+    assert ctd.wait_for(lambda: all((bundle / f"p{i}.pid").exists() for i in range(4)), timeout=120, interval=0.5)
+    fifth = _exec(runner, "x7", "p4", "/bin/true")
+    assert fifth.returncode != 0
+    assert "container x7 already runs 4 execs, as many as its guest serves at once: wait for one to end" in fifth.stderr
+    for i, sleeper in enumerate(sleepers):
+        runner.ctr("task", "kill", "--exec-id", f"p{i}", "--signal", "SIGKILL", "x7")
+        sleeper.wait(timeout=60)
+    # exec killed after the guest started its process, before it wrote the pid file: its host process dies
+    # with it (PR_SET_PDEATHSIG), and the guest kills what that process held
+    arm_file(runner.daemon.dir).write_text("exec-before-pid-file")
+    assert _exec(runner, "x7", "k1", "/bin/busybox", "sleep", "305").returncode != 0
+    assert not arm_file(runner.daemon.dir).exists()
+    assert ctd.wait_for(lambda: not _guest_has(runner, "x7", "sleep 305"), timeout=30, interval=0.5)
+    pids = runner.ctr("task", "ps", "x7").stdout.splitlines()[1:]
+    assert len(pids) == 2, pids  # the init and qemu: no exec's host process stayed
+
+
+HOSTILE_AGENT = """#!/bin/sh
+# Answers any exec with the header of a 2 GiB stdout frame, then nothing.
+b=/bin/busybox
+for i in $($b seq 200); do
+  for d in /sys/class/virtio-ports/*; do
+    [ "$($b cat $d/name 2>/dev/null)" = io.ukrun.exec.0 ] && port=/dev/${d##*/}
+  done
+  [ -n "$port" ] && break
+  $b sleep 0.05
+done
+$b printf 'O\\177\\377\\377\\377' > "$port"
+exec $b sleep 1000 < "$port"
+"""
+
+
+def test_what_a_hostile_guest_sends_back_ends_the_exec_at_once(runner: Runner, image_dir: Path) -> None:
+    from ukrun.image.build import Entry
+
+    image = "ukrun/hostile-agent:1"
+    tar = guest.linux_image(image_dir / "guest", image, APP,
+                            above=[[Entry("/.ukrun/exec-agent", data=HOSTILE_AGENT.encode(), mode=0o755)]])
+    runner.daemon.import_image(runner.ns, tar, SNAPSHOTTER)
+    log = runner.fifo_dir.parent / "h1.log"
+    proc = runner.run("h1", "/bin/sh", "/app/run.sh", "sleep", image=image,
+                      flags=("--detach", "--log-uri", f"file://{log}"))
+    assert proc.returncode == 0, proc.stderr
+    assert ctd.wait_for(lambda: log.exists() and "guest sleeping" in log.read_text(), timeout=120, interval=0.2)
+    t0 = time.monotonic()
+    refused = _exec(runner, "h1", "e1", "/bin/true", timeout=60)
+    took = time.monotonic() - t0
+    assert refused.returncode != 0 and "container h1: the guest sent a O frame of 2147483647 bytes" in refused.stderr, (
+        refused.stderr)
+    assert took < 30, took  # never the wait for a payload that will not come
+    assert len(runner.ctr("task", "ps", "h1").stdout.splitlines()[1:]) == 2

@@ -21,6 +21,10 @@ import time
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 MIB = 1 << 20
 
 
@@ -134,7 +138,7 @@ def _state(folder: str, name: str) -> str:
     return events.get("frozen", "")
 
 
-def update(root: str, container_id: str, resources: dict[str, object]) -> list[str]:
+def update(root: str, container_id: str, resources: Mapping[str, object]) -> list[str]:
     """Applies what can be applied; returns what was, as `file = value` (logged)."""
     from ukrun.logs import log
 
@@ -161,7 +165,7 @@ def update(root: str, container_id: str, resources: dict[str, object]) -> list[s
     return done
 
 
-def cgroup_writes(resources: dict[str, object], folders: list[str]) -> list[tuple[str, str, str]]:
+def cgroup_writes(resources: Mapping[str, object], folders: list[str]) -> list[tuple[str, str, str]]:
     """The (folder, file, value) writes that apply the resources' CPU and pids limits, in order, to the
     folders that have those files (cgroup v1 controllers or v2)."""
     cpu = resources.get("cpu") if isinstance(resources.get("cpu"), dict) else {}

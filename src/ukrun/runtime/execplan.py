@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 from ukrun.hypervisors.base import Hypervisor, SerialPort
 from ukrun.runtime.shareplan import SUN_PATH_MAX
+from ukrun.runtime.state import EXEC_FOLDER
 from ukrun.unikernels.base import GuestRequest, UnikernelType
 
 PORTS = 4
-FOLDER = "exec"  # in the container's state folder: the sockets 0..PORTS-1 and their locks <i>.lock
 PORT_NAME = "io.ukrun.exec."
 AGENT = "/.ukrun/exec-agent"  # in the image
 
@@ -31,7 +31,7 @@ class ExecPlan(NamedTuple):
 
 def exec_plan(guest: UnikernelType, monitor: Hypervisor, req: GuestRequest, state_dir: str,
               agent: bool) -> ExecPlan:
-    folder = f"{state_dir}/{FOLDER}"
+    folder = f"{state_dir}/{EXEC_FOLDER}"  # the sockets 0..PORTS-1 and their locks <i>.lock
     refusal = _refusal(guest, monitor, req, folder, agent)
     if refusal:
         return ExecPlan((), "", refusal)

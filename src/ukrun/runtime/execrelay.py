@@ -22,10 +22,10 @@ import signal
 import socket
 import time
 
+from ukrun import crashpoints
 from ukrun import execwire as wire
 from ukrun.errors import UkrunError
 from ukrun.runtime import state as st
-from ukrun.runtime.execplan import FOLDER
 
 START_TIMEOUT = 60.0
 HIGH = 256 * 1024
@@ -41,7 +41,7 @@ class Session:
 
     def __init__(self, root: str, record: st.ContainerState) -> None:
         self.id = record.id
-        folder = os.path.join(st.container_dir(root, record.id), FOLDER)
+        folder = os.path.join(st.container_dir(root, record.id), st.EXEC_FOLDER)
         self.lock = -1
         for i in range(record.exec_ports):
             fd = os.open(os.path.join(folder, f"{i}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -126,10 +126,13 @@ def launch(root: str, record: st.ContainerState, proc: wire.Process, detach: boo
     os.close(report_w)
     os.close(go_r)
     with os.fdopen(report_r, "rb") as report:
+        if report.readline() == b"armed\n":  # from here on the host process dies with this one
+            crashpoints.point("exec-after-fork")
         line = report.readline().decode(errors="replace").rstrip("\n")
         if not line.startswith("ok"):
             os.waitpid(child, 0)
             raise UkrunError(line.removeprefix("err ") or f"the exec's host process for container {record.id} died")
+        crashpoints.point("exec-before-pid-file")  # the host process dies with this one, the guest's with it
         if pid_file:
             tmp = os.path.join(os.path.dirname(pid_file) or ".", f".{os.path.basename(pid_file)}.tmp")
             with open(tmp, "w") as f:
@@ -151,6 +154,7 @@ def _host_process(root: str, record: st.ContainerState, proc: wire.Process, cons
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
+        os.write(report, b"armed\n")
         for folder in record.cgroups:  # the container's processes include its execs (ps, kill --all, delete)
             with contextlib.suppress(OSError), open(os.path.join(folder, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
