@@ -100,11 +100,11 @@ def test_ukrun_build_puts_the_exec_agent_in_a_linux_image_unless_told_not_to(tmp
 def test_the_exec_agent_builds_to_the_same_bytes(tmp_path: Path) -> None:
     if shutil.which("musl-gcc") is None or not EXEC_AGENT.is_file():
         pytest.skip("musl-gcc or the built agent is missing: run scripts/setup")
-    source = EXEC_AGENT.with_suffix(".c")
-    setup = Path(__file__).resolve().parents[2] / "scripts" / "setup"
-    line = next(line for line in setup.read_text().splitlines() if "musl-gcc" in line and "exec-agent.c" in line)
-    flags = line.split("musl-gcc", 1)[1].split("-o exec-agent.tmp")[0].split()
-    shutil.copy(source, tmp_path / "exec-agent.c")
-    subprocess.run(["musl-gcc", *flags, "-o", "again", "exec-agent.c"], cwd=tmp_path, check=True)
+    setup = (Path(__file__).resolve().parents[2] / "scripts" / "setup").read_text().replace("\\\n", " ")
+    line = next(line for line in setup.splitlines() if "musl-gcc" in line)
+    flags, sources = line.split("musl-gcc", 1)[1].split("&&")[0].split("-o exec-agent.tmp")
+    for name in (*sources.split(), "exec-agent.h"):
+        shutil.copy(EXEC_AGENT.parent / name, tmp_path / name)
+    subprocess.run(["musl-gcc", *flags.split(), "-o", "again", *sources.split()], cwd=tmp_path, check=True)
     digest = hashlib.sha256((tmp_path / "again").read_bytes()).hexdigest()
     assert digest == hashlib.sha256(EXEC_AGENT.read_bytes()).hexdigest()

@@ -14,53 +14,12 @@
  * host to connect without spinning (virtio-serial raises SIGIO when the host end opens or closes, and a
  * read returns 0 while nobody is connected).
  *
- * Built statically (scripts/setup, musl) and put in images at /.ukrun/exec-agent by `ukrun build`.
+ * exec-start.c starts a session's process. Built statically (scripts/setup, musl) and put in images at
+ * /.ukrun/exec-agent by `ukrun build`.
  */
-#define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <poll.h>
-#include <pty.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/signalfd.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <termios.h>
-#include <unistd.h>
+#include "exec-agent.h"
 
-#define PREFIX "io.ukrun.exec."
-#define MAX_PORTS 16
-#define MAX_START (1 << 20) /* a START frame: the environment of a Kubernetes pod can be large */
-#define MAX_DATA 32768      /* any other frame, either way */
-#define HIGH (256 * 1024)   /* a buffer this full stops reading from its source */
-#define MAX_GROUPS 64
-#define HEADER 5            /* type (1 byte), payload length (4 bytes, big-endian) */
-#define START_FIXED 44
-
-extern char **environ;
-
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
-struct server {
-	int port, sfd, connected;
-	struct buf in, out; /* from the host, to the host */
-	pid_t pid;          /* the session's process; 0: none */
-	int tty, fd_in, fd_out, fd_err, stdin_eof;
-	struct buf to_child;
-	unsigned char nonce[8];
-};
-
-static void put(struct buf *b, const void *data, size_t n)
+void put(struct buf *b, const void *data, size_t n)
 {
 	if (b->len + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 4096;
@@ -82,12 +41,12 @@ static void drop(struct buf *b, size_t n)
 	b->len -= n;
 }
 
-static uint32_t be32(const unsigned char *p)
+uint32_t be32(const unsigned char *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void frame(struct server *s, char type, const void *a, size_t na, const void *b, size_t nb)
+void frame(struct server *s, char type, const void *a, size_t na, const void *b, size_t nb)
 {
 	unsigned char h[HEADER] = {(unsigned char)type};
 	uint32_t n = (uint32_t)(na + nb);
@@ -97,7 +56,7 @@ static void frame(struct server *s, char type, const void *a, size_t na, const v
 	put(&s->out, b, nb);
 }
 
-static void closefd(int *fd)
+void closefd(int *fd)
 {
 	if (*fd >= 0)
 		close(*fd);
@@ -105,7 +64,7 @@ static void closefd(int *fd)
 }
 
 /* The session ends: its process group is killed if it still runs (reaped later, on SIGCHLD). */
-static void end_session(struct server *s)
+void end_session(struct server *s)
 {
 	if (s->pid > 0) {
 		kill(-s->pid, SIGKILL);
@@ -159,151 +118,6 @@ static void reap(struct server *s)
 		s->pid = 0;
 		end_session(s);
 	}
-}
-
-static void fail_child(int errfd, const char *fmt, const char *what, int err)
-{
-	char msg[512];
-	int n = snprintf(msg, sizeof msg, fmt, what, strerror(err));
-	if (write(errfd, msg, n > 0 && (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1) < 0)
-		_exit(126);
-	_exit(127);
-}
-
-struct start {
-	uint32_t uid, gid, umask, flags, ngroups, nargs, nenv;
-	uint16_t rows, cols;
-	gid_t groups[MAX_GROUPS];
-	char *cwd, **argv, **envp;
-};
-
-/* Parses a START payload (see execwire.py): the string table it returns (to free) holds the working
- * folder, then `argv` and `envp`, which point into `p`; NULL when the payload is malformed. */
-static char **parse_start(struct server *s, unsigned char *p, size_t n, struct start *st)
-{
-	if (n < START_FIXED || memcmp(p, "UKX1", 4) != 0)
-		return NULL;
-	memcpy(s->nonce, p + 4, 8);
-	st->uid = be32(p + 12), st->gid = be32(p + 16), st->umask = be32(p + 20), st->flags = be32(p + 24);
-	st->rows = (uint16_t)(p[28] << 8 | p[29]), st->cols = (uint16_t)(p[30] << 8 | p[31]);
-	st->ngroups = be32(p + 32), st->nargs = be32(p + 36), st->nenv = be32(p + 40);
-	if (st->ngroups > MAX_GROUPS || st->nargs < 1 || st->nargs > 65536 || st->nenv > 65536)
-		return NULL;
-	size_t off = START_FIXED;
-	if (n - off < (size_t)st->ngroups * 4)
-		return NULL;
-	for (uint32_t i = 0; i < st->ngroups; i++, off += 4)
-		st->groups[i] = be32(p + off);
-	/* v: cwd, the arguments, NULL, the environment, NULL */
-	char **v = calloc(st->nargs + st->nenv + 3, sizeof *v);
-	if (!v)
-		_exit(111);
-	for (size_t i = 0; i < 1 + st->nargs + st->nenv; i++) {
-		char *end = off < n ? memchr(p + off, 0, n - off) : NULL;
-		if (!end) {
-			free(v);
-			return NULL;
-		}
-		v[i > st->nargs ? i + 1 : i] = (char *)p + off;
-		off = (size_t)(end - (char *)p) + 1;
-	}
-	if (off != n) {
-		free(v);
-		return NULL;
-	}
-	st->cwd = v[0];
-	st->argv = v + 1;
-	st->envp = v + 2 + st->nargs;
-	return v;
-}
-
-static void start_session(struct server *s, unsigned char *p, size_t n)
-{
-	struct start st;
-	end_session(s);
-	char **table = parse_start(s, p, n, &st);
-	if (!table) {
-		const char *msg = "the guest's exec agent got a malformed request";
-		frame(s, 'F', s->nonce, 8, msg, strlen(msg));
-		return;
-	}
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, master = -1, slave = -1, errp[2];
-	s->tty = st.flags & 1;
-	if (s->tty) {
-		struct winsize ws = {.ws_row = st.rows, .ws_col = st.cols};
-		if (openpty(&master, &slave, NULL, NULL, st.rows && st.cols ? &ws : NULL) < 0) {
-			char msg[256];
-			int m = snprintf(msg, sizeof msg, "cannot open a terminal in the guest (%s): its init must mount "
-				"devpts at /dev/pts", strerror(errno));
-			frame(s, 'F', s->nonce, 8, msg, (size_t)m);
-			free(table);
-			return;
-		}
-	} else if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
-		_exit(111);
-	}
-	if (pipe2(errp, O_CLOEXEC))
-		_exit(111);
-	pid_t pid = fork();
-	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		setsid();
-		if (s->tty) {
-			ioctl(slave, TIOCSCTTY, 0);
-			dup2(slave, 0), dup2(slave, 1), dup2(slave, 2);
-			if (slave > 2)
-				close(slave);
-			close(master);
-		} else {
-			dup2(in[0], 0), dup2(out[1], 1), dup2(err[1], 2);
-		}
-		if (st.umask != 0xFFFFFFFFu)
-			umask(st.umask & 0777);
-		if (setgroups(st.ngroups, st.groups) || setgid(st.gid) || setuid(st.uid)) {
-			char user[32];
-			snprintf(user, sizeof user, "%u:%u", st.uid, st.gid);
-			fail_child(errp[1], "cannot switch to user %s in the guest: %s", user, errno);
-		}
-		if (chdir(st.cwd))
-			fail_child(errp[1], "cannot enter the working folder %s in the guest: %s", st.cwd, errno);
-		environ = st.envp;
-		execvp(st.argv[0], st.argv);
-		fail_child(errp[1], "cannot run %s in the guest: %s", st.argv[0], errno);
-	}
-	close(errp[1]);
-	if (s->tty) {
-		close(slave);
-		s->fd_out = master;
-		s->fd_in = fcntl(master, F_DUPFD_CLOEXEC, 3);
-		fcntl(master, F_SETFD, FD_CLOEXEC);
-	} else {
-		close(in[0]), close(out[1]), close(err[1]);
-		s->fd_in = in[1], s->fd_out = out[0], s->fd_err = err[0];
-	}
-	free(table);
-	char msg[512];
-	ssize_t m, got = 0;
-	while ((m = read(errp[0], msg + got, sizeof msg - 1 - (size_t)got)) > 0 || (m < 0 && errno == EINTR))
-		got += m > 0 ? m : 0;
-	close(errp[0]);
-	if (pid < 0 || got > 0) {
-		if (pid < 0)
-			got = snprintf(msg, sizeof msg, "cannot fork in the guest: %s", strerror(errno));
-		frame(s, 'F', s->nonce, 8, msg, (size_t)got);
-		end_session(s); /* the child exited 127; reaped on SIGCHLD */
-		return;
-	}
-	fcntl(s->fd_in, F_SETFL, O_NONBLOCK);
-	fcntl(s->fd_out, F_SETFL, O_NONBLOCK);
-	if (s->fd_err >= 0)
-		fcntl(s->fd_err, F_SETFL, O_NONBLOCK);
-	s->pid = pid;
-	unsigned char v[4] = {(unsigned char)(pid >> 24), (unsigned char)(pid >> 16), (unsigned char)(pid >> 8),
-			      (unsigned char)pid};
-	frame(s, 'P', s->nonce, 8, v, 4);
 }
 
 static void handle(struct server *s, char type, unsigned char *p, uint32_t n)

@@ -41,7 +41,7 @@ from ukrun.unikernel import URUNC_JSON, UnikernelConfig, parse_urunc_json
 
 MTIME = 0
 ARCH = oci.host_arch()
-# ukrun's exec agent for Linux guests (guest/exec-agent.c), compiled by scripts/setup
+# ukrun's exec agent for Linux guests (guest/exec-*.c), compiled by scripts/setup
 EXEC_AGENT = Path(__file__).resolve().parents[1] / "guest" / "exec-agent"
 
 

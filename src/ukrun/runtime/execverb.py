@@ -34,9 +34,9 @@ def exec_(root: str, args: Args) -> int:
     if not record.exec_ports:
         raise UkrunError(f"exec is not possible in container {args.id}: {record.exec_refusal or OLD_RECORD}")
     status = st.status(root, record)
-    if status == "paused" and not args.has("--ignore-paused"):
-        raise UkrunError(f"container {args.id} is paused: resume it before exec")
-    if status not in ("running", "paused"):
+    if status == "paused":  # even with --ignore-paused: a frozen guest starts nothing, and would hold `exec`
+        raise UkrunError(f"container {args.id} is paused, its VM frozen: resume it before exec")
+    if status != "running":
         raise UkrunError(f"container {args.id} is {status}: exec needs a running container")
     for unsupported in ("--preserve-fds", "--pidfd-socket", "--cgroup"):
         if args.value(unsupported) not in ("", "0"):
