@@ -232,6 +232,8 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if plan["joined_initrd"]:
         j = plan["joined_initrd"]
         print(f"initrd     {j['path']} = {j['image']} + {j['appended_bytes']} bytes of the spec's files")
+    ports = plan["exec"]["ports"]
+    print(f"exec       {f'{len(ports)} ports in {os.path.dirname(ports[0])}' if ports else plan['exec']['refusal']}")
     print(f"argv       {' '.join(plan['argv'])}")
     print(f"exit code  {plan['exit_decoding']}")
     for note in plan["notes"]:
