@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks import plots
 from benchmarks.results import (
+    EXECS,
     ArtifactsResult,
     Machine,
     RuntimeResult,
@@ -215,6 +216,10 @@ def write(results: Path, docs: Path) -> Path:
                        f"| {v.ukrun_ms - v.runc_ms:+.1f} ms |")
         out.append(f"| `state`, whole process, median of 30 | {_ms(r.state_ms['ukrun'])} | "
                    f"{_ms(r.state_ms['runc'])} | {r.state_ms['ukrun'] - r.state_ms['runc']:+.1f} ms |")
+        if r.exec_ms:
+            out.append(f"| `ctr task exec` of `true` in a booted guest, whole process, median of {EXECS} "
+                       f"alternating | {_ms(r.exec_ms['ukrun'])} | {_ms(r.exec_ms['runc'])} | "
+                       f"{r.exec_ms['ukrun'] - r.exec_ms['runc']:+.1f} ms |")
         out += ["", "ukrun's phases after the start of `create` (median ms; `init:monitor-exec` waits for "
                 "`start`): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.phases_ms.items(), key=lambda kv: kv[1])),
                 "", "Import time of the hot verbs, interpreter start included: "

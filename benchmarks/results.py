@@ -86,6 +86,9 @@ class VerbCost:
     runc_peak_kib: int
 
 
+EXECS = 10  # `ctr task exec` calls of each kind in the runtime benchmark
+
+
 @dataclass
 class RuntimeResult:
     containerd: str
@@ -96,12 +99,14 @@ class RuntimeResult:
     phases_ms: dict[str, float]  # ukrun's phase -> median ms after the start of create
     imports_ms: dict[str, float]  # hot verb -> import time, interpreter start included
     interpreter_ms: float = 0.0  # median whole-process `python -c pass`, alternating with `state`
+    exec_ms: dict[str, float] = field(default_factory=dict)  # "ukrun" / "runc": median `ctr task exec` of true
 
 
 def load_runtime(path: Path) -> RuntimeResult:
     d: dict[str, Any] = json.loads(path.read_text())
     return RuntimeResult(d["containerd"], d["command"], d["start_ms"], [VerbCost(**v) for v in d["verbs"]],
-                         d["state_ms"], d["phases_ms"], d["imports_ms"], d.get("interpreter_ms", 0.0))
+                         d["state_ms"], d["phases_ms"], d["imports_ms"], d.get("interpreter_ms", 0.0),
+                         d.get("exec_ms", {}))
 
 
 @dataclass

@@ -7,6 +7,8 @@
   memory: the shim runs a small recorder as the runtime binary, which times the real runtime as its
   child (the recorder's own start, the same for both, is not counted).
 - `state`: wall time of the whole process, ukrun vs runc, on a running container of each, 30 calls.
+- `exec`: wall time of a whole `ctr task exec` of `true`, ukrun (inside the booted guest's VM) vs runc,
+  alternating, EXECS calls each.
 - import costs of the hot verbs, from `python -X importtime`.
 
 `--runs` sets the number of alternating starts; `--json PATH` writes every figure printed
@@ -23,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.results import RuntimeResult, VerbCost, command_line, dump
+from benchmarks.results import EXECS, RuntimeResult, VerbCost, command_line, dump
 from testbed import containerd as ctd
 from testbed import guest, images
 from ukrun.image.build import Entry
@@ -73,6 +76,22 @@ def walls(cmds: list[list[str]], n: int) -> list[float]:
             subprocess.run(cmd, capture_output=True, check=True)
             mine.append((time.perf_counter() - t0) * 1000)
     return [statistics.median(t) for t in times]
+
+
+def exec_walls(ctr: Callable[..., subprocess.CompletedProcess[str]], fifo: Path) -> dict[str, float]:
+    """Median wall ms of `ctr task exec` of `true` in ukrun0 (its guest booted first: the first exec waits for
+    it) and in runc0, alternating."""
+    first = ctr("task", "exec", "--exec-id", "boot", "--fifo-dir", str(fifo), "ukrun0", "/bin/busybox", "true")
+    assert first.returncode == 0, first.stderr
+    times: dict[str, list[float]] = {"ukrun": [], "runc": []}
+    for i in range(EXECS):
+        for kind in times:
+            t0 = time.perf_counter()
+            proc = ctr("task", "exec", "--exec-id", f"b{i}", "--fifo-dir", str(fifo), f"{kind}0", "/bin/busybox",
+                       "true")
+            times[kind].append((time.perf_counter() - t0) * 1000)
+            assert proc.returncode == 0, proc.stderr
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> int:
@@ -134,6 +153,7 @@ def main() -> int:
                 ctr("task", "delete", cid)
                 ctr("containers", "delete", cid)
             costs[kind] = verb_costs(log)
+        execs = exec_walls(ctr, work / "fifo")
         state_ukrun, state_runc, interpreter = walls([
             [UKRUN, "--root", str(runc_root / "ukrun" / NS), "state", "ukrun0"],
             ["runc", "--root", str(runc_root / "runc" / NS), "state", "runc0"],
@@ -154,6 +174,8 @@ def main() -> int:
               f"ukrun {statistics.median(starts['ukrun']):6.1f} ms   "
               f"runc {statistics.median(starts['runc']):6.1f} ms   ratio {statistics.median(ratios):.2f} "
               f"(pairwise median; min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(f"ctr task exec of true, whole process, median of {EXECS} alternating: ukrun {execs['ukrun']:6.1f} ms   "
+              f"runc {execs['runc']:6.1f} ms")
         print("each verb as the shim runs it, whole process, median of 3 (peak memory of the largest run):")
         for verb in ("create", "start", "kill", "delete"):
             u, r = costs["ukrun"].get(verb, (0.0, 0)), costs["runc"].get(verb, (0.0, 0))
@@ -180,8 +202,8 @@ def main() -> int:
                      for v in ("create", "start", "kill", "delete")]
             dump(RuntimeResult(ctd.installed_version("2"), command_line(), starts, verbs,
                                {"ukrun": state_ukrun, "runc": state_runc},
-                               {k: statistics.median(v) for k, v in phases.items()}, imports, interpreter),
-                 opts.json)
+                               {k: statistics.median(v) for k, v in phases.items()}, imports, interpreter,
+                               execs), opts.json)
         return 0
     finally:
         for line in ctr("task", "ls").stdout.splitlines()[1:]:

@@ -1,12 +1,13 @@
 """A real Linux guest for the demo and the tests: the cached Debian kernel, a busybox initramfs, and an
 image whose rootfs holds a static busybox and the application.
 
-The initramfs's init loads the virtio, ext4, 9p and virtio-fs modules, mounts what `ukrun.root=` names
+The initramfs's init loads the virtio, ext4, 9p, virtio-fs and virtio-serial modules, mounts what `ukrun.root=` names
 (/dev/vda, the container's block rootfs handed over by ukrun, or a folder rootfs shared over 9p or
 virtio-fs), mounts the block devices `ukrun.blocks=` names (by virtio serial; ext4) in it, reads the script
 `ukrun.process=` names (written by ukrun: the spec's cwd, env and args) from that root or from the
-read-only share `ukrun.files=` names, switches root and runs it. A non-zero exit code is written to I/O
-port 0xf4 (qemu's isa-debug-exit); 0 powers off.
+read-only share `ukrun.files=` names, switches root, starts ukrun's exec agent when `ukrun.exec=` asks
+(with devpts mounted for exec terminals) and runs the script. A non-zero exit code is written to I/O port
+0xf4 (qemu's isa-debug-exit); 0 powers off.
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ from ukrun.unikernel import UnikernelConfig
 BUSYBOX = Path("/bin/busybox")
 MODULES = ("crc32c_generic", "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4", "9pnet", "netfs", "fscache", "9p",
-           "9pnet_virtio", "fuse", "virtiofs", "pvpanic", "pvpanic-pci", "failover", "net_failover", "virtio_net")
+           "9pnet_virtio", "fuse", "virtiofs", "pvpanic", "pvpanic-pci", "failover", "net_failover", "virtio_net",
+           "virtio_console")
 
-# Runs in the guest after switch_root, from the image's own busybox.
+# Runs in the guest after switch_root, from the image's own busybox. With ukrun.exec=<n>, ukrun's exec agent
+# (in the image, from `ukrun build`) serves the n exec ports, and terminals need devpts.
 AFTER_SWITCH = (
     "b=/bin/busybox; $b mkdir -p /proc /dev /sys /tmp; $b mount -t proc proc /proc; "
     "$b mount -t devtmpfs dev /dev; $b mount -t sysfs sys /sys; "
+    "$b mkdir -p /dev/pts; $b mount -t devpts devpts /dev/pts; "
+    "for w in $($b cat /proc/cmdline); do case $w in ukrun.exec=*) n=${w#ukrun.exec=} ;; esac; done; "
+    "if [ -n \"$n\" ] && [ -x /.ukrun/exec-agent ]; then /.ukrun/exec-agent \"$n\" </dev/null & fi; "
     's=$UKRUN_SCRIPT; unset UKRUN_SCRIPT; $b sh -c "$s"; c=$?; $b sync; $b umount -a -t ext4 2>/dev/null; '
     "$b mount -o remount,ro / 2>/dev/null; "
     'if [ $c -ne 0 ]; then $b printf "\\\\$($b printf %03o $c)" | '
@@ -166,5 +172,6 @@ def linux_image(workdir: Path, name: str, app: str, *, cmd: Sequence[str] = ("/b
         Entry("/app/run.sh", data=app.encode(), mode=0o755),
     ]
     out = workdir / f"{name.replace('/', '_').replace(':', '_')}.tar"
-    build_unikernel_image(out, name, config, kernel(), initrd, base=base, above=above, cmd=cmd, ports=ports)
+    build_unikernel_image(out, name, config, kernel(), initrd, base=base, above=above, cmd=cmd, ports=ports,
+                          exec_agent=True)
     return out

@@ -17,9 +17,10 @@ from ukrun.logs import log
 
 if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.fast import Globals
 
-RUNTIME_VERBS = ("create", "start", "state", "kill", "delete", "ps", "features")
-UNSUPPORTED = ("exec", "pause", "resume", "update", "checkpoint", "restore", "events", "run", "list", "spec")
+RUNTIME_VERBS = ("create", "start", "state", "kill", "delete", "features")
+UNSUPPORTED = ("run", "list", "spec")  # runc's, for its own containers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "text"), default="text")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--systemd-cgroup", action="store_true")
+    p.add_argument("--criu", help=argparse.SUPPRESS)
+    p.add_argument("--rootless", help=argparse.SUPPRESS)
     p.add_argument("--config", type=Path, help="config file (default $UKRUN_CONFIG or /etc/ukrun/config.toml)")
     p.add_argument("--address", help="containerd socket (default: the shim's, $CONTAINERD_ADDRESS, the config)")
     p.add_argument("--namespace", "-n", help="containerd namespace (default: the shim's, $CONTAINERD_NAMESPACE)")
@@ -51,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("delete", help="remove a container and what create made")
     d.add_argument("--force", "-f", action="store_true")
     d.add_argument("id")
-    ps = sub.add_parser("ps", help="list a container's processes")
-    ps.add_argument("--format", "-f", default="table")
-    ps.add_argument("id")
+    for verb, what in (("exec", "run a process in a container's Linux guest"), ("ps", "list a container's processes"),
+                       ("pause", "freeze a container"), ("resume", "thaw a paused container"),
+                       ("update", "apply CPU and pids limits"), ("events", "print a container's stats"),
+                       ("checkpoint", "refused for unikernels"), ("restore", "refused for unikernels")):
+        sub.add_parser(verb, help=f"{what} (runc's flags)", add_help=False)
     sub.add_parser("features", help="what this runtime supports, as JSON")
 
     b = sub.add_parser("build", help="write an OCI image layout tar for a unikernel from a TOML spec")
@@ -86,11 +91,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _unsupported(argv: list[str]) -> str | None:
-    """The verb, when argv names one that ukrun does not implement."""
-    for arg in argv:
-        if not arg.startswith("-"):
-            return arg if arg in UNSUPPORTED else None
-    return None
+    """The verb, when argv names one that ukrun leaves to runc."""
+    parsed = _split(argv, UNSUPPORTED)
+    return parsed[1] if parsed is not None else None
+
+
+def _split(argv: list[str], verbs: tuple[str, ...]) -> tuple[Globals, str, list[str]] | None:
+    """Global flags (runc's and the operator's), and one of `verbs` with its arguments."""
+    from ukrun.fast import OPERATOR_VALUED, VALUED, parse
+
+    return parse(argv, (*VALUED, *OPERATOR_VALUED), verbs)
 
 
 def _operator_store(args: argparse.Namespace, cfg: configmod.Config) -> ArtifactStore:
@@ -127,9 +137,6 @@ def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -
         hot.kill(root, args.id, hot.parse_signal(args.signal), args.all)
     elif args.verb == "delete":
         verbs.delete(ctx, args.id, args.force)
-    elif args.verb == "ps":
-        pids = hot.ps(root, args.id)
-        print(json.dumps(pids) if args.format == "json" else "\n".join(["PID", *map(str, pids)]))
     return 0
 
 
@@ -237,6 +244,8 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if plan["joined_initrd"]:
         j = plan["joined_initrd"]
         print(f"initrd     {j['path']} = {j['image']} + {j['appended_bytes']} bytes of the spec's files")
+    ports = plan["exec"]["ports"]
+    print(f"exec       {f'{len(ports)} ports in {os.path.dirname(ports[0])}' if ports else plan['exec']['refusal']}")
     print(f"argv       {' '.join(plan['argv'])}")
     print(f"exit code  {plan['exit_decoding']}")
     for note in plan["notes"]:
@@ -245,6 +254,13 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
 
 
 def run(argv: list[str]) -> int:
+    from ukrun.fast import RUNC_VERBS
+
+    runc_verb = _split(argv, RUNC_VERBS)
+    if runc_verb is not None:
+        from ukrun import verbargs
+
+        return verbargs.run(*runc_verb, argv)
     verb = _unsupported(argv)
     if verb is not None:
         return _unsupported_verb(verb, argv)
@@ -261,11 +277,12 @@ def _unsupported_verb(verb: str, argv: list[str]) -> int:
     from ukrun.runtime import state as st
     from ukrun.runtime import verbs
 
-    root = Path("/run/ukrun/runtime")
-    if "--root" in argv:
-        root = Path(argv[argv.index("--root") + 1])
-    container = argv[-1]
-    if not container.startswith("-") and container != verb and st.is_ours(root, container):
+    split = _split(argv, UNSUPPORTED)
+    assert split is not None
+    g, _, rest = split
+    root = Path(g.root)
+    container = next((a for a in rest if not a.startswith("-")), "")
+    if container and st.is_ours(root, container):
         raise UkrunError(f"{verb} is not supported for unikernels (container {container})")
     verbs.exec_runc(verbs.Context(root=root, config=configmod.load(), argv=argv))
 

@@ -1,8 +1,9 @@
 """The shim calls ukrun for every verb of every container. This entry point serves its calls with a tiny
 parser and no argparse: `state`, `start` and `kill` of ukrun's own containers with the standard library
 only; `create` and `delete` without the operator CLI's imports; and any of them for a container that is
-not ukrun's straight to runc (a node may run ukrun as its only runtime). Anything unusual (other flags,
-other verbs) returns None and goes through the full CLI, which behaves the same.
+not ukrun's straight to runc (a node may run ukrun as its only runtime). runc's other verbs (exec, ps,
+pause, ...) go to `verbargs`, which parses them without argparse too. Anything unusual (other flags,
+operator verbs) returns None and goes through the full CLI, which behaves the same.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ if TYPE_CHECKING:
     from ukrun.runtime.verbs import Context
 
 HOT = ("state", "start", "kill")
-VALUED = ("--root", "--log", "--log-format")
+RUNC_VERBS = ("exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore")  # see verbargs
+VALUED = ("--root", "--log", "--log-format", "--criu", "--rootless")
 SWITCHES = ("--debug", "--systemd-cgroup")
+OPERATOR_VALUED = ("--config", "--address", "--namespace", "-n", "--state-root")  # the full CLI's own
 CREATE_VALUED = ("--bundle", "-b", "--pid-file", "--console-socket")
 CREATE_SWITCHES = ("--no-pivot", "--no-new-keyring")
 DELETE_SWITCHES = ("--force", "-f")
@@ -27,10 +30,10 @@ DELETE_SWITCHES = ("--force", "-f")
 class Globals:
     """runc's global flags, as the shim passes them."""
 
-    __slots__ = ("debug", "log", "log_format", "root", "systemd_cgroup")
+    __slots__ = ("config", "debug", "log", "log_format", "root", "systemd_cgroup")
 
     def __init__(self) -> None:
-        self.root, self.log, self.log_format = "/run/ukrun/runtime", "", "text"
+        self.root, self.log, self.log_format, self.config = "/run/ukrun/runtime", "", "text", ""
         self.debug = self.systemd_cgroup = False
 
 
@@ -63,18 +66,20 @@ def _flags(argv: list[str], valued: tuple[str, ...], switches: tuple[str, ...]) 
     return found, i
 
 
-def parse(argv: list[str]) -> tuple[Globals, str, list[str]] | None:
+def parse(argv: list[str], valued: tuple[str, ...] = VALUED,
+          verbs: tuple[str, ...] = (*HOT, "create", "delete", *RUNC_VERBS)) -> tuple[Globals, str, list[str]] | None:
     """(global flags, verb, the verb's arguments) for the verbs served here."""
-    parsed = _flags(argv, VALUED, SWITCHES)
+    parsed = _flags(argv, valued, SWITCHES)
     if parsed is None:
         return None
     found, i = parsed
-    if i >= len(argv) or argv[i] not in (*HOT, "create", "delete"):
+    if i >= len(argv) or argv[i] not in verbs:
         return None
     g = Globals()
     g.root = found.get("--root", g.root)
     g.log = found.get("--log", g.log)
     g.log_format = found.get("--log-format", g.log_format)
+    g.config = found.get("--config", "")
     g.debug, g.systemd_cgroup = "--debug" in found, "--systemd-cgroup" in found
     return g, argv[i], argv[i + 1:]
 
@@ -110,6 +115,10 @@ def run(argv: list[str]) -> int | None:
     if verb == "delete":
         deleting = parse_delete(rest)
         return None if deleting is None else _delete(g, *deleting, argv)
+    if verb in RUNC_VERBS:
+        from ukrun import verbargs
+
+        return verbargs.run(g, verb, rest, argv)
     all_processes = False
     if verb == "kill" and rest and rest[0] in ("--all", "-a"):
         all_processes, rest = True, rest[1:]
@@ -151,8 +160,9 @@ def _context(g: Globals, argv: list[str]) -> Context:
     from ukrun import config as configmod
     from ukrun.runtime import verbs
 
-    return verbs.Context(root=Path(g.root), config=configmod.load(None, cache_dir=Path(g.root)), argv=argv,
-                         systemd_cgroup=g.systemd_cgroup)
+    return verbs.Context(root=Path(g.root), config=configmod.load(Path(g.config) if g.config else None,
+                                                                 cache_dir=Path(g.root)),
+                         argv=argv, systemd_cgroup=g.systemd_cgroup)
 
 
 def _guarded(g: Globals, work: Callable[[], None]) -> int:

@@ -42,7 +42,7 @@ def crash_points() -> list[str]:
 
 
 POINTS = crash_points()
-PHASES = ("acquire", "create", "start", "kill", "init", "teardown", "release", "gc")
+PHASES = ("acquire", "create", "start", "kill", "init", "teardown", "release", "gc", "exec")
 
 
 def test_the_crash_points_are_found_unique_and_cover_every_phase() -> None:
@@ -88,6 +88,11 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
             arm.write_text(point)
             assert killed(r.ctr("task", "kill", "-s", "SIGKILL", "f1"))
             how = "ctr task kill"
+        elif phase == "exec":
+            arm.write_text(point)
+            assert killed(r.ctr("task", "exec", "--exec-id", "x1", "--fifo-dir", str(r.fifo_dir), "f1",
+                                "/bin/busybox", "sleep", "304"))
+            how = "ctr task exec, once the guest started the process"
         else:
             r.ctr("task", "kill", "-s", "SIGKILL", "f1")
             r.wait_status("f1", "STOPPED")

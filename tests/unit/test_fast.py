@@ -33,8 +33,8 @@ def test_the_shims_create_takes_the_fast_path_with_its_flags() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ps", "c1"],  # not a verb served here
-        ["--criu", "/x", "state", "c1"],  # a flag the fast path does not know
+        ["gc", "--dry-run"],  # an operator's verb
+        ["--address", "/x", "state", "c1"],  # a flag the fast path does not know
         ["--root"],  # a flag without its value
         ["--debug=1", "state", "c1"],  # a switch with a value
         ["--config", "/c", "create", "c1"],  # a global flag only the full CLI knows

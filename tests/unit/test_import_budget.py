@@ -39,3 +39,17 @@ def test_state_start_and_kill_import_only_the_standard_library_basics(tmp_path: 
 def test_creates_path_loads_no_dataclasses_cli_or_heavy_library() -> None:
     loaded = _loaded("\n".join(f"import {m}" for m in CREATE_PATH))
     assert _hits(loaded, CREATE_FORBIDDEN) == []
+
+
+def test_exec_refused_by_a_guest_imports_no_plan_guest_types_or_typing(tmp_path: Path) -> None:
+    """An exec probe on a unikernel answers at once, and costs its node little: its sentence is in the record."""
+    (tmp_path / "u1").mkdir()
+    st.save(tmp_path, st.ContainerState(id="u1", bundle="/b", pid=1, pid_start=st.process_start(1), created="x",
+                                        exec_refusal="a Unikraft unikernel runs a single application"))
+    argv = ["--root", str(tmp_path), "--log", str(tmp_path / "log.json"), "--log-format", "json", "exec", "--process",
+            str(tmp_path / "p.json"), "--detach", "--pid-file", str(tmp_path / "e.pid"), "u1"]
+    loaded = _loaded(f"import os, sys\nsys.argv = ['ukrun', *{argv!r}]\nfrom ukrun import fast\n"
+                     "code = fast.run(sys.argv[1:])\nassert code == 1, code")
+    heavy = ("ukrun.unikernels", "ukrun.hypervisors", "ukrun.runtime.plan", "ctypes")
+    assert _hits(loaded, (*HOT_FORBIDDEN, *heavy)) == []
+    assert "exec is not possible in container u1: a Unikraft unikernel" in (tmp_path / "log.json").read_text()

@@ -54,6 +54,13 @@ class NetDevice(NamedTuple):
     modern: bool = False  # virtio 1.0 only, no legacy interface (qemu's disable-legacy=on): Hermit, Mewz
 
 
+class SerialPort(NamedTuple):
+    """A virtio-serial port the guest sees as `name`, served by the monitor on a Unix socket it listens on."""
+
+    name: str
+    socket: str
+
+
 class ExitDevice(NamedTuple):
     """qemu's isa-debug-exit: a guest writing v to the port makes qemu exit with (v << 1) | 1."""
 
@@ -89,6 +96,7 @@ class MonitorSpec(NamedTuple):
     control_socket: str = ""  # the monitor's control socket (qemu QMP, firecracker and cloud-hypervisor API)
     data_path: str = ""  # qemu: its data files' folder (-L)
     app_args: tuple[str, ...] = ()  # the application's arguments, for a monitor that takes them itself
+    serial_ports: tuple[SerialPort, ...] = ()  # exec sessions (runtime.execplan)
 
 
 class MonitorLaunch(NamedTuple):
@@ -150,6 +158,7 @@ class Hypervisor(ABC):
     can_net: ClassVar[bool] = True  # gives the guest a network device backed by a tap
     can_block: ClassVar[bool] = True  # attaches block devices
     read_only_blocks: ClassVar[bool] = True  # attaches a block device read-only
+    serial_ports: ClassVar[bool] = False  # named virtio-serial ports on Unix sockets (exec's transport)
 
     def __init__(self, path: str = "") -> None:
         self.path = path
@@ -176,6 +185,8 @@ class Hypervisor(ABC):
         if ro and not self.read_only_blocks:
             raise UkrunError(f"monitor {self.name} opens every block device read-write, and {', '.join(ro)} can "
                              "only be attached read-only (see the plan's notes): drop it, or mountRootfs")
+        if spec.serial_ports and not self.serial_ports:
+            raise UkrunError(f"monitor {self.name} has no virtio-serial ports here; exec into a guest needs qemu")
         if len(spec.initrds) > self.max_initrds:
             raise UkrunError(f"monitor {self.name} loads at most {self.max_initrds} initrd(s), this guest needs "
                              f"{len(spec.initrds)}: {', '.join(spec.initrds)}")

@@ -1,5 +1,7 @@
 """qemu-system: kernel, initrd, virtio block devices, 9p and virtio-fs folders, serial console on the
-container's stdio.
+container's stdio, and named virtio-serial ports for exec sessions, each a Unix socket qemu listens on in
+the container's state folder (`server=on,wait=off`: the guest boots without waiting for a client; qemu
+takes one client at a time per port and listens again when it leaves).
 
 virtio-fs (qemu's `vhost-user-fs-pci`) needs the guest's RAM in a shared memory object that the
 virtiofsd process maps: the RAM then comes from a memfd backend (`share=on`) of exactly `-m`'s size,
@@ -80,6 +82,7 @@ class Qemu(Hypervisor):
     can_share = True
     can_virtiofs = True
     control_socket = True
+    serial_ports = True
 
     @staticmethod
     def accel_args(accel: str) -> list[str]:
@@ -140,6 +143,12 @@ class Qemu(Hypervisor):
             modern = ",disable-legacy=on" if net.modern else ""
             argv += ["-netdev", f"tap,id=net{i},ifname={opt(net.tap)},script=no,downscript=no{vhost}",
                      "-device", f"virtio-net-{bus},netdev=net{i},mac={opt(net.mac)}{modern}"]
+        if spec.serial_ports:
+            argv += ["-device", f"virtio-serial-{bus},id=ukserial"]
+        for i, port in enumerate(spec.serial_ports):
+            argv += ["-chardev", f"socket,id=ukport{i},path={file_path(port.socket, '-chardev path=')},server=on,"
+                                 "wait=off",
+                     "-device", f"virtserialport,bus=ukserial.0,chardev=ukport{i},name={opt(port.name)}"]
         if spec.exit_device is not None:
             argv += ["-device", f"isa-debug-exit,iobase={spec.exit_device.iobase:#x},"
                                 f"iosize={spec.exit_device.iosize:#x}"]

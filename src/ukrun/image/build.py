@@ -14,6 +14,7 @@ Spec:
     initrd_path = "/unikernel/initrd"
     cmdline = "console=ttyS0"
     mount_rootfs = true
+    exec_agent = true         # linux with mount_rootfs: ukrun's exec agent at /.ukrun/exec-agent (default)
     [files]                   # optional: "/path/in/image" = "file-or-folder next to the spec"
     [[layers]]                # optional, above the artifacts
     files = { "/etc/motd" = "motd" }
@@ -41,6 +42,8 @@ from ukrun.unikernel import URUNC_JSON, UnikernelConfig, parse_urunc_json
 
 MTIME = 0
 ARCH = oci.host_arch()
+# ukrun's exec agent for Linux guests (guest/exec-*.c), compiled by scripts/setup
+EXEC_AGENT = Path(__file__).resolve().parents[1] / "guest" / "exec-agent"
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,17 @@ def build_unikernel_image(
     above: Sequence[Sequence[Entry]] = (),
     cmd: Sequence[str] = (),
     ports: Sequence[str] = (),
+    exec_agent: bool = False,
 ) -> str:
-    """Writes a urunc-compatible image to `out`; returns its manifest digest."""
+    """Writes a urunc-compatible image to `out`; returns its manifest digest. With `exec_agent`, the base
+    layer carries ukrun's exec agent, which a Linux guest's init starts (runtime.execplan)."""
+    if exec_agent:
+        if not EXEC_AGENT.is_file():
+            raise ConfigError(f"ukrun's exec agent {EXEC_AGENT} is not built: run scripts/setup, which compiles "
+                              "it, or build without it (exec_agent = false under [unikernel])")
+        from ukrun.runtime.execplan import AGENT
+
+        base = [*base, Entry(AGENT, source=EXEC_AGENT, mode=0o755)]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ukrun-build-") as tmp:
         builder = ImageBuilder(name, Path(tmp))
         if base:
@@ -294,4 +306,5 @@ def build_from_spec(spec_path: Path, out: Path) -> str:
         ports = [str(p) for p in parse_publish(",".join(str(p) for p in spec.get("ports", [])))]
     except ValueError as exc:
         raise ConfigError(f"{spec_path}: ports: {exc}") from None
-    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd, ports)
+    agent = bool(uk.get("exec_agent", config.unikernel_type == "linux" and config.mount_rootfs))
+    return build_unikernel_image(out, name, config, kernel, initrd, base, above, cmd, ports, exec_agent=agent)

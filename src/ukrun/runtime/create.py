@@ -186,7 +186,11 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+    if plan.exec.folder:
+        os.mkdir(plan.exec.folder, 0o700)  # the exec sockets: root's alone (runtime.execplan)
     record.cgroups = _make_cgroups(spec.cgroups_path, ctx.systemd_cgroup)
+    record.guest, record.exec_ports, record.exec_refusal = plan.guest, len(plan.exec.ports), plan.exec.refusal
+    record.memory_mib, record.memory_limit = plan.memory_mib, facts.resources.memory_limit
     st.save(ctx.root, record)
     timer.mark("monitor")
     os.mkfifo(d / st.FIFO, 0o600)

@@ -120,13 +120,26 @@ def facts(found: HostFacts, spec: Spec, uk_config: UnikernelConfig, container_id
         interface=found.interface, links=found.links, taken=found.taken, image_ports=found.image_ports,
         netns_owner=found.netns_owner, annotations=plan_annotations(spec),
         manifest=solo5_manifest(uk_config, artifacts.kernel), rootfs_share=found.rootfs_share,
-        virtiofsd=found.virtiofsd, namespace=namespace,
+        virtiofsd=found.virtiofsd, namespace=namespace, exec_agent=exec_agent(spec, uk_config),
     )
 
 
 def own_block(spec: Spec, uk_config: UnikernelConfig) -> str:
     """The image's block file in the container's own rootfs (runtime.rootplan), resolved inside it."""
     return str(paths.resolve_file(spec.rootfs, uk_config.block, "block image").path) if uk_config.block else ""
+
+
+def exec_agent(spec: Spec, uk_config: UnikernelConfig) -> bool:
+    """Whether a Linux image's rootfs carries ukrun's exec agent, a regular file as the guest resolves it."""
+    from ukrun.runtime.execplan import AGENT
+
+    if uk_config.unikernel_type != "linux" or not uk_config.mount_rootfs:
+        return False
+    try:
+        paths.resolve_file(spec.rootfs, AGENT, "the exec agent")
+    except (ImageError, OSError):
+        return False
+    return True
 
 
 def solo5_manifest(uk_config: UnikernelConfig, kernel: str) -> Manifest | ManifestError | None:

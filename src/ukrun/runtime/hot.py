@@ -1,4 +1,4 @@
-"""The verbs the shim calls for every container, often: state, start, kill, ps.
+"""The verbs the shim calls for every container, often: state, start, kill.
 
 Standard library only (os, json, select, signal) plus `runtime.state`; no config file is read: what
 they need was recorded by `create`.
@@ -102,8 +102,9 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
         os.kill(record.pid, sig)
     except ProcessLookupError:
         raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped") from None
+    if record.paused and sig == signal.SIGKILL:  # a frozen process dies only once thawed, as with runc
+        from ukrun.runtime import control
 
-
-def ps(root: str, container_id: str) -> list[int]:
-    record = st.load(root, container_id)
-    return [record.pid] if st.alive(record) else []
+        control.set_frozen(record, False)
+        record.paused = False
+        st.save(root, record)

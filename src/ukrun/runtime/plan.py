@@ -21,6 +21,7 @@ from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, Link, NetworkMode, PortsLink, StaticLink, UkrunLink
+from ukrun.runtime.execplan import ExecPlan, exec_plan
 from ukrun.runtime.handoff import RootfsInfo, SnapshotMount
 from ukrun.runtime.monitorplan import options
 from ukrun.runtime.mountplan import BoundMount, Volume, devices, mounts_plan, resolv_conf
@@ -103,6 +104,7 @@ class Facts(NamedTuple):
     rootfs_share: str = "auto"  # [runtime] rootfs_share
     virtiofsd: VirtiofsdFacts = VirtiofsdFacts()
     namespace: str = "default"  # containerd's namespace of the container
+    exec_agent: bool = False  # the image carries ukrun's exec agent (runtime.execplan.AGENT)
 
 
 class JoinedInitrd(NamedTuple):
@@ -144,6 +146,7 @@ class LaunchPlan(NamedTuple):
     joined_initrd: JoinedInitrd | None = None
     control_socket: str = ""  # the monitor's control socket: a leftover one is removed before, and it after
     artifacts: ArtifactPaths = ArtifactPaths("")
+    exec: ExecPlan = ExecPlan(())
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -182,6 +185,7 @@ class LaunchPlan(NamedTuple):
                           "kernel": self.artifacts.kernel, "initrd": self.artifacts.initrd,
                           "block": self.artifacts.block},
             "notes": list(self.notes),
+            "exec": {"ports": [p.socket for p in self.exec.ports], "refusal": self.exec.refusal},
         }
 
 
@@ -216,6 +220,8 @@ def plan(facts: Facts) -> LaunchPlan:
     req = GuestRequest(cfg, facts.process, mode, monitor.name, guest_blocks, net, names.net)
     notes += (image.notes if image else ()) + mounts.notes + net_notes + address_note(guest, req)
     guest.check(req)
+    execs = exec_plan(guest, monitor, req, facts.state_dir, facts.exec_agent)
+    req = req._replace(exec_ports=len(execs.ports))
     files = guest.rootfs_files(req)
     target = FilesTarget.NONE
     shares: tuple[hv.Share, ...] = ()
@@ -265,7 +271,7 @@ def plan(facts: Facts) -> LaunchPlan:
         exit_device=guest.exit_device, seccomp=facts.resources.seccomp, workdir=facts.state_dir,
         machine=guest.qemu_machine if monitor.name == "qemu" else "", vhost=opts.vhost,
         control_socket=opts.control_socket, data_path=opts.data_path,
-        app_args=facts.process.args or tuple(cfg.cmdline.split()),
+        app_args=facts.process.args or tuple(cfg.cmdline.split()), serial_ports=execs.ports,
     )
     try:
         launch = monitor.launch(spec, facts.monitor.binary)
@@ -284,6 +290,7 @@ def plan(facts: Facts) -> LaunchPlan:
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
         volumes=mounts.volumes, joined_initrd=joined, control_socket=opts.control_socket, artifacts=facts.artifacts,
+        exec=execs,
     )
 
 

@@ -8,9 +8,11 @@ import os
 
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
+EXEC_FOLDER = "exec"  # the exec ports' sockets and locks (runtime.execplan)
 NETWORK_FACTS = "network.facts"  # create's facts, kept when a network may arrive before start (runtime.startnet)
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
-          "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes", "control_socket")
+          "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes", "control_socket", "guest",
+          "exec_ports", "exec_refusal", "memory_mib", "memory_limit", "paused")
 
 
 class ContainerState:
@@ -20,7 +22,9 @@ class ContainerState:
                  started: bool = False, namespace: str = "", annotations: dict[str, str] | None = None,
                  cgroups: list[str] | None = None, timing_log: str = "", creator: int = 0,
                  creator_start: str = "", netns: str = "", tap: str = "", nat: str = "",
-                 volumes: list[list[str]] | None = None, control_socket: str = "") -> None:
+                 volumes: list[list[str]] | None = None, control_socket: str = "", guest: str = "",
+                 exec_ports: int = 0, exec_refusal: str = "", memory_mib: int = 0, memory_limit: int = 0,
+                 paused: bool = False) -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
@@ -33,6 +37,11 @@ class ContainerState:
         # nothing remounts them: whoever mounted them (the orchestrator) does
         self.volumes = volumes or []
         self.control_socket = control_socket  # the monitor's, in the operator's folder: removed at delete
+        self.guest = guest  # the guest type
+        # exec: how many sessions the guest serves at once (runtime.execplan), or why it cannot
+        self.exec_ports, self.exec_refusal = exec_ports, exec_refusal
+        self.memory_mib, self.memory_limit = memory_mib, memory_limit  # the guest's, and the spec's (bytes)
+        self.paused = paused  # frozen by `pause` (runtime.control)
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}
@@ -95,4 +104,4 @@ def status(root: str | os.PathLike[str], st: ContainerState) -> str:
         return "stopped"
     if not st.started and os.path.exists(os.path.join(container_dir(root, st.id), FIFO)):
         return "created"
-    return "running"
+    return "paused" if st.paused else "running"

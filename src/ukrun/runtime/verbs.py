@@ -139,6 +139,11 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     cgroups, the artifacts and the state folder. Idempotent."""
     from ukrun import cgroups
 
+    if record.paused:  # frozen processes would not die
+        from ukrun.runtime import control
+
+        with contextlib.suppress(UkrunError):
+            control.set_frozen(record, False)
     if st.alive(record):
         with contextlib.suppress(ProcessLookupError):  # it may end by itself meanwhile
             os.kill(record.pid, signal.SIGKILL)

@@ -47,7 +47,7 @@ class Zygote:
                 if not console_socket:
                     raise UkrunError("the spec asks for a terminal but the caller gave no --console-socket")
                 master, slave = os.openpty()
-                _send_console(console_socket, master)
+                send_console(console_socket, master)
                 fds.append(slave)
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if fds else []
             self.sock.sendmsg([b"go"], rights)
@@ -87,7 +87,7 @@ class Zygote:
                 os.waitpid(self.pid, 0)
 
 
-def _send_console(path: str, fd: int) -> None:
+def send_console(path: str, fd: int) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
         name = os.ttyname(fd).encode() if os.isatty(fd) else b"/dev/ptmx"

@@ -52,6 +52,7 @@ class GuestRequest(NamedTuple):
     blocks: tuple[GuestBlock, ...] = ()
     network: GuestNetwork | None = None
     net_id: str = ""  # the guest's name for its network device (a Solo5 unikernel's, from its manifest)
+    exec_ports: int = 0  # virtio-serial ports for exec sessions (runtime.execplan)
 
 
 ROOT_TAG = "fs0"  # the 9p or virtio-fs tag of a shared rootfs, as urunc names it
@@ -60,6 +61,7 @@ FILES_TAG = "ukrun"  # a shared rootfs: the guest's files (rootfs_files) come on
 
 class UnikernelType(ABC):
     name: ClassVar[str]
+    label: ClassVar[str]  # what a user calls it, in sentences: "a Unikraft unikernel"
     monitors: ClassVar[tuple[str, ...]]  # the monitors it runs on
     block_fs_types: ClassVar[tuple[str, ...]] = ()  # file systems it boots from as a block rootfs
     raw_block: ClassVar[bool] = False  # takes the rootfs device raw: any file system, nothing written
@@ -106,6 +108,11 @@ class UnikernelType(ABC):
         """Whether the image's own init, started with these arguments, mounts the block devices wherever the
         root comes from (urunit's block section)."""
         return False
+    def exec_refusal(self, req: GuestRequest) -> str:
+        """Why `exec` cannot start a process in this guest; "" where ukrun's exec agent can."""
+        return (f"{self.label} runs a single application and cannot start another process; to look inside it, "
+                "read its output (ctr task logs, kubectl logs), probe it over the network (an httpGet or "
+                "tcpSocket probe instead of an exec probe), or package the application as a Linux guest")
 
     def check(self, req: GuestRequest) -> None:  # noqa: B027 - most guests refuse nothing beyond the plan's rules
         """Refuses what this guest cannot boot, with one sentence naming the fix."""

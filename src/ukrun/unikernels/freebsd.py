@@ -31,6 +31,7 @@ def _args(req: GuestRequest) -> tuple[str, ...]:
 @register
 class FreeBSD(UnikernelType):
     name = "freebsd"
+    label = "a FreeBSD guest"
     monitors = ("qemu", "firecracker")
     block_fs_types = ("ext2",)
     shares_root = True

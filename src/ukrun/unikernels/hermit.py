@@ -9,6 +9,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 @register
 class Hermit(UnikernelType):
     name = "hermit"
+    label = "a Hermit unikernel"
     monitors = ("qemu",)
     initrd_root = True
     modern_nic = True  # urunc's hermit_rs.go: virtio-net-pci with disable-legacy=on

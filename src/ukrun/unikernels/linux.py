@@ -18,9 +18,12 @@ names (`/dev/vda`, `9p:<tag>` or `virtiofs:<tag>`), mounts the block devices `uk
 names (found by their virtio serial) at those folders of the root, and runs the script `ukrun.process=`
 names (the spec's cwd, env and args, written by ukrun): in the root, or, with `ukrun.files=9p:<tag>` (a
 folder rootfs, into which ukrun writes nothing, whichever way it goes), on that read-only 9p share. It
-reports a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. An
-init that does not know it ignores those parameters (the kernel keeps dotted parameters from init's
-environment). The image's own block file gets none of it: ukrun writes nothing into it.
+reports a non-zero exit code by writing it to I/O port 0xf4 (qemu's isa-debug-exit); power-off is 0. With
+`ukrun.exec=<n>` it mounts devpts at /dev/pts and starts the image's `/.ukrun/exec-agent <n>` (ukrun's
+exec agent, which `ukrun build` puts in images) in the root before the script: `exec` then reaches the
+guest (runtime.execplan). An init that does not know it ignores those parameters (the kernel keeps dotted
+parameters from init's environment). The image's own block file gets none of it: ukrun writes nothing
+into it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SHARED_ROOT = (f"root={ROOT_TAG} rw rootfstype=9p "
                "rootflags=trans=virtio,version=9p2000.L,msize=5000000,cache=mmap,posixacl")
 VIRTIOFS_ROOT = f"root={ROOT_TAG} rw rootfstype=virtiofs"
 INIT_KEYS = "init= (rdinit=)"
+CONTRACT_ROOTS = (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS)  # ukrun's init contract: a script to run
 
 
 def _plain(word: str) -> bool:
@@ -58,6 +62,7 @@ def is_urunit(req: GuestRequest) -> bool:
 @register
 class Linux(UnikernelType):
     name = "linux"
+    label = "a Linux guest"
     monitors = ("qemu", "firecracker", "cloud-hypervisor")
     block_fs_types = ("ext2", "ext3", "ext4")
     shares_root = True
@@ -80,6 +85,15 @@ class Linux(UnikernelType):
                     raise UkrunError(f"environment variable {item.split('=', 1)[0]!r} holds white space, a quote "
                                      "or a control character, which a kernel command line cannot carry; use "
                                      "urunit as the image's init")
+
+    def exec_refusal(self, req: GuestRequest) -> str:
+        if is_urunit(req):
+            return ("this Linux guest's init is urunit, which serves no exec: boot it with ukrun's init contract "
+                    "(an image built by `ukrun build`) to exec into it")
+        if req.root not in CONTRACT_ROOTS:
+            return ("this Linux guest boots from its initrd and runs its process as init, outside ukrun's init "
+                    "contract, so no exec agent runs in it: boot it from the container's rootfs (mountRootfs)")
+        return ""
 
     def cmdline(self, req: GuestRequest) -> str:
         parts = ["panic=-1", "console=ttyS0"]
@@ -122,15 +136,17 @@ class Linux(UnikernelType):
                       f"ukrun.process={PROCESS_SCRIPT}"]
         mounts = [f"{b.id}:{b.mount_point}" for b in req.blocks if b.mount_point and b.id != self.rootfs_id
                   and _plain(b.mount_point) and not {",", ":"} & set(b.mount_point)]
-        if mounts and req.root in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS):
+        if mounts and req.root in CONTRACT_ROOTS:
             parts.append(f"ukrun.blocks={','.join(mounts)}")
+        if req.exec_ports and req.root in CONTRACT_ROOTS:
+            parts.append(f"ukrun.exec={req.exec_ports}")
         return parts
 
     def init_mounts_blocks(self, args: tuple[str, ...]) -> bool:
         return urunit.named(args)
 
     def rootfs_files(self, req: GuestRequest) -> dict[str, bytes]:
-        if req.root not in (RootMode.BLOCK, RootMode.SHARED, RootMode.VIRTIOFS) or is_urunit(req):
+        if req.root not in CONTRACT_ROOTS or is_urunit(req):
             return {}
         process = req.process
         lines = ["# written by ukrun: the container's process, run by the guest's init", "set -e"]

@@ -11,6 +11,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 @register
 class Mewz(UnikernelType):
     name = "mewz"
+    label = "a Mewz unikernel"
     monitors = ("qemu",)
     modern_nic = True  # urunc's mewz.go: virtio-net-pci with disable-legacy=on
     exit_device = ExitDevice(0x501, 2)

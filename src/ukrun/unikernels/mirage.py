@@ -21,6 +21,7 @@ from ukrun.unikernels.base import GuestRequest, UnikernelType, register
 @register
 class Mirage(UnikernelType):
     name = "mirage"
+    label = "a Solo5 unikernel (MirageOS and the like)"
     monitors = ("qemu", "hvt", "spt")
     raw_block = True
     rootfs_id = "storage"

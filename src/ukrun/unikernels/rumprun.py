@@ -21,6 +21,7 @@ def _s(value: str) -> str:
 @register
 class Rumprun(UnikernelType):
     name = "rumprun"
+    label = "a Rumprun unikernel"
     monitors = ("hvt", "spt")
     block_fs_types = ("ext2",)
     rootfs_id = "rootfs"

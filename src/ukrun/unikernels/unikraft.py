@@ -29,6 +29,7 @@ def _version(text: str) -> tuple[int, ...] | None:
 @register
 class Unikraft(UnikernelType):
     name = "unikraft"
+    label = "a Unikraft unikernel"
     monitors = ("qemu", "firecracker", "hyperlight-unikraft")
     shares_root = True
     initrd_root = True
