@@ -72,7 +72,11 @@ def exec_runc(ctx: Context) -> NoReturn:
     )
     if not runc:
         raise UkrunError("this container is not a unikernel and no runc was found: install runc or set [runtime] runc")
-    os.execv(runc, [runc, *ctx.argv])
+    try:
+        os.execv(runc, [runc, *ctx.argv])
+    except OSError as exc:
+        raise UkrunError(f"this container is not a unikernel and runc {runc} cannot run ({exc.strerror}): install "
+                         "runc or set [runtime] runc") from None
 
 
 def store(ctx: Context, namespace: str) -> ArtifactStore:
