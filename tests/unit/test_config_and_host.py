@@ -27,6 +27,16 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         config.load(tmp_path / "missing.toml")
 
 
+def test_a_shared_view_stays_idle_for_five_minutes_unless_the_operator_says_otherwise(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[artifacts]\nidle = 0\n")
+    assert (config.Config().view_idle, config.load(f).view_idle) == (300.0, 0.0)
+    for bad in ("-1", "inf", "nan", '"soon"'):
+        f.write_text(f"[artifacts]\nidle = {bad}\n")
+        with pytest.raises(ConfigError, match=r"\[artifacts\] idle|idle must be a number"):
+            config.load(f)
+
+
 def test_virtiofsd_and_the_rootfs_share_use_uruncs_key_names(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[runtime]\nrootfs_share = "virtiofs"\n[extra_binaries.virtiofsd]\npath = "/usr/libexec/virtiofsd"\n'

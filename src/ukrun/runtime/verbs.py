@@ -84,7 +84,7 @@ def store(ctx: Context, namespace: str) -> ArtifactStore:
     from ukrun.containerd import connector
 
     connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
-    return ArtifactStore(ctx.artifacts_root, namespace, connect)
+    return ArtifactStore(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
 
 
 # -- create -------------------------------------------------------------------------------------------
