@@ -39,3 +39,22 @@ def test_state_start_and_kill_import_only_the_standard_library_basics(tmp_path: 
 def test_creates_path_loads_no_dataclasses_cli_or_heavy_library() -> None:
     loaded = _loaded("\n".join(f"import {m}" for m in CREATE_PATH))
     assert _hits(loaded, CREATE_FORBIDDEN) == []
+
+
+# What releasing does not need: acquire's modules, and shutil (bz2, lzma) for a few files.
+DELETE_FORBIDDEN = (*CREATE_FORBIDDEN, "ukrun.artifacts.store", "ukrun.artifacts.layers", "ukrun.image",
+                    "ukrun.unikernel")
+
+
+def test_deletes_teardown_loads_nothing_that_only_acquiring_needs(tmp_path: Path) -> None:
+    loaded = _loaded(f"""
+from pathlib import Path
+from ukrun import config
+from ukrun.runtime import state as st, verbs
+root = Path({str(tmp_path)!r})
+(root / "c1").mkdir()
+st.save(root, st.ContainerState(id="c1", bundle="/b", namespace="ns"))
+verbs.delete(verbs.Context(root=root, config=config.Config(state_root=root / "state"), argv=[]), "c1", False)
+assert not (root / "c1").exists()
+""")
+    assert _hits(loaded, DELETE_FORBIDDEN) == []

@@ -32,9 +32,7 @@ class Collector(IdleViews):
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
                         host.unmount_all(d / "rootfs")
-                        import shutil
-
-                        shutil.rmtree(d, ignore_errors=True)
+                        host.remove_tree(d)
                     continue
                 if state.namespace != self.namespace:
                     continue

@@ -13,8 +13,9 @@ Lifetime, so that an idle view is bounded even if ukrun never runs again:
     leases that no record names (a crash between the lease and the record);
   * with ukrun gone, containerd's GC removes the lease, then the view, at the lease's end; the host mount
     stays until ukrun next releases a view or collects (or the machine restarts).
-What must stay true: all of this happens under the view's lock; only shared views go idle (a per-container
-view has no next user); an idle view is never handed over past its end.
+Releasing lives here too (the last user's release is where a view goes idle), apart from acquiring: `delete`
+imports no more than it needs. What must stay true: all of this happens under the view's lock; only shared
+views go idle (a per-container view has no next user); an idle view is never handed over past its end.
 """
 
 from __future__ import annotations
@@ -24,13 +25,45 @@ import math
 import os
 import time
 
-from ukrun import crashpoints, errors
+from ukrun import crashpoints, errors, host
 from ukrun.artifacts.views import IDLE_LABEL, ROOT_LABEL, ViewBook, ViewState, user_label
 from ukrun.containerd.records import ContainerRecord
 from ukrun.logs import log
 
 
 class IdleViews(ViewBook):
+    # -- release ------------------------------------------------------------------------------------
+    def release(self, container_id: str) -> bool:
+        """Releases what `acquire` gave the container. Idempotent; False when there was nothing. (Here, not
+        beside acquire: `delete` imports no more than releasing needs.)"""
+        path = self._record_path(container_id)
+        try:
+            held = os.readlink(path)
+        except FileNotFoundError:
+            return False
+        if held.startswith("view:"):
+            self._release_view(container_id, held.removeprefix("view:"))
+        else:
+            host.remove_tree(self.root / "copies" / self.namespace / container_id)
+        path.unlink(missing_ok=True)
+        return True
+
+    def _release_view(self, container_id: str, vid: str, *, keep: bool = True) -> None:
+        """`keep`: the view may stay idle for a next container (not after an acquire that found it useless)."""
+        with self._lock(vid):
+            state = self._load_view(vid)
+            if state is None:
+                return
+            (self._view_dir(vid) / "users" / container_id).unlink(missing_ok=True)
+            crashpoints.point("release-after-unuse")
+            others = tuple(u for u in state.users if u != container_id)
+            if not others and not (keep and self._go_idle(state._replace(users=others))):
+                self._teardown(vid, state)
+            with self._unless_unreachable(f"the label of container {container_id}"):
+                self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
+        self.sweep_idle()
+
+    # -- idle views ---------------------------------------------------------------------------------
     def _go_idle(self, state: ViewState) -> bool:
         """Its last user gone (the caller holds the lock; `state.users` no longer names that user): True when a
         fresh idle lease now holds the view, False when it must be torn down instead."""

@@ -302,38 +302,6 @@ class ArtifactStore(Collector):
             host.unmount_all(target)
             target.rmdir()
 
-    # -- release ------------------------------------------------------------------------------------
-    def release(self, container_id: str) -> bool:
-        """Releases what `acquire` gave the container. Idempotent; False when there was nothing."""
-        path = self._record_path(container_id)
-        try:
-            held = os.readlink(path)
-        except FileNotFoundError:
-            return False
-        if held.startswith("view:"):
-            self._release_view(container_id, held.removeprefix("view:"))
-        else:
-            import shutil
-
-            shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
-        path.unlink(missing_ok=True)
-        return True
-
-    def _release_view(self, container_id: str, vid: str, *, keep: bool = True) -> None:
-        """`keep`: the view may stay idle for a next container (not after an acquire that found it useless)."""
-        with self._lock(vid):
-            state = self._load_view(vid)
-            if state is None:
-                return
-            (self._view_dir(vid) / "users" / container_id).unlink(missing_ok=True)
-            crashpoints.point("release-after-unuse")
-            others = tuple(u for u in state.users if u != container_id)
-            if not others and not (keep and self._go_idle(state._replace(users=others))):
-                self._teardown(vid, state)
-            with self._unless_unreachable(f"the label of container {container_id}"):
-                self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
-        self.sweep_idle()
-
 
 def _what(config: UnikernelConfig, image_path: str) -> str:
     if image_path == config.binary:

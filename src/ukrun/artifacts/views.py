@@ -168,9 +168,7 @@ class ViewBook:
         if state.idle_lease:
             with self._unless_unreachable(f"lease {state.idle_lease}"):
                 self.client.delete_lease(state.idle_lease)
-        import shutil
-
-        shutil.rmtree(self._view_dir(vid), ignore_errors=True)
+        host.remove_tree(self._view_dir(vid))
         if not keep_lock:
             (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 

@@ -25,6 +25,7 @@ from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
 if TYPE_CHECKING:
+    from ukrun.artifacts.idle import IdleViews
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.unikernel import UnikernelConfig
 
@@ -85,6 +86,15 @@ def store(ctx: Context, namespace: str) -> ArtifactStore:
 
     connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
     return ArtifactStore(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
+
+
+def views(ctx: Context, namespace: str) -> IdleViews:
+    """What `delete` needs of the artifacts: releasing, without acquire's imports."""
+    from ukrun.artifacts.idle import IdleViews
+    from ukrun.containerd import connector
+
+    connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
+    return IdleViews(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
 
 
 # -- create -------------------------------------------------------------------------------------------
@@ -152,11 +162,11 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
         log.info("%s: block volume %s stays unmounted from %s; remounting it is its owner's job", record.id,
                  device, source)
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
-    store(ctx, record.namespace).release(record.id)
+    views(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
-    import shutil
+    from ukrun import host
 
-    shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
+    host.remove_tree(st.container_dir(ctx.root, record.id))
 
 
 def _disconnect(record: st.ContainerState) -> None:
