@@ -135,15 +135,15 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
     record = st.load(ctx.root, container_id)
     if not force and st.alive(record) and st.status(ctx.root, record) == "running":
         raise UkrunError(f"container {container_id} is running: stop it first or use delete --force")
-    teardown(ctx, record)
+    teardown(ctx, record, timer)
     timer.mark("done")
     timer.flush()
 
 
-def teardown(ctx: Context, record: st.ContainerState) -> None:
+def teardown(ctx: Context, record: st.ContainerState, timer: Timer | None = None) -> None:
     """Removes everything a create made, whatever step it reached: the init and anything else in the
     container's cgroups (a create killed before it saved the init's PID leaves only those to find), the
-    cgroups, the artifacts and the state folder. Idempotent."""
+    cgroups, the artifacts and the state folder. Idempotent. `timer`: delete's phases."""
     from ukrun import cgroups
 
     if st.alive(record):
@@ -155,6 +155,8 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
         time.sleep(0.01)
     crashpoints.point("teardown-after-kill")
     cgroups.remove(record.cgroups)
+    if timer:
+        timer.mark("stopped")
     if record.tap:
         _disconnect(record)
         crashpoints.point("teardown-after-network")
@@ -164,6 +166,8 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     views(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
+    if timer:
+        timer.mark("released")
     from ukrun import host
 
     host.remove_tree(st.container_dir(ctx.root, record.id))
