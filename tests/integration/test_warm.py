@@ -79,10 +79,21 @@ def test_a_second_run_of_an_image_takes_the_idle_view_over_with_no_view_and_no_m
         assert key not in removed and "w2" in removed, removed
         again = the_view(warm)
         assert (created(warm, key), mount_id(point)) == (made, mounted)
-        assert again["idle_lease"] != idle["idle_lease"], "the next idle time has a lease of its own"
+        # Back to back, the first idle time's lease still held the view for most of the idle time: kept.
+        assert (again["idle_lease"], again["idle_until"]) == (idle["idle_lease"], idle["idle_until"])
         warm.assert_idle_bounded(WARM_IDLE)
     finally:
         events.close()
+
+
+def test_a_later_idle_time_gets_a_lease_of_its_own_once_the_last_one_has_run_down(warm: Runner) -> None:
+    set_idle(warm.daemon, SHORT)
+    run_and_remove(warm, "r1")
+    first = warm.assert_idle_bounded(SHORT)
+    time.sleep(max(0.0, float(first["idle_until"]) - time.time() - 0.8 * SHORT))  # type: ignore[arg-type]
+    run_and_remove(warm, "r2")  # taken over with under nine tenths of the idle time left
+    second = warm.assert_idle_bounded(SHORT)  # one lease only: the first was deleted
+    assert second["idle_lease"] != first["idle_lease"] and second["idle_until"] > first["idle_until"]  # type: ignore[operator]
 
 
 def test_an_idle_view_ends_by_ukrun_gc_once_its_time_is_over(warm: Runner) -> None:

@@ -5,7 +5,8 @@ function, a CI step) are the commonest pattern, and without this each paid the f
 Lifetime, so that an idle view is bounded even if ukrun never runs again:
   * when the last user leaves, a new lease with `containerd.io/gc.expire` (the end of the idle time) takes
     the view before that user's label goes; the view's record then names the lease and its end, and the
-    previous idle lease, if any, is deleted;
+    previous idle lease, if any, is deleted. When the previous lease still holds the view for nine tenths
+    of the idle time (back-to-back runs), it is kept instead: three requests fewer on every delete;
   * a container takes an idle view over by setting its own label, then asking containerd whether the view
     still exists (the label now holds it): a view whose lease ended and that containerd's GC took is torn
     down and made again, never handed over;
@@ -29,6 +30,8 @@ from ukrun import crashpoints, errors, host
 from ukrun.artifacts.views import IDLE_LABEL, ROOT_LABEL, ViewBook, ViewState, user_label
 from ukrun.containerd.records import ContainerRecord
 from ukrun.logs import log
+
+RENEW = 0.9  # a view stays idle for at least this share of `[artifacts] idle` after its last user
 
 
 class IdleViews(ViewBook):
@@ -69,7 +72,10 @@ class IdleViews(ViewBook):
         fresh idle lease now holds the view, False when it must be torn down instead."""
         if self.idle_s <= 0 or state.mode != "shared" or not state.mounted:
             return False
-        until = float(math.floor(time.time() + self.idle_s))  # the lease label's resolution: whole seconds
+        now = time.time()
+        if state.idle_lease and state.idle_until >= now + RENEW * self.idle_s:
+            return True  # the lease of its last idle time holds it long enough: three requests spared
+        until = float(math.floor(now + self.idle_s))  # the lease label's resolution: whole seconds
         try:
             lease = self.client.create_lease(f"ukrun/idle/{state.id}/{os.urandom(6).hex()}",
                                              {IDLE_LABEL: state.id, ROOT_LABEL: self._root_id}, expire_at=until)
