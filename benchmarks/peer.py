@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from benchmarks import compile_ukrun
+from benchmarks.peerstats import HELPED
 from benchmarks.results import PeerResult, PeerSample, command_line, dump
 from testbed import containerd as ctd
 from testbed import host as tbhost
@@ -147,10 +148,12 @@ def ukrun_phases(timing: Path | None, cid: str) -> dict[str, float]:
     return {verb: (max(ns) - min(ns)) / 1e6 for verb, ns in spans.items() if verb != "init"}
 
 
-def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: bool) -> tuple[Lane, Path]:
+def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: bool,
+               helper: str = "/nonexistent") -> tuple[Lane, Path]:
     """A ukrun lane and its configuration: the real qemu (not the wrapper on containerd's PATH) and the
     tenders, with urunc's default memory (256 MiB) on every monitor; its own state root. With `wrap`, the
-    shim runs it through a `sh` that names its configuration (two ukrun lanes cannot share containerd's)."""
+    shim runs it through a `sh` that names its configuration (two ukrun lanes cannot share containerd's)
+    and its helper's socket (none by default: the verbs run in the shim's ukrun)."""
     from testbed.unikernels import SOLO5
 
     state = work / name
@@ -163,19 +166,37 @@ def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: boo
     config.write_text(text)
     if wrap:
         wrapper = state / "ukrun"
-        wrapper.write_text(f'#!/bin/sh\nUKRUN_CONFIG={config} exec {binary} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nUKRUN_CONFIG={config} UKRUN_HELPER={helper} exec {binary} "$@"\n')
         wrapper.chmod(0o755)
         binary = str(wrapper)
     return Lane(name, binary, ns, state / "timing.jsonl"), config
+
+
+def start_helper(sock: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`ukrun helper` on `sock`, stopped by its PID after the runs."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([UKRUN, "helper", "--socket", str(sock)], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ukrun helper did not start: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+    return proc
 
 
 def bench_daemon(version: str, work: Path, opts: argparse.Namespace) -> list[PeerSample]:
     qemu = peer.real_qemu()
     bins = peer.monitor_dir(work / "bin", qemu)
     builds = [b.partition("=")[::2] for b in opts.build]
-    main_lane, config = ukrun_lane(work, "ukrun", UKRUN, qemu, NS, bool(builds))
+    wrap = bool(builds) or opts.helper
+    main_lane, config = ukrun_lane(work, "ukrun", UKRUN, qemu, NS, wrap)
     lanes = [main_lane, *(ukrun_lane(work, name, str(Path(path).resolve()), qemu, f"{NS}-{name}", True)[0]
                           for name, path in builds)]
+    helper = None
+    if opts.helper:  # the same ukrun, its create and delete served by its resident helper
+        sock = work / "helper" / "helper.sock"
+        lanes.append(ukrun_lane(work, HELPED, UKRUN, qemu, f"{NS}-helper", True, str(sock))[0])
+        helper = start_helper(sock, work / "helper.log")
     lanes += [Lane("urunc", opts.urunc), Lane("runc", "runc")]
     path = f"{bins}:{Path(opts.urunc).parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     daemon = ctd.start(version, work / "d", env={"PATH": path, "UKRUN_CONFIG": str(config)})
@@ -213,6 +234,9 @@ def bench_daemon(version: str, work: Path, opts: argparse.Namespace) -> list[Pee
                                     "UKRUN_CONFIG": str(lane.timing.parent / "ukrun.toml")})
         tbhost.unmount_below(work)
         ctd.stop(daemon.dir)
+        if helper is not None:
+            helper.terminate()
+            helper.wait(timeout=30)
 
 
 def table(samples: list[PeerSample], titles: dict[str, str]) -> list[str]:
@@ -227,7 +251,8 @@ def table(samples: list[PeerSample], titles: dict[str, str]) -> list[str]:
                    f"{_f(r.later.get('urunc'))} runc {_f(r.later.get('runc'))}  ukrun/urunc {_r(r.ratio_urunc)}"
                    f" ukrun/runc {_r(r.ratio_runc)}"
                    + "".join(f"  ukrun/{b} {_r(later)} (first {_r(first)})" for b, (first, later) in
-                             (r.builds or {}).items()))
+                             (r.builds or {}).items())
+                   + (f"  {HELPED}/urunc {_r(r.helped[0])} /runc {_r(r.helped[1])}" if r.helped else ""))
         out.append("       intervals (later, median ms): " + "; ".join(
             f"{rt} " + " ".join(f"{k}={v:.0f}" for k, v in iv.items()) for rt, iv in r.intervals.items() if iv)
                    + ("; ukrun verbs " + " ".join(f"{k}={v:.0f}" for k, v in r.phases.items()) if r.phases else ""))
@@ -252,8 +277,13 @@ def main() -> int:
     parser.add_argument("--build", action="append", default=[], metavar="NAME=PATH",
                         help="another ukrun binary (an earlier build), timed as a lane of its own beside this "
                              "checkout's: before/after figures of a change (repeatable)")
+    parser.add_argument("--helper", action="store_true",
+                        help=f"also time ukrun with its resident helper (`ukrun helper`), as the lane {HELPED}")
     parser.add_argument("--json", type=Path, help="write every sample here (benchmarks.results)")
     opts = parser.parse_args()
+    for name, _, path in (b.partition("=") for b in opts.build):
+        if name in ("ukrun", HELPED, "urunc", "runc") or not name.isidentifier() or not path:
+            parser.error(f"--build {name}={path}: name another ukrun build (letters, digits, _) and its binary")
     if not opts.urunc:
         print(SKIP)
         if opts.json:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import plots
-from benchmarks.peerstats import Row, rows
+from benchmarks.peerstats import HELPED, Row, rows
 from benchmarks.results import Machine, PeerResult
 
 GOAL = 1.15  # issue 17: ukrun <= 1.0 x urunc on three images, <= 1.15 x on the rest; <= 1.10 x runc's busybox
@@ -51,13 +51,17 @@ def section(result: PeerResult, m: Machine, command: str, pdir: Path, when: str)
         mine = [r for r in all_rows if r.mode == mode]
         if not mine:
             continue
+        helped = any(r.helped for r in mine)
         out += [f"### {title}", "", "| containerd | image | ukrun, first | urunc, first | ukrun, later | "
-                "urunc, later | **ukrun ÷ urunc** | runc busybox, later | ukrun ÷ runc | spread |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "urunc, later | **ukrun ÷ urunc** | runc busybox, later | ukrun ÷ runc | "
+                + ("ukrun + helper, later | **÷ urunc** | ÷ runc | " if helped else "") + "spread |",
+                "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if helped else "") + "---|"]
         for r in mine:
+            extra = (f"{_ms(r.later.get(HELPED))} | **{_x(r.helped[0])}** | {_x(r.helped[1])} | "
+                     if r.helped else "- | - | - | " if helped else "")
             out.append(f"| {r.containerd} | {result.titles.get(r.image, r.image)} | {_ms(r.first.get('ukrun'))} | "
                        f"{_ms(r.first.get('urunc'))} | {_ms(r.later.get('ukrun'))} | {_ms(r.later.get('urunc'))} | "
-                       f"**{_x(r.ratio_urunc)}** | {_ms(r.later.get('runc'))} | {_x(r.ratio_runc)} | "
+                       f"**{_x(r.ratio_urunc)}** | {_ms(r.later.get('runc'))} | {_x(r.ratio_runc)} | {extra}"
                        f"{r.spread:.2f} |")
         out.append("")
     out += ["Spread: (largest - smallest) ÷ median of ukrun's pairwise ratios; a wide one says the machine was "
@@ -79,8 +83,11 @@ def _intervals(all_rows: list[Row], titles: dict[str, str]) -> list[str]:
         if r.mode != "rm":
             continue
         for name in ("create", "start", "delete"):
+            helper = r.intervals.get(HELPED, {}).get(name)
             out.append(f"| {r.containerd} | {titles.get(r.image, r.image)} | {name} | "
-                       f"{_ms(r.intervals.get('ukrun', {}).get(name))} | {_ms(r.intervals.get('urunc', {}).get(name))}"
+                       f"{_ms(r.intervals.get('ukrun', {}).get(name))}"
+                       + (f" ({_ms(helper)} with its helper)" if helper is not None else "")
+                       + f" | {_ms(r.intervals.get('urunc', {}).get(name))}"
                        f" | {_ms(r.intervals.get('runc', {}).get(name))} |")
         if r.phases:
             out.append(f"| {r.containerd} | {titles.get(r.image, r.image)} | ukrun's verbs (timing log) | "

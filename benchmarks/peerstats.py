@@ -14,6 +14,7 @@ from typing import NamedTuple
 from benchmarks.results import PeerSample
 
 RUNTIMES = ("ukrun", "urunc", "runc")
+HELPED = "ukrun+helper"  # ukrun with its resident helper (benchmarks.peer --helper)
 
 
 class Row(NamedTuple):
@@ -31,10 +32,11 @@ class Row(NamedTuple):
     spread: float  # (max - min) / median of ukrun's later pairwise ratios against urunc, or runc
     builds: dict[str, tuple[float | None, float | None]] | None = None  # other ukrun builds (benchmarks.peer
     # --build NAME=PATH) -> median pairwise ukrun / it: first container, later ones
+    helped: tuple[float | None, float | None] | None = None  # ukrun+helper / urunc, / runc (later ones)
 
 
-def _pairs(samples: list[PeerSample], other: str, first: bool = False) -> list[float]:
-    mine = {s.index: s.wall_ms for s in samples if s.runtime == "ukrun"}
+def _pairs(samples: list[PeerSample], other: str, first: bool = False, lane: str = "ukrun") -> list[float]:
+    mine = {s.index: s.wall_ms for s in samples if s.runtime == lane}
     theirs = {s.index: s.wall_ms for s in samples if s.runtime == other}
     return [mine[i] / theirs[i] for i in sorted(mine) if i in theirs and (i == 0) == first and theirs[i] > 0]
 
@@ -68,6 +70,8 @@ def rows(samples: list[PeerSample]) -> list[Row]:
         failures = {r: n for r in runtimes if (n := sum(1 for s in group if s.runtime == r and not (s.ok and s.clean)))}
         builds = {b: (_median(_pairs(group, b, first=True)), _median(_pairs(group, b)))
                   for b in runtimes if b not in RUNTIMES}
+        helped = (_median(_pairs(group, "urunc", lane=HELPED)), _median(_pairs(group, "runc", lane=HELPED))) \
+            if HELPED in runtimes else None
         out.append(Row(*key, first, later, _median(vs_urunc), _median(vs_runc), first_ratio, failures, intervals,
-                       phases, spread, builds))
+                       phases, spread, builds, helped))
     return out

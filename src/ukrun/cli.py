@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check what ukrun needs on this node, with the fix for what fails")
     dr.add_argument("--json", action="store_true")
 
+    h = sub.add_parser("helper", help="serve the shim's create and delete from one process that has imported ukrun "
+                                      "(optional: without it, they run as before)")
+    h.add_argument("--socket", help="default $UKRUN_HELPER, else /run/ukrun/helper.sock: where the verbs look")
+    h.add_argument("--idle-exit", type=float, default=0.0, help="exit after this many seconds without a call")
+
     g = sub.add_parser("gc", help="reclaim views, mounts, leases and labels whose users are gone")
     g.add_argument("--dry-run", action="store_true")
     g.add_argument("--idle", action="store_true", help="also remove idle views before their end ([artifacts] idle)")
@@ -147,6 +152,10 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 0
     if args.verb == "plan":
         return _plan(args, cfg)
+    if args.verb == "helper":
+        from ukrun import helper, relay
+
+        return helper.serve(args.socket or relay.socket_path(), args.idle_exit)
     if args.verb == "doctor":
         from ukrun import doctor
 

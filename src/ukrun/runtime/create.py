@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 MONITOR_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
-def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path | None, console_socket: str) -> None:
+def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path | None, console_socket: str,
+           zygote: Zygote | None = None) -> None:
+    """`zygote`: the init-to-be, when the shim's child forked it (ukrun.relay); else it is forked here."""
     from ukrun.runtime import spec as specmod
 
     timer = ctx.timer(container_id, "create")
@@ -41,7 +43,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         timer.flush()
         verbs.exec_runc(ctx)
     d = Path(st.container_dir(ctx.root, container_id))
-    zygote = Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
+    zygote = zygote or Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
     store = verbs.store(ctx, ctx.containerd_namespace(bundle))
     if uk_config is None:
         from ukrun.runtime.facts import image_config
@@ -144,14 +146,14 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     elif plan.files_target is FilesTarget.SHARE:
         rootfsmod.write_guest_files(Path(plan.files_dir), dict(plan.guest_files))
     if plan.root is RootMode.BLOCK:
-        rootfsmod.unmount(info, os.getppid())
+        rootfsmod.unmount(info, ctx.shim_pid())
         rootfsmod.verify_unmounted(info)
         timer.mark("rootfs-handoff")
     if plan.volumes:
         record.volumes = [[v.device, v.source] for v in plan.volumes]
         st.save(ctx.root, record)  # before the unmount: a crash from here on leaves a record of it
         for v in plan.volumes:
-            rootfsmod.hand_over_volume(v.source, v.device, os.getppid())
+            rootfsmod.hand_over_volume(v.source, v.device, ctx.shim_pid())
         timer.mark("volumes")
     if plan.joined_initrd is not None:
         _join_initrd(plan.joined_initrd)

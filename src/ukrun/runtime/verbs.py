@@ -40,6 +40,8 @@ class Context(NamedTuple):
     namespace: str = ""
     systemd_cgroup: bool = False
     state_root: Path | None = None  # artifact views; default [artifacts] state_root
+    shim: int = 0  # the shim's PID (its mount namespace is the host's), when this process is not its child
+    relayed: bool = False  # a helper's worker (ukrun.helper): the shim's child execs runc, not this process
 
     @property
     def artifacts_root(self) -> Path:
@@ -62,6 +64,18 @@ class Context(NamedTuple):
     def timer(self, container: str, verb: str) -> Timer:
         return Timer(self.config.timing_log, container, verb)
 
+    def shim_pid(self) -> int:
+        return self.shim or os.getppid()
+
+
+class HandToRunc(BaseException):
+    """runc, for a container that is not a unikernel, in a helper's worker (ukrun.helper): the shim's child
+    execs it. A BaseException, like SystemExit: it leaves the verb, and no handler of errors takes it."""
+
+    def __init__(self, runc: str) -> None:
+        super().__init__(runc)
+        self.runc = runc
+
 
 def exec_runc(ctx: Context) -> NoReturn:
     """Hands the whole invocation to runc: for containers that are not unikernels."""
@@ -73,6 +87,8 @@ def exec_runc(ctx: Context) -> NoReturn:
     )
     if not runc:
         raise UkrunError("this container is not a unikernel and no runc was found: install runc or set [runtime] runc")
+    if ctx.relayed:
+        raise HandToRunc(runc)
     try:
         os.execv(runc, [runc, *ctx.argv])
     except OSError as exc:
