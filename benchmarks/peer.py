@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -282,8 +283,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every sample here (benchmarks.results)")
     opts = parser.parse_args()
     for name, _, path in (b.partition("=") for b in opts.build):
-        if name in ("ukrun", HELPED, "urunc", "runc") or not name.isidentifier() or not path:
-            parser.error(f"--build {name}={path}: name another ukrun build (letters, digits, _) and its binary")
+        if name in ("ukrun", HELPED, "urunc", "runc") or not name.isalnum() or not path:
+            parser.error(f"--build {name}={path}: name another ukrun build (letters and digits: a part of container "
+                         "IDs) and its binary")
     if not opts.urunc:
         print(SKIP)
         if opts.json:
@@ -292,6 +294,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the benchmark needs root (mounts, loop devices, containerd)", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(143))  # a stopped run still cleans up after itself
     opts.urunc = str(Path(opts.urunc).resolve())
     version = peer.version(opts.urunc)
     compile_ukrun()

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from benchmarks.results import PeerSample
 
 RUNTIMES = ("ukrun", "urunc", "runc")
-HELPED = "ukrun+helper"  # ukrun with its resident helper (benchmarks.peer --helper)
+HELPED = "ukrun-helper"  # ukrun with its resident helper (benchmarks.peer --helper); a container ID part
 
 
 class Row(NamedTuple):

@@ -49,13 +49,13 @@ def plan(quick: bool) -> list[Step]:
                 Step("artifacts-counts", "benchmarks.artifacts", ["--sizes", "8", "--containers", "1,5,10"]),
                 Step("devmapper", "testbed.dmguest", ["bench", "--sizes", "8", "--containers", "3"]),
                 Step("runtime", "benchmarks.runtime", ["--runs", "3"]),
-                Step("peer", "benchmarks.peer", ["--runs", "3"]),
+                Step("peer", "benchmarks.peer", ["--runs", "3", "--helper"]),
                 Step("load", "benchmarks.load", ["--containers", "5", "--images", "2"])]
     return [Step("artifacts-sizes", "benchmarks.artifacts", ["--sizes", "8,64,512", "--containers", "20"]),
             Step("artifacts-counts", "benchmarks.artifacts", ["--sizes", "64", "--containers", "1,5,20,50"]),
             Step("devmapper", "testbed.dmguest", ["bench", "--sizes", "8,64", "--containers", "5"]),
             Step("runtime", "benchmarks.runtime", ["--runs", "15"]),
-            Step("peer", "benchmarks.peer", ["--runs", "8", "--containerd", "1.7,2"]),
+            Step("peer", "benchmarks.peer", ["--runs", "8", "--containerd", "1.7,2", "--helper"]),
             Step("load", "benchmarks.load", ["--containers", "50", "--images", "5"])]
 
 

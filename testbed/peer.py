@@ -3,7 +3,7 @@ benchmark (benchmarks.peer). The project never builds or ships urunc: the operat
 
 What urunc v0.5.0 needs, and what this module provides:
 - a syslog socket at /dev/log: it exits at start when nothing listens there. `Syslog` binds one (and
-  drains it) only when none exists, and removes only the socket it made;
+  drains it) only when none exists or nothing listens on the one there, and removes only the socket it made;
 - its monitors on PATH (it has no configuration file), in the environment containerd starts with, since
   the shim and the runtime inherit it. `monitor_dir` holds the Solo5 tenders and, for qemu, a wrapper:
   urunc always passes `-enable-kvm -cpu host`, which a KVM that cannot run guest kernels aborts on; the
@@ -60,7 +60,9 @@ class Syslog:
 
     def __enter__(self) -> Syslog:
         if os.path.lexists(DEV_LOG):
-            return self
+            if _listened(DEV_LOG):
+                return self
+            DEV_LOG.unlink()  # a socket nobody reads (a run that was killed): urunc would fail on it
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(DEV_LOG))
         self.thread = threading.Thread(target=self._drain, args=(self.sock,), daemon=True)
@@ -81,6 +83,17 @@ class Syslog:
             self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
             self.sock = None
+
+
+def _listened(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return True  # not ours to judge (another kind of file): left alone
+    return True
 
 
 def real_qemu() -> str:
