@@ -80,13 +80,13 @@ def run(verb: str, argv: list[str], state_dir: str) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(socket_path())
-    except OSError:
+        cwd, ns = os.getcwd(), namespaces()
+    except OSError:  # nothing sent yet: run it here
         sock.close()
         return None
     zygote = _Zygote(state_dir) if verb == "create" else None
     try:
-        request = Request(VERSION, verb, argv, dict(os.environ), os.getcwd(), os.getppid(), namespaces(),
-                          zygote.pid if zygote else 0)
+        request = Request(VERSION, verb, argv, dict(os.environ), cwd, os.getppid(), ns, zygote.pid if zygote else 0)
         fds = [0, 1, 2, *(zygote.ends if zygote else ())]
         sock.sendmsg([request.pack()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         if zygote:
