@@ -46,6 +46,7 @@ ENV = "UKRUN_BENCH_URUNC"
 SKIP = (f"Not run: no urunc binary named. Name one with `{ENV}=/path/to/urunc make bench` (or "
         "`python -m benchmarks.peer --urunc /path/to/urunc`); the project never builds or ships urunc.")
 MODES = ("rm", "detach")
+TIMEOUT = 180  # seconds for one ctr run: a linux guest boots in 5-40 s under TCG here
 
 
 class Lane(NamedTuple):
@@ -85,7 +86,10 @@ class Bench:
                str(self.work / "runc" / lane.runtime), "--fifo-dir", str(self.work / "fifo"), *flags, image.name,
                cid, *args]
         t0 = time.perf_counter()
-        proc = self.ctr(ns, *cmd)
+        try:
+            proc = self.ctr(ns, *cmd, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # a hung runtime: a failed container, not a failed benchmark
+            proc = subprocess.CompletedProcess(cmd, -1, "", f"ctr run did not return within {TIMEOUT} s")
         if mode == "rm":
             wall = (time.perf_counter() - t0) * 1000
             ok = proc.returncode == 0 and image.expect in proc.stdout
