@@ -240,6 +240,7 @@ def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:
     print(f"guest      {plan['guest']} on {plan['monitor']} ({plan['accel']}, {plan['memory_mib']} MiB, "
           f"{plan['vcpus']} vCPU, seccomp {'on' if plan['seccomp'] else 'off'})")
     print(f"root       {root['mode']}{' ' + root['device'] if root['device'] else ''}: {root['rule']}")
+    print(f"artifacts  {plan['artifacts']['source']}: {plan['artifacts']['reason']}")
     print(f"cmdline    {plan['cmdline']}")
     for b in plan["blocks"]:
         print(f"block      {b['id']} = {b['path']}{' (read-only)' if b['read_only'] else ''}")

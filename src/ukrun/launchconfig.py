@@ -35,6 +35,7 @@ class LaunchConfig(NamedTuple):
     virtiofsd: tuple[str, ...] = ()  # argv; empty: none (see runtime.shareplan)
     virtiofsd_socket: str = ""  # bound and listening before virtiofsd and the monitor start
     virtiofsd_log: str = ""
+    late_network: bool = False  # `start` may rewrite the monitor's argv (runtime.startnet): read again then
 
     def write(self, state_dir: Path) -> None:
         data = {**self._asdict(), "env": dict(self.env), "namespaces": [n._asdict() for n in self.namespaces]}
@@ -49,4 +50,5 @@ class LaunchConfig(NamedTuple):
             terminal=data["terminal"], exit_decoding=data["exit_decoding"], timing_log=data["timing_log"],
             views=data["views"], keep_mounts=tuple(data["keep_mounts"]), virtiofsd=tuple(data["virtiofsd"]),
             virtiofsd_socket=data["virtiofsd_socket"], virtiofsd_log=data["virtiofsd_log"],
+            late_network=data["late_network"],
         )

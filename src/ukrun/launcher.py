@@ -265,5 +265,7 @@ def _run(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> 
     fd = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
     os.write(fd, b"0")
     os.close(fd)
+    if conf.late_network:
+        conf = LaunchConfig.read(state_dir)  # `start` may have added the network (runtime.startnet)
     crashpoints.point("init-before-monitor")
     return supervise(conf)

@@ -176,7 +176,7 @@ def test_per_container_mode_makes_one_view_each(
     assert views(client) == []
 
 
-def test_copy_fallback_when_containerd_is_unreachable(tmp_path: Path, state_root: Path, basic_image: Path) -> None:
+def test_read_in_place_when_containerd_is_unreachable(tmp_path: Path, state_root: Path, basic_image: Path) -> None:
     rootfs = tmp_path / "rootfs"
     for layer in images.Layout(basic_image).layer_blobs():
         with tarfile.open(fileobj=io.BytesIO(layer)) as lt:
@@ -190,8 +190,9 @@ def test_copy_fallback_when_containerd_is_unreachable(tmp_path: Path, state_root
     with pytest.raises(errors.ContainerdUnavailable, match="no containerd socket"):
         store.acquire("c1")
     art = store.acquire("c1", rootfs=rootfs)
-    assert art.mode == "copy" and art.kernel.read_bytes() == (rootfs / "unikernel" / "kernel").read_bytes()
-    store.release("c1")
+    assert art.mode == "in-place" and art.kernel == rootfs / "unikernel" / "kernel"
+    assert "containerd is unreachable" in art.reason
+    assert not store.release("c1") and not any(state_root.iterdir()), "in place: nothing held, nothing written"
 
 
 def test_concurrent_acquires_make_exactly_one_view(

@@ -25,11 +25,11 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from ukrun import crashpoints, errors, host
 from ukrun.artifacts import layers, paths
 from ukrun.artifacts.gc import Collector
+from ukrun.artifacts.source import MODES, Artifacts, Source, decide, in_place, read_config, what
 from ukrun.artifacts.views import (
     ACQUIRE_LABEL,
     MODE_LABEL,
@@ -44,33 +44,9 @@ from ukrun.artifacts.views import (
 from ukrun.containerd.records import ContainerRecord
 from ukrun.image.oci import ImageLayers
 from ukrun.logs import log
-from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, UnikernelConfig, from_annotations, parse_urunc_json
+from ukrun.unikernel import URUNC_JSON, UnikernelConfig, from_annotations
 
-MODES = ("shared", "per-container", "copy")
 ACQUIRE_TTL_S = 600.0
-
-
-class Artifacts(NamedTuple):
-    container: str
-    namespace: str
-    mode: str
-    config: UnikernelConfig
-    kernel: Path
-    initrd: Path | None
-    urunc_json: Path | None
-    block: Path | None = None  # com.urunc.unikernel.block
-    snapshotter: str = ""
-    view_key: str = ""
-    view_id: str = ""
-    chain_id: str = ""
-    chain_reason: str = ""
-    mount_point: Path | None = None
-    bytes_copied: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        out = self._asdict()
-        out["config"] = self.config._asdict()
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
 
 
 class ArtifactStore(Collector):
@@ -92,16 +68,18 @@ class ArtifactStore(Collector):
         except errors.ContainerdUnavailable as exc:
             if rootfs is None:
                 raise
-            log.warning("containerd unreachable, copying the artifacts out of %s instead: %s", rootfs, exc)
-            return self._acquire_copy(container_id, spec_config, rootfs, None)
+            reason = f"containerd is unreachable ({exc}): read in place from the rootfs folder"
+            return in_place(container_id, self.namespace, spec_config or read_config(rootfs), rootfs, reason)
         if spec_config is None:
             spec_config = from_annotations(_spec_annotations(record.spec))
-        if mode == "copy":
-            return self._acquire_copy(container_id, spec_config, rootfs, record)
-        if not record.snapshot_key and rootfs is not None:
-            log.info("container %s has no snapshot to view (a rootfs of its own): copying its artifacts", record.id)
-            return self._acquire_copy(container_id, spec_config, rootfs, record)
-        return self._acquire_view(record, mode, spec_config)
+        decision = decide(mode, True, record)
+        if decision.source is Source.IN_PLACE:
+            if rootfs is None:
+                raise errors.UkrunError(f"container {record.id!r} has no snapshot to view: give its rootfs folder")
+            return in_place(container_id, self.namespace, spec_config or read_config(rootfs), rootfs, decision.reason)
+        if decision.source is Source.COPY:
+            return self._acquire_copy(container_id, spec_config, rootfs, record)._replace(reason=decision.reason)
+        return self._acquire_view(record, mode, spec_config)._replace(reason=decision.reason)
 
     def _acquire_view(self, record: ContainerRecord, mode: str, spec_config: UnikernelConfig | None) -> Artifacts:
         if not record.snapshotter or not record.snapshot_key:
@@ -146,8 +124,8 @@ class ArtifactStore(Collector):
         state = self._hold(record, key, choice.chain_id, mode)
         try:
             root = Path(state.mount_point)
-            config = spec_config or _read_config(root)
-            resolved = {p: paths.resolve_file(root, p, _what(config, p)) for p in config.artifact_paths()}
+            config = spec_config or read_config(root)
+            resolved = {p: paths.resolve_file(root, p, what(config, p)) for p in config.artifact_paths()}
             if config.source == URUNC_JSON:
                 resolved[URUNC_JSON] = paths.resolve_file(root, URUNC_JSON, "urunc.json")
             if choice.marked_paths and not all(
@@ -255,7 +233,7 @@ class ArtifactStore(Collector):
         dest = self.root / "copies" / self.namespace / container_id
         self._write_record(container_id, "copy")
         with self._source_root(rootfs, record) as src:
-            config = spec_config or _read_config(src)
+            config = spec_config or read_config(src)
             import shutil  # not at the top: the shared path, every create's, never copies
 
             shutil.rmtree(dest, ignore_errors=True)
@@ -264,7 +242,7 @@ class ArtifactStore(Collector):
             out: dict[str, Path] = {}
             wanted = [*config.artifact_paths(), *([URUNC_JSON] if config.source == URUNC_JSON else [])]
             for image_path in wanted:
-                res = paths.resolve_file(src, image_path, _what(config, image_path))
+                res = paths.resolve_file(src, image_path, what(config, image_path))
                 target = dest / image_path.lstrip("/").replace("/", "_")
                 shutil.copyfile(res.path, target)
                 copied += target.stat().st_size
@@ -301,28 +279,6 @@ class ArtifactStore(Collector):
         finally:
             host.unmount_all(target)
             target.rmdir()
-
-
-def _what(config: UnikernelConfig, image_path: str) -> str:
-    if image_path == config.binary:
-        return "kernel"
-    if image_path == config.initrd:
-        return "initrd"
-    if image_path == config.block:
-        return "block image"
-    return "file"
-
-
-def _read_config(root: Path) -> UnikernelConfig:
-    try:
-        res = paths.resolve_file(root, URUNC_JSON, "urunc.json")
-    except errors.UnsafePath:
-        raise
-    except errors.ImageError as exc:
-        raise errors.ImageError(
-            f"no unikernel configuration: the spec has no com.urunc.unikernel.* annotations and {exc}"
-        ) from None
-    return parse_urunc_json(paths.read_limited(res.path, URUNC_JSON_LIMIT, "urunc.json"))
 
 
 def _spec_annotations(spec: bytes) -> dict[str, str]:

@@ -195,9 +195,15 @@ class ImageBuilder:
         }
         (self.workdir / "index.json").write_text(json.dumps(index, sort_keys=True))
         (self.workdir / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        # Docker's classic image store loads only this (as `docker save` writes it beside index.json);
+        # containerd, Docker's containerd store and Podman read the OCI layout.
+        blob = "blobs/sha256/{}".format
+        legacy = [{"Config": blob(cfg_digest.split(":")[1]), "RepoTags": [self.name],
+                   "Layers": [blob(d.split(":")[1]) for d, _, _ in self.layers]}]
+        (self.workdir / "manifest.json").write_text(json.dumps(legacy))
         tmp = out.with_name(out.name + ".tmp")
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name in ("oci-layout", "index.json", "blobs"):
+            for name in ("oci-layout", "index.json", "manifest.json", "blobs"):
                 tar.add(self.workdir / name, arcname=name, filter=_reset)
         os.replace(tmp, out)
         return man_digest

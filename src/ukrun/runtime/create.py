@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 from ukrun import config as configmod
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
+from ukrun.runtime import startnet, verbs
 from ukrun.runtime import state as st
-from ukrun.runtime import verbs
 from ukrun.runtime.zygote import Zygote
 from ukrun.timing import Timer
 
 if TYPE_CHECKING:
-    from ukrun.artifacts.store import Artifacts, ArtifactStore
-    from ukrun.runtime.plan import Facts, JoinedInitrd, LaunchPlan
+    from ukrun.artifacts.source import Artifacts, Decision
+    from ukrun.artifacts.store import ArtifactStore
+    from ukrun.runtime.plan import ArtifactPaths, Facts, JoinedInitrd, LaunchPlan
     from ukrun.runtime.spec import Spec
     from ukrun.unikernel import UnikernelConfig
 
@@ -44,8 +45,13 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         verbs.exec_runc(ctx)
     d = Path(st.container_dir(ctx.root, container_id))
     zygote = zygote or Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
-    store = verbs.store(ctx, ctx.containerd_namespace(bundle))
+    store = verbs.store(ctx, ctx.containerd_namespace(bundle)) if ctx.containerd_named() else None
+    if uk_config is None and store is None:
+        zygote.close()
+        timer.flush()
+        verbs.exec_runc(ctx)  # no containerd to ask for the image's configuration
     if uk_config is None:
+        assert store is not None
         from ukrun.runtime.facts import image_config
 
         uk_config = image_config(spec, lambda: store.client, container_id)
@@ -62,7 +68,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         zygote.close()
         raise
     me = os.getpid()
-    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=store.namespace,
+    record = st.ContainerState(id=container_id, bundle=str(bundle), namespace=store.namespace if store else "",
                                annotations=dict(spec.annotations), created=_now(), timing_log=ctx.config.timing_log,
                                creator=me, creator_start=st.process_start(me))
     try:
@@ -71,8 +77,11 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
 
         facts, art = _gather(ctx, spec, uk_config, record, d, store, timer)
         launch_plan = plan(facts)
+        late = startnet.deferred(tuple((n.type, n.path) for n in spec.namespaces))
+        if late:
+            startnet.keep(d, facts)
         timer.mark("plan")
-        _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer)
+        _apply(ctx, launch_plan, facts, spec, record, d, art, zygote, pid_file, console_socket, timer, late)
     except BaseException:
         zygote.close()
         verbs.teardown(ctx, record)
@@ -82,30 +91,47 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
 
 
 def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: st.ContainerState, d: Path,
-            store: ArtifactStore, timer: Timer) -> tuple[Facts, Artifacts]:
+            store: ArtifactStore | None, timer: Timer) -> tuple[Facts, Artifacts]:
+    from ukrun.artifacts import source
     from ukrun.runtime import facts as gather
-    from ukrun.runtime.plan import ArtifactPaths
 
-    found = gather.host(ctx.config, spec, uk_config, record.id, store.client, ctx.artifacts_root)
+    found = gather.host(ctx.config, spec, uk_config, record.id, store.client if store else None, ctx.artifacts_root)
     timer.mark("checks")
+    mode = _mode(ctx, spec)
+    decision = source.decide(mode, store is not None, found.container)
+    if decision.source is source.Source.IN_PLACE:
+        art = source.in_place(record.id, record.namespace, uk_config, spec.rootfs, decision.reason)
+    else:
+        assert store is not None
+        art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
+    timer.mark("artifacts")
+    return gather.facts(found, spec, uk_config, record.id, str(d), _paths(art, decision)), art
+
+
+def _mode(ctx: verbs.Context, spec: Spec) -> str:
     mode = spec.annotations.get(verbs.MODE_ANNOTATION, ctx.config.artifact_mode)
     if mode not in configmod.MODES:
         raise UkrunError(f"annotation {verbs.MODE_ANNOTATION}={mode!r} is not one of {', '.join(configmod.MODES)}")
-    art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
-    timer.mark("artifacts")
-    paths = ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""))
-    return gather.facts(found, spec, uk_config, record.id, str(d), paths), art
+    return mode
+
+
+def _paths(art: Artifacts, decision: Decision) -> ArtifactPaths:
+    from ukrun.runtime.plan import ArtifactPaths
+
+    return ArtifactPaths(str(art.kernel), str(art.initrd or ""), str(art.block or ""), decision.source,
+                         decision.reason)
 
 
 def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPlan:
     """The plan `create` would make for a bundle, with no effect: no view, no unmount, no monitor. The
-    artifacts are resolved in place in the bundle's rootfs (create reads them from a view instead)."""
-    from ukrun.artifacts import paths
+    artifacts are resolved in place in the bundle's rootfs; the plan says where create reads them from
+    (artifacts.source), with the reason."""
+    from ukrun.artifacts import source
     from ukrun.containerd import connector
     from ukrun.errors import ContainerdUnavailable
     from ukrun.runtime import facts as gather
     from ukrun.runtime import spec as specmod
-    from ukrun.runtime.plan import ArtifactPaths, plan
+    from ukrun.runtime.plan import plan
 
     spec = specmod.load(bundle)
     uk_config = verbs.unikernel_config(spec.annotations, spec.rootfs)
@@ -117,18 +143,15 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
     except ContainerdUnavailable:
         client = None
     found = gather.host(ctx.config, spec, uk_config, container_id, client, ctx.artifacts_root)
-
-    def resolve(image_path: str, what: str) -> str:
-        return str(paths.resolve_file(spec.rootfs, image_path, what).path) if image_path else ""
-
-    artifacts = ArtifactPaths(resolve(uk_config.binary, "kernel"), resolve(uk_config.initrd, "initrd"),
-                              resolve(uk_config.block, "block image"))
+    decision = source.decide(_mode(ctx, spec), client is not None, found.container)
+    art = source.in_place(container_id, "", uk_config, spec.rootfs, decision.reason)
     state_dir = st.container_dir(ctx.root, container_id)
-    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, artifacts))
+    return plan(gather.facts(found, spec, uk_config, container_id, state_dir, _paths(art, decision)))
 
 
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
-           art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer) -> None:
+           art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer,
+           late_network: bool) -> None:
     from ukrun.launchconfig import LaunchConfig, Namespace
     from ukrun.runtime import rootfs as rootfsmod
     from ukrun.runtime.plan import FilesTarget
@@ -139,7 +162,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         record.netns, record.tap = plan.netns, plan.network.tap
         record.nat = plan.link.table if plan.link else ""
         st.save(ctx.root, record)  # before the tap exists: a crash from here on leaves a record of it
-        _connect(plan)
+        connect(plan)
         timer.mark("network")
     if plan.files_target is FilesTarget.ROOTFS:
         rootfsmod.write_guest_files(Path(info.mount_point), dict(plan.guest_files))
@@ -174,7 +197,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir)
                           if p),
         virtiofsd=vfsd.argv if vfsd else (), virtiofsd_socket=vfsd.socket if vfsd else "",
-        virtiofsd_log=vfsd.log if vfsd else "",
+        virtiofsd_log=vfsd.log if vfsd else "", late_network=late_network,
     ).write(d)
     record.pid = zygote.start(spec.process.terminal, console_socket)
     record.pid_start = st.process_start(record.pid)
@@ -201,7 +224,7 @@ def _join_initrd(joined: JoinedInitrd) -> None:
         out.write(b"\0" * (-out.tell() % 4) + joined.appended)
 
 
-def _connect(plan: LaunchPlan) -> None:
+def connect(plan: LaunchPlan) -> None:
     """The container's tap, and either the redirection between it and the container's interface (dynamic)
     or the private link and its NAT rules (static)."""
     from ukrun.network import netlink

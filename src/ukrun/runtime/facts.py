@@ -14,7 +14,7 @@ from ukrun import config as configmod
 from ukrun import host as hostmod
 from ukrun.artifacts import paths
 from ukrun.containerd.records import ContainerRecord, SnapshotKind
-from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound
+from ukrun.errors import ContainerdError, ContainerdUnavailable, ImageError, NotFound, SnapshotterNotLoaded
 from ukrun.logs import log
 from ukrun.network.base import Interface
 from ukrun.runtime import mountplan as mp
@@ -56,6 +56,8 @@ def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, containe
     table = hostmod.mountinfo()  # read once: the rootfs, its other users and the spec's mounts
     info = rootfsmod.inspect(spec.rootfs, table)
     record = container(client, container_id) if client is not None else None
+    if client is not None and record is not None and not record.snapshot_key and info.kind is not RootfsKind.DIR:
+        record = keyed_snapshot(client, record)
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
     interface, taps = network(netns) if netns else (None, ())
     return HostFacts(
@@ -186,6 +188,23 @@ def container(client: Client, container_id: str) -> ContainerRecord | None:
     except NotFound:
         log.warning("%s: containerd does not know this container: its rootfs is treated as a folder", container_id)
     return None
+
+
+def keyed_snapshot(client: Client, record: ContainerRecord) -> ContainerRecord:
+    """For a block rootfs whose container record names no snapshot: the active snapshot keyed by the
+    container's ID, in whichever snapshotter holds one. Docker's containerd image store makes the
+    container's snapshot under that key and mounts it itself, naming neither in containerd's record. The
+    handoff rule still proves that the mounted device is that snapshot's (runtime.handoff)."""
+    for plugin in client.plugins(["type==io.containerd.snapshotter.v1"]):
+        if plugin.init_error:
+            continue
+        try:
+            found = client.stat_snapshot(plugin.id, record.id)
+        except (NotFound, SnapshotterNotLoaded):
+            continue
+        if found.kind is SnapshotKind.ACTIVE:
+            return record._replace(snapshotter=plugin.id, snapshot_key=record.id)
+    return record
 
 
 def snapshot(client: Client, record: ContainerRecord | None, info: RootfsInfo) -> tuple[SnapshotMount, ...] | None:

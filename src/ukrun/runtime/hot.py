@@ -25,7 +25,13 @@ def start(root: str, container_id: str) -> None:
     status = st.status(root, record)
     if status != "created":
         raise UkrunError(f"container {container_id} is {status}, not created: it cannot be started")
-    fifo = os.path.join(st.container_dir(root, container_id), st.FIFO)
+    d = st.container_dir(root, container_id)
+    if os.path.exists(os.path.join(d, st.NETWORK_FACTS)) and routed(record.pid):
+        from ukrun.runtime import startnet  # Docker's network arrives between create and start
+
+        startnet.connect(root, record)
+        timer.mark("network")
+    fifo = os.path.join(d, st.FIFO)
     crashpoints.point("start-before-release")
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -40,6 +46,15 @@ def start(root: str, container_id: str) -> None:
     st.save(root, record)
     timer.mark("started")
     timer.flush()
+
+
+def routed(pid: int) -> bool:
+    """Whether the network namespace of process `pid` has an IPv4 default route (from /proc: no netlink)."""
+    try:
+        with open(f"/proc/{pid}/net/route") as f:
+            return any(line.split()[1:2] == ["00000000"] for line in f.readlines()[1:])
+    except OSError:
+        return False
 
 
 def state(root: str, container_id: str) -> dict[str, object]:

@@ -16,6 +16,7 @@ import base64
 import enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.network.base import GuestNetwork, Interface, NetworkMode, StaticLink
@@ -54,11 +55,13 @@ class MonitorFacts(NamedTuple):
 
 
 class ArtifactPaths(NamedTuple):
-    """Host paths of the image's artifacts, where the monitor reads them."""
+    """Host paths of the image's artifacts, where the monitor reads them, and where they come from."""
 
     kernel: str
     initrd: str = ""
     block: str = ""  # com.urunc.unikernel.block
+    source: Source = Source.VIEW  # decided by artifacts.source.decide
+    reason: str = ""
 
 
 class Resources(NamedTuple):
@@ -126,6 +129,7 @@ class LaunchPlan(NamedTuple):
     notes: tuple[str, ...] = ()
     volumes: tuple[Volume, ...] = ()  # unmounted on the host by create, then handed to the VM
     joined_initrd: JoinedInitrd | None = None
+    artifacts: ArtifactPaths = ArtifactPaths("")
 
     def to_json(self) -> dict[str, Any]:
         def show(data: bytes) -> str:
@@ -158,6 +162,9 @@ class LaunchPlan(NamedTuple):
             "joined_initrd": None if self.joined_initrd is None else {
                 "path": self.joined_initrd.path, "image": self.joined_initrd.image,
                 "appended_bytes": len(self.joined_initrd.appended)},
+            "artifacts": {"source": self.artifacts.source.value, "reason": self.artifacts.reason,
+                          "kernel": self.artifacts.kernel, "initrd": self.artifacts.initrd,
+                          "block": self.artifacts.block},
             "notes": list(self.notes),
         }
 
@@ -235,7 +242,7 @@ def plan(facts: Facts) -> LaunchPlan:
         files=tuple(monitor_files), exit_decoding=monitor.exit_decoding(spec, guest.exit_decoding),
         netns=facts.netns if net is not None else "", network=net, link=link, notes=notes,
         interface=facts.interface.name if net is not None and facts.interface else "", virtiofsd=daemon,
-        volumes=mounts.volumes, joined_initrd=joined,
+        volumes=mounts.volumes, joined_initrd=joined, artifacts=facts.artifacts,
     )
 
 

@@ -8,6 +8,7 @@ import os
 
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
+NETWORK_FACTS = "network.facts"  # create's facts, kept when a network may arrive before start (runtime.startnet)
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
           "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes")
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ukrun.unikernel import UnikernelConfig
 
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Context(NamedTuple):
@@ -50,6 +51,12 @@ class Context(NamedTuple):
     def containerd_address(self) -> str:
         # The shim exports the address of the containerd that runs this container: the surest source.
         return self.address or os.environ.get("GRPC_ADDRESS") or self.config.address
+
+    def containerd_named(self) -> bool:
+        """Whether a containerd manages this invocation's containers: the shim's GRPC_ADDRESS, --address,
+        or an address the configuration chose. Podman, CRI-O and other callers of the OCI runtime name
+        none, and ukrun then asks no containerd (artifacts.source)."""
+        return bool(self.address or os.environ.get("GRPC_ADDRESS") or self.config.address_set)
 
     def containerd_namespace(self, bundle: Path | None = None) -> str:
         """--namespace, else the shim's NAMESPACE, else the bundle's place in containerd's layout
@@ -80,8 +87,9 @@ class HandToRunc(BaseException):
 def exec_runc(ctx: Context) -> NoReturn:
     """Hands the whole invocation to runc: for containers that are not unikernels."""
     me = os.path.realpath(sys.argv[0]) if sys.argv else ""
+    search = os.environ.get("PATH") or DEFAULT_PATH  # Podman runs kill and delete with no PATH
     runc = ctx.config.runc or next(
-        (p for d in os.environ.get("PATH", "").split(":") if (p := os.path.join(d, "runc"))
+        (p for d in search.split(":") if (p := os.path.join(d, "runc"))
          and os.access(p, os.X_OK) and os.path.realpath(p) != me),
         "",
     )
@@ -180,7 +188,9 @@ def teardown(ctx: Context, record: st.ContainerState, timer: Timer | None = None
         log.info("%s: block volume %s stays unmounted from %s; remounting it is its owner's job", record.id,
                  device, source)
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
-    views(ctx, record.namespace).release(record.id)
+    # A container no containerd managed has no namespace and acquired nothing (artifacts.source).
+    if record.namespace:
+        views(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
     if timer:
         timer.mark("released")
@@ -194,8 +204,8 @@ def _disconnect(record: st.ContainerState) -> None:
     namespace already gone took them."""
     from ukrun.network import netlink
 
-    if not os.path.exists(record.netns):
-        return
+    if not os.path.exists(record.netns) or record.netns == f"/proc/{record.pid}/ns/net":
+        return  # gone, or the container's own (runtime.startnet), which takes the tap with it
     with netlink.inside(record.netns) as sock:
         netlink.remove_tap(sock, record.tap)
         if record.nat:
