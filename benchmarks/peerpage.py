@@ -3,7 +3,7 @@ intervals, and the plot, each naming urunc's version and the command.
 
 What must stay true: it reads only the peer step's JSON (benchmarks.results.PeerResult); a skipped step (no urunc
 binary named) is said as such, with how to enable it; a ratio is always the median of pairwise ratios
-(benchmarks.peerstats), and a failed or unclean container is listed, never dropped.
+(benchmarks.peerstats), and a failed or unclean container is listed, never dropped silently.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _failures(result: PeerResult) -> list[str]:
     bad = [s for s in result.samples if not (s.ok and s.clean)]
     if not bad:
         return ["Every container printed what it should, exited as it should and was deleted with nothing left.", ""]
-    out = ["Containers that failed or left something (they still count in the times: a user waited for them):", ""]
+    out = ["Containers that failed (counted in no time and no ratio) or left something (counted):", ""]
     for s in bad:
         what = "left something after its delete" if s.ok else f"failed: {s.note or 'no output'}"
         out.append(f"- {s.runtime}, {result.titles.get(s.image, s.image)}, {s.mode} #{s.index} (containerd "

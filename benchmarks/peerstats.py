@@ -2,8 +2,8 @@
 
 What must stay true: a ratio is the median of ratios taken pair by pair within a round (the same index of the
 same image, mode and daemon), never a ratio of medians; the first container of an image (index 0) is kept
-apart from the later ones; a failed or unclean sample still counts in the times (a user waited for it) and
-is reported as such.
+apart from the later ones; a container that failed (a runtime that hung, or a snapshot the machine could not
+write) is counted in no time and no ratio, and is reported, never dropped silently; an unclean one counts.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class Row(NamedTuple):
 
 
 def _pairs(samples: list[PeerSample], other: str, first: bool = False, lane: str = "ukrun") -> list[float]:
-    mine = {s.index: s.wall_ms for s in samples if s.runtime == lane}
-    theirs = {s.index: s.wall_ms for s in samples if s.runtime == other}
+    mine = {s.index: s.wall_ms for s in samples if s.runtime == lane and s.ok}
+    theirs = {s.index: s.wall_ms for s in samples if s.runtime == other and s.ok}
     return [mine[i] / theirs[i] for i in sorted(mine) if i in theirs and (i == 0) == first and theirs[i] > 0]
 
 
@@ -50,10 +50,10 @@ def rows(samples: list[PeerSample]) -> list[Row]:
     out = []
     for key in keys:
         group = [s for s in samples if (s.containerd, s.mode, s.image) == key]
-        first = {s.runtime: s.wall_ms for s in group if s.index == 0}
+        first = {s.runtime: s.wall_ms for s in group if s.index == 0 and s.ok}
         runtimes = [*RUNTIMES, *sorted({s.runtime for s in group} - set(RUNTIMES))]
         later = {r: statistics.median(v) for r in runtimes
-                 if (v := [s.wall_ms for s in group if s.runtime == r and s.index > 0])}
+                 if (v := [s.wall_ms for s in group if s.runtime == r and s.index > 0 and s.ok])}
         first_ratio = first["ukrun"] / first["urunc"] if "ukrun" in first and first.get("urunc") else None
         vs_urunc, vs_runc = _pairs(group, "urunc"), _pairs(group, "runc")
         spread_of = vs_urunc or vs_runc

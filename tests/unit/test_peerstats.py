@@ -33,8 +33,10 @@ def _sample(runtime: str, index: int, ms: float, ok: bool = True) -> PeerSample:
 def test_a_ratio_is_the_median_of_pairwise_ratios_and_the_first_container_stands_apart() -> None:
     samples = [_sample("ukrun", 0, 900), _sample("urunc", 0, 300), _sample("runc", 0, 100)]
     for i, (u, p) in enumerate(((100, 200), (300, 200), (500, 100)), start=1):  # ratios 0.5, 1.5, 5
-        samples += [_sample("ukrun", i, u), _sample("urunc", i, p), _sample("runc", i, 100, ok=i != 2)]
+        samples += [_sample("ukrun", i, u), _sample("urunc", i, p), _sample("runc", i, 100 * i, ok=i != 2)]
+    samples += [_sample("ukrun", 4, 1), _sample("urunc", 4, 180000, ok=False)]  # a hung peer: in no ratio
     (row,) = rows(samples)
     assert row.ratio_urunc == 1.5  # not 300 / 200, the ratio of the medians
     assert row.first == {"ukrun": 900, "urunc": 300, "runc": 100} and row.ratio_urunc_first == 3.0
-    assert row.later["ukrun"] == 300 and row.failures == {"runc": 1}
+    assert row.later["ukrun"] == 200 and row.later["runc"] == 200 and row.failures == {"runc": 1, "urunc": 1}
+    assert row.ratio_runc is not None and abs(row.ratio_runc - (1 + 5 / 3) / 2) < 1e-9  # rounds 1 and 3 only
