@@ -1,7 +1,7 @@
 # ukrun: the two commands a fresh machine needs are `make demo` and `make test` (both run the set-up).
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-devmapper lint unit integration bench bench-artifacts bench-runtime bench-devmapper bench-load bench-network stubs
+.PHONY: setup demo test test-devmapper lint unit integration bench bench-artifacts bench-runtime bench-peer bench-devmapper bench-load bench-network stubs
 
 setup:
 	./scripts/setup
@@ -30,7 +30,8 @@ integration: setup
 	$(PY) -m pytest -q tests/integration
 
 # Every benchmark, then docs/performance.md and docs/plots/ (~10 minutes here). BENCH_QUICK=1: small sizes
-# and counts, no devmapper guest; BENCH_ONLY=artifacts-sizes,artifacts-counts,devmapper,runtime,load.
+# and counts, no devmapper guest; BENCH_ONLY=artifacts-sizes,artifacts-counts,devmapper,runtime,peer,load.
+# The peer step (beside urunc) runs only with UKRUN_BENCH_URUNC=/path/to/urunc; the project never builds urunc.
 bench: setup
 	$(PY) -m benchmarks.report
 
@@ -45,6 +46,9 @@ bench-artifacts: setup
 
 bench-runtime: setup
 	$(PY) -m benchmarks.runtime
+
+bench-peer: setup
+	$(PY) -m benchmarks.peer
 
 stubs: setup
 	$(PY) scripts/gen-proto

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from benchmarks.peerstats import Row
 from benchmarks.results import ArtifactsResult, LoadResult, Machine, RuntimeResult, percentile
 
 MODES = (("copy", "copy"), ("per-container", "per-container view"), ("shared-first", "shared view, first"),
@@ -160,9 +161,12 @@ def start_latency(result: RuntimeResult, out: Path, m: Machine, command: str) ->
     ax.boxplot(data, tick_labels=[f"ukrun (linux guest, TCG)\nn={len(data[0])}", f"runc (busybox)\nn={len(data[1])}"],
                showfliers=False)
     for i, values in enumerate(data, start=1):
-        ax.scatter([i + (j % 5 - 2) * 0.03 for j in range(len(values))], values, s=12, alpha=0.7, zorder=3)
+        ax.scatter([i + (j % 5 - 2) * 0.03 for j in range(1, len(values))], values[1:], s=12, alpha=0.7, zorder=3)
+        ax.scatter([i], values[:1], s=40, marker="x", color="black", zorder=4,
+                   label="first container of the image" if i == 1 else None)
+    ax.legend(fontsize=7)
     ax.set_ylabel("ms from `ctr run -d` until the task is RUNNING")
-    ax.set_title("Container start latency, ukrun vs runc, alternating runs")
+    ax.set_title("Container start latency, ukrun vs runc, one at a time, alternating")
     ax.set_ylim(bottom=0)
     return _save(fig, out, m, command)
 
@@ -179,4 +183,28 @@ def load_create(result: LoadResult, out: Path, m: Machine, command: str) -> Path
     ax.set_xlabel("create's own phases (ms, ukrun's timing log)")
     ax.set_ylabel("containers")
     ax.set_title(f"{result.containers} containers of one image created at once through ctr")
+    return _save(fig, out, m, command)
+
+
+def peer_ratios(rows: list[Row], out: Path, m: Machine, command: str, urunc: str, titles: dict[str, str]) -> Path:
+    """ukrun ÷ urunc (and ÷ runc's busybox) per image, pairwise medians of the later containers, by mode."""
+    modes = [mode for mode in ("rm", "detach") if any(r.mode == mode for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(modes)), figsize=(11, 5), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=False):
+        mine = [r for r in rows if r.mode == mode]
+        xs = range(len(mine))
+        for offset, (label, values) in ((-0.2, ("÷ urunc " + urunc, [r.ratio_urunc for r in mine])),
+                                        (0.2, ("÷ runc (busybox)", [r.ratio_runc for r in mine]))):
+            bars = [v or 0.0 for v in values]
+            ax.bar([x + offset for x in xs], bars, 0.4, label=label)
+            for x, v in zip(xs, values, strict=True):
+                ax.text(x + offset, v or 0.0, "-" if v is None else f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.axhline(1.15, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(list(xs), [f"{titles.get(r.image, r.image)}\n(containerd {r.containerd})" for r in mine],
+                      fontsize=6, rotation=20)
+        ax.set_title("ctr run --rm, end to end" if mode == "rm" else "ctr run -d until RUNNING")
+        ax.set_ylabel("ukrun ÷ peer, median of pairwise ratios (later containers)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"ukrun beside urunc {urunc}: a container's whole life, one at a time, alternating")
     return _save(fig, out, m, command)

@@ -3,7 +3,9 @@
 Why: the figures the README quotes must come from one run of one command on a named machine, each
 beside the command that produced it. The steps are the artifact benchmark on blockfile (across
 artifact sizes, then across container counts), the same benchmark on devmapper inside the qemu guest
-(its ratios), the runtime benchmark (start latency and verb costs beside runc) and the load benchmark.
+(its ratios), the runtime benchmark (start latency and verb costs beside runc), the peer benchmark (a
+container's whole life beside urunc, run only when the operator names a urunc binary with
+UKRUN_BENCH_URUNC; otherwise the page says how to enable it) and the load benchmark.
 Each writes a JSON result (benchmarks.results) into the results folder; the page and the plots are
 drawn from those files only, so `--from-results` redraws them without running anything.
 
@@ -47,11 +49,13 @@ def plan(quick: bool) -> list[Step]:
                 Step("artifacts-counts", "benchmarks.artifacts", ["--sizes", "8", "--containers", "1,5,10"]),
                 Step("devmapper", "testbed.dmguest", ["bench", "--sizes", "8", "--containers", "3"]),
                 Step("runtime", "benchmarks.runtime", ["--runs", "3"]),
+                Step("peer", "benchmarks.peer", ["--runs", "3", "--helper"]),
                 Step("load", "benchmarks.load", ["--containers", "5", "--images", "2"])]
     return [Step("artifacts-sizes", "benchmarks.artifacts", ["--sizes", "8,64,512", "--containers", "20"]),
             Step("artifacts-counts", "benchmarks.artifacts", ["--sizes", "64", "--containers", "1,5,20,50"]),
             Step("devmapper", "testbed.dmguest", ["bench", "--sizes", "8,64", "--containers", "5"]),
             Step("runtime", "benchmarks.runtime", ["--runs", "15"]),
+            Step("peer", "benchmarks.peer", ["--runs", "8", "--containerd", "1.7,2", "--helper"]),
             Step("load", "benchmarks.load", ["--containers", "50", "--images", "5"])]
 
 

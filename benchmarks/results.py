@@ -169,3 +169,36 @@ def machine(containerd: dict[str, str], date: str) -> Machine:
 
 def load_machine(path: Path) -> Machine:
     return Machine(**json.loads(path.read_text()))
+
+
+@dataclass
+class PeerSample:
+    """One container's life through one runtime (benchmarks.peer)."""
+
+    containerd: str
+    mode: str  # "rm": `ctr run --rm` end to end; "detach": `ctr run -d` until the task runs
+    image: str  # PeerImage.key
+    runtime: str  # ukrun, urunc or runc
+    index: int  # 0: the first container of the image (of this variant) through this runtime
+    wall_ms: float
+    ok: bool  # the expected output and exit code (rm), the task started (detach)
+    clean: bool  # deleted with nothing left by the usual commands
+    intervals_ms: dict[str, float]  # testbed.events.INTERVALS, by containerd's clock
+    phases_ms: dict[str, float] = field(default_factory=dict)  # ukrun's own verbs, from its timing log
+    note: str = ""
+
+
+@dataclass
+class PeerResult:
+    command: str
+    urunc: str  # urunc's version, or "" when skipped
+    runs: int
+    titles: dict[str, str]  # image key -> title
+    samples: list[PeerSample]
+    skipped: str = ""  # why the section did not run, and how to enable it
+
+
+def load_peer(path: Path) -> PeerResult:
+    d: dict[str, Any] = json.loads(path.read_text())
+    return PeerResult(d["command"], d["urunc"], d["runs"], d["titles"], [PeerSample(**s) for s in d["samples"]],
+                      d.get("skipped", ""))

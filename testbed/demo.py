@@ -19,6 +19,7 @@ from pathlib import Path
 
 from testbed import containerd as ctd
 from testbed import guest
+from testbed import host as tbhost
 from ukrun import host
 from ukrun.containerd.client import Client
 
@@ -93,11 +94,16 @@ def main() -> int:
         ctr("task", "delete", "demo-bg")
         for cid in ("demo", "demo-bg"):
             ctr("containers", "delete", cid)
-        print(f"== after both containers went: views {len(json.loads(ukrun('view', 'ls', '--json')))}, "
-              f"loop devices on its snapshots "
+        views = json.loads(ukrun("view", "ls", "--json"))
+        idle = sum(1 for v in views if not v["users"] and v["idle_until"])
+        print(f"== after both containers went: views {len(views)} ({idle} idle, kept mounted for the image's next "
+              f"container until its lease ends), loop devices on its snapshots "
               f"{sum(1 for b in _loops() if b.startswith(str(daemon.dir)))}")
+        ukrun("gc", "--idle")
+        print(f"== after ukrun gc --idle: views {len(json.loads(ukrun('view', 'ls', '--json')))}")
         return 0 if fg.returncode == 0 else 1
     finally:
+        tbhost.unmount_below(state_root)
         ctd.stop(daemon.dir)
         subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
 

@@ -27,8 +27,9 @@ T = TypeVar("T")
 
 
 def ukrun_config(path: Path, state_root: Path, memory_mb: int = 256) -> Path:
-    """A ukrun configuration whose state and timing log live under `state_root`."""
-    path.write_text(f'[artifacts]\nstate_root = "{state_root}"\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
+    """A ukrun configuration whose state and timing log live under `state_root`; views are released with
+    their last user (`idle = 0`), so that "nothing left" after the fleet means nothing."""
+    path.write_text(f'[artifacts]\nstate_root = "{state_root}"\nidle = 0\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
                     f"[monitors.qemu]\ndefault_memory_mb = {memory_mb}\n")
     return path
 

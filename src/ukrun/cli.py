@@ -73,8 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--rootfs", type=Path, help="the container's mounted rootfs (copy mode, fallback)")
     a.add_argument("--json", action="store_true")
     vs.add_parser("release", help="release what acquire gave a container").add_argument("container")
-    ls = vs.add_parser("ls", help="list the views under the state root")
+    ls = vs.add_parser("ls", help="list the views under the state root, and the end of the idle ones")
     ls.add_argument("--json", action="store_true")
+    w = vs.add_parser("warm", help="make and mount an image's view before its first container, idle for it")
+    w.add_argument("image")
+    w.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER") or "overlayfs",
+                   help="the snapshotter its containers use (default $CONTAINERD_SNAPSHOTTER, else overlayfs, as ctr)")
 
     pl = sub.add_parser("plan", help="print what create would do for a bundle, changing nothing")
     pl.add_argument("--bundle", "-b", type=Path, default=Path("."))
@@ -84,8 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check what ukrun needs on this node, with the fix for what fails")
     dr.add_argument("--json", action="store_true")
 
+    h = sub.add_parser("helper", help="serve the shim's create and delete from one process that has imported ukrun "
+                                      "(optional: without it, they run as before)")
+    h.add_argument("--socket", help="default $UKRUN_HELPER, else /run/ukrun/helper.sock: where the verbs look")
+    h.add_argument("--idle-exit", type=float, default=0.0, help="exit after this many seconds without a call")
+
     g = sub.add_parser("gc", help="reclaim views, mounts, leases and labels whose users are gone")
     g.add_argument("--dry-run", action="store_true")
+    g.add_argument("--idle", action="store_true", help="also remove idle views before their end ([artifacts] idle)")
     g.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace containerd has")
     return p
 
@@ -109,7 +119,7 @@ def _operator_store(args: argparse.Namespace, cfg: configmod.Config) -> Artifact
 
     namespace = args.namespace or cfg.namespace
     connect = connector(args.address or cfg.address, namespace, cfg.timeout)
-    return ArtifactStore(args.state_root or cfg.state_root, namespace, connect)
+    return ArtifactStore(args.state_root or cfg.state_root, namespace, connect, cfg.view_idle)
 
 
 def _runtime(args: argparse.Namespace, cfg: configmod.Config, argv: list[str]) -> int:
@@ -149,6 +159,10 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         return 0
     if args.verb == "plan":
         return _plan(args, cfg)
+    if args.verb == "helper":
+        from ukrun import helper, relay
+
+        return helper.serve(args.socket or relay.socket_path(), args.idle_exit)
     if args.verb == "doctor":
         from ukrun import doctor
 
@@ -173,7 +187,7 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
             if ns != store.namespace:
                 args.namespace = ns
                 store = _operator_store(args, cfg)
-            for action in store.gc(dry_run=args.dry_run):
+            for action in store.gc(dry_run=args.dry_run, idle=args.idle):
                 prefix = f"[{ns}] " if args.all_namespaces else ""
                 print(prefix + ("would " if args.dry_run else "") + action)
         return 0
@@ -193,14 +207,29 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
         if not store.release(args.container):
             print(f"ukrun: container {args.container} holds no artifacts", file=sys.stderr)
         return 0
+    if args.view_verb == "warm":
+        from ukrun.artifacts.prewarm import warm
+
+        state, choice = warm(store, args.image, args.snapshotter)
+        end = f"idle until {_when(state.idle_until)}" if not state.users else f"in use by {len(state.users)}"
+        print(f"view {state.key} ({state.snapshotter}) of {args.image} at {state.mount_point}: {end}; {choice.reason}")
+        return 0
     views = store.views()
     if args.json:
         print(json.dumps([v._asdict() for v in views], indent=1))
         return 0
-    print(f"{'VIEW':<60} {'SNAPSHOTTER':<11} {'USERS':<5} {'MOUNTED':<7} MOUNT POINT")
+    print(f"{'VIEW':<60} {'SNAPSHOTTER':<11} {'USERS':<5} {'MOUNTED':<7} {'IDLE UNTIL':<20} MOUNT POINT")
     for v in views:
-        print(f"{v.key:<60} {v.snapshotter:<11} {len(v.users):<5} {'yes' if v.mounted else 'no':<7} {v.mount_point}")
+        idle = _when(v.idle_until) if not v.users and v.idle_until else "-"
+        print(f"{v.key:<60} {v.snapshotter:<11} {len(v.users):<5} {'yes' if v.mounted else 'no':<7} {idle:<20} "
+              f"{v.mount_point}")
     return 0
+
+
+def _when(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _plan(args: argparse.Namespace, cfg: configmod.Config) -> int:

@@ -8,6 +8,8 @@
     [artifacts]
     mode = "shared"              # shared | per-container | copy
     state_root = "/run/ukrun"
+    idle = 300                   # seconds a shared view stays mounted after its last user, for the next
+                                 # container of the image (bounded by a lease's gc.expire); 0: released at once
 
     [monitors.qemu]
     path = ""                    # default: qemu-system-<arch> on PATH
@@ -93,6 +95,7 @@ class Config(NamedTuple):
     timeout: float = 30.0
     artifact_mode: str = "shared"
     state_root: Path = Path("/run/ukrun")
+    view_idle: float = 300.0
     monitors: Mapping[str, Monitor] = NO_MONITORS
     runc: str = ""
     image_config: bool = True
@@ -145,6 +148,10 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
     mode = str(art.get("mode", base.artifact_mode))
     if mode not in MODES:
         raise ConfigError(f"{path}: [artifacts] mode = {mode!r} is not one of {', '.join(MODES)}")
+    idle = _number(art, "idle", base.view_idle, path, float)
+    if not 0 <= idle < float("inf"):
+        raise ConfigError(f"{path}: [artifacts] idle = {idle:g} must be 0 (views released at once) or a number "
+                          "of seconds")
     monitors = {name: _monitor(name, table, where, f"monitors.{name}.")
                 for name, table in _table(data, "monitors", path).items()}
     runtime = _table(data, "runtime", path)
@@ -163,6 +170,7 @@ def load(path: Path | None = None, cache_dir: Path | None = None) -> Config:
         timeout=_number(ctd, "timeout", base.timeout, path, float),
         artifact_mode=mode,
         state_root=Path(str(art.get("state_root", base.state_root))),
+        view_idle=idle,
         monitors=monitors,
         runc=str(runtime.get("runc", "")),
         image_config=bool(runtime.get("image_config", True)),

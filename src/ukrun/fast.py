@@ -111,10 +111,18 @@ def run(argv: list[str]) -> int | None:
     g, verb, rest = parsed
     if verb == "create":
         args = parse_create(rest)
-        return None if args is None else _create(g, args, argv)
+        if args is None:
+            return None
+        code = _relayed("create", argv, g.root, args.id)
+        return _create(g, args, argv) if code is None else code
     if verb == "delete":
         deleting = parse_delete(rest)
-        return None if deleting is None else _delete(g, *deleting, argv)
+        if deleting is None:
+            return None
+        if deleting[0] and gone(g.root, deleting[1]):
+            return 0
+        code = _relayed("delete", argv, g.root, deleting[1])
+        return _delete(g, *deleting, argv) if code is None else code
     if verb in RUNC_VERBS:
         from ukrun import verbargs
 
@@ -147,6 +155,24 @@ def run(argv: list[str]) -> int | None:
     return 0
 
 
+def _relayed(verb: str, argv: list[str], root: str, container_id: str) -> int | None:
+    """The verb's exit code from a resident helper (ukrun.relay), or None: no helper, run it here."""
+    from ukrun import relay
+
+    if not container_id or "/" in container_id or container_id in (".", "..") or not relay.answering():
+        return None
+    return relay.run(verb, argv, os.path.join(root, container_id))
+
+
+def gone(root: str, container_id: str) -> bool:
+    """Whether neither ukrun nor runc (they share the shim's --root) has anything of the container: a forced
+    delete of it is then a no-op that succeeds, as runc's is. The shim's clean-up runs one after every
+    delete, and answering it here spares it the configuration and an exec of runc."""
+    if not container_id or "/" in container_id or container_id in (".", ".."):
+        return False  # runc's error, through the usual path
+    return not os.path.lexists(os.path.join(root, container_id))
+
+
 def _error(g: Globals, message: str) -> None:
     from ukrun import logs
 
@@ -154,7 +180,7 @@ def _error(g: Globals, message: str) -> None:
     logs.log.error("%s", message)
 
 
-def _context(g: Globals, argv: list[str]) -> Context:
+def context(g: Globals, argv: list[str]) -> Context:
     from pathlib import Path
 
     from ukrun import config as configmod
@@ -165,7 +191,7 @@ def _context(g: Globals, argv: list[str]) -> Context:
                          argv=argv, systemd_cgroup=g.systemd_cgroup)
 
 
-def _guarded(g: Globals, work: Callable[[], None]) -> int:
+def guarded(g: Globals, work: Callable[[], None]) -> int:
     """What the full CLI does around a verb (see cli.main): errors logged where the shim reads them."""
     from ukrun import logs
     from ukrun.errors import UkrunError
@@ -188,10 +214,10 @@ def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
 
         from ukrun.runtime.create import create
 
-        create(_context(g, argv), args.id, Path(args.bundle).resolve(),
+        create(context(g, argv), args.id, Path(args.bundle).resolve(),
                Path(args.pid_file) if args.pid_file else None, args.console_socket)
 
-    return _guarded(g, work)
+    return guarded(g, work)
 
 
 def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
@@ -199,19 +225,19 @@ def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
         from ukrun.runtime import state as st
         from ukrun.runtime import verbs
 
-        ctx = _context(g, argv)
+        ctx = context(g, argv)
         if not st.is_ours(g.root, container_id):
             verbs.exec_runc(ctx)
         verbs.delete(ctx, container_id, force)
 
-    return _guarded(g, work)
+    return guarded(g, work)
 
 
 def _runc(g: Globals, argv: list[str]) -> int:
     """A container that is not ukrun's: the whole invocation goes to runc (never returns on success)."""
     from ukrun.runtime import verbs
 
-    return _guarded(g, lambda: verbs.exec_runc(_context(g, argv)))
+    return guarded(g, lambda: verbs.exec_runc(context(g, argv)))
 
 
 def main() -> None:

@@ -61,16 +61,61 @@ def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     tbhost.unmount_below(folder)
 
 
+WARM_IDLE = 120.0  # seconds: longer than any test's wait between two containers of an image
+
+
+@pytest.fixture(scope="session")
+def warm_daemon(daemon: ctd.Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ctd.Daemon]:
+    """A private containerd, of the `daemon` fixture's version, whose ukrun keeps views warm: its configuration
+    file (`daemon_config`) is the warm tests' to rewrite (`set_idle`); crash-free until armed, like `daemon`."""
+    folder = tmp_path_factory.mktemp(f"warm{daemon.version}")
+    config = write_ukrun_config(folder / "ukrun.toml", folder / "ukrun-state", idle=WARM_IDLE)
+    d = ctd.start(daemon.version, folder / "d", env={"UKRUN_CONFIG": str(config),
+                                                     "UKRUN_CRASH_ARM": str(arm_file(folder / "d"))})
+    yield d
+    ctd.stop(d.dir)
+    tbhost.unmount_below(folder)
+
+
+def set_idle(daemon: ctd.Daemon, seconds: float) -> None:
+    """The idle time the warm daemon's ukrun uses from its next call on (the file's change is seen at once)."""
+    write_ukrun_config(daemon_config(daemon), daemon.dir.parent / "ukrun-state", idle=seconds)
+
+
+@pytest.fixture
+def warm(warm_daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iterator[Runner]:
+    """Runs the linux guest image on the warm daemon; after the test, removes its containers and, through
+    `ukrun gc --idle`, its idle views: nothing may stay mounted."""
+    set_idle(warm_daemon, WARM_IDLE)
+    state = warm_daemon.dir.parent / "ukrun-state"
+    r = Runner(warm_daemon, ns, tmp_path / "runc", state, config=daemon_config(warm_daemon))
+    warm_daemon.import_image(ns, guest_image, SNAPSHOTTER)
+    yield r
+    remove_containers(r)
+    cleaned = r.gc("--idle")
+    assert cleaned.returncode == 0, cleaned.stderr
+    left = [m.mount_point for m in host.mountinfo() if m.mount_point.startswith(str(state) + "/")]
+    assert not left, f"mounts stayed: {left}"
+
+
+def daemon_config(daemon: ctd.Daemon) -> Path:
+    """The ukrun configuration the daemon's shims read (`idle = 0`), for operator commands beside them."""
+    return daemon.dir.parent / "ukrun.toml"
+
+
 def arm_file(daemon_dir: Path) -> Path:
     return daemon_dir.parent / "crash-arm"
 
 
-def write_ukrun_config(config_file: Path, state_root: Path, virtiofsd: Path = VIRTIOFSD, **monitor: str) -> Path:
+def write_ukrun_config(config_file: Path, state_root: Path, virtiofsd: Path = VIRTIOFSD, idle: float = 0,
+                       **monitor: str) -> Path:
     """ukrun's configuration for the tests: folder rootfs go over 9p unless a test's annotation chooses
-    virtio-fs, served by the virtiofsd scripts/setup put in the cache."""
+    virtio-fs, served by the virtiofsd scripts/setup put in the cache. Views are released with their last
+    user (`idle = 0`), so that every check of "nothing left" means exactly that; warm views (`idle`) are
+    proven on a daemon of their own (test_warm)."""
     extra = "".join(f'{k} = "{v}"\n' for k, v in monitor.items())
     config_file.write_text(
-        f'[artifacts]\nstate_root = "{state_root}"\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
+        f'[artifacts]\nstate_root = "{state_root}"\nidle = {idle:g}\n[timing]\nlog = "{state_root}/timing.jsonl"\n'
         f'[runtime]\nrootfs_share = "9p"\n[extra_binaries.virtiofsd]\npath = "{virtiofsd}"\n'
         f"[monitors.qemu]\ndefault_memory_mb = 256\n{extra}"
     )

@@ -21,9 +21,11 @@ class Runner:
     """Runs containers through ctr with ukrun as the shim's runc binary, and checks what they leave."""
 
     def __init__(self, daemon: ctd.Daemon, ns: str, runc_root: Path, state_root: Path,
-                 snapshotter: str = "blockfile") -> None:
+                 snapshotter: str = "blockfile", config: Path | None = None) -> None:
         self.daemon, self.ns, self.runc_root, self.state_root = daemon, ns, runc_root, state_root
         self.snapshotter = snapshotter
+        # ukrun's configuration for the operator commands run here (the shim's comes from the daemon's env)
+        self.cli_env = {"CONTAINERD_NAMESPACE": ns, **({"UKRUN_CONFIG": str(config)} if config else {})}
         self.fifo_dir = runc_root.parent / "fifo"  # ctr leaves a detached task's FIFOs behind: keep them ours
 
     def ctr(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -49,8 +51,7 @@ class Runner:
 
     def views(self) -> list[dict[str, object]]:
         out = subprocess.run([UKRUN, "--state-root", str(self.state_root), "view", "ls", "--json"],
-                             capture_output=True, text=True, check=True,
-                             env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns})
+                             capture_output=True, text=True, check=True, env={**self.daemon.env(), **self.cli_env})
         return list(json.loads(out.stdout))
 
     def snapshot_file(self, cid: str) -> str:
@@ -100,11 +101,15 @@ class Runner:
             left += ["nft table"] * ("ukrun_" in tables) + ["private link address"] * (" 100.127." in addrs)
         return left
 
-    def gc(self, **env: str) -> subprocess.CompletedProcess[str]:
+    def gc(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """`ukrun gc` over this runner's runtime root and state root, as an operator runs it after a crash."""
+        return self.ukrun("gc", *args, **env)
+
+    def ukrun(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """An operator command over this runner's runtime root and state root."""
         return subprocess.run([UKRUN, "--root", str(self.runc_root / self.ns), "--state-root", str(self.state_root),
-                               "gc"], capture_output=True, text=True, timeout=60,
-                              env={**self.daemon.env(), "CONTAINERD_NAMESPACE": self.ns, **env})
+                               *args], capture_output=True, text=True, timeout=120,
+                              env={**self.daemon.env(), **self.cli_env, **env})
 
     def assert_clean(self, cid: str) -> None:
         """Nothing of the container stays: state dir, views, mounts, loop devices, leases, monitor."""
@@ -119,6 +124,30 @@ class Runner:
             assert not [s for s in c.list_snapshots(self.snapshotter, ["kind==view"])]
         assert not self.monitors(), "a monitor process stayed"
         assert not tbhost.virtiofsd_processes(self.daemon.dir), "a virtiofsd process stayed"
+
+    def idle_leases(self) -> list[tuple[str, dict[str, str]]]:
+        """ukrun's idle leases in containerd: (id, labels)."""
+        from ukrun.artifacts.views import IDLE_LABEL
+
+        with Client(self.daemon.address, self.ns) as c:
+            return [(le.id, dict(le.labels)) for le in c.list_leases([f'labels."{IDLE_LABEL}"'])]
+
+    def assert_idle_bounded(self, idle: float) -> dict[str, object]:
+        """The one view is idle, held by exactly one lease that names it and ends when its record says, within
+        `idle` seconds: containerd's GC takes it then even if ukrun never runs again. Returns the view."""
+        import calendar
+        import time
+
+        from ukrun.artifacts.views import IDLE_LABEL
+        from ukrun.containerd.records import GC_EXPIRE_LABEL
+
+        (view,) = self.views()
+        (lease, labels), = self.idle_leases()
+        assert view["users"] == [] and view["mounted"], view
+        assert (lease, labels[IDLE_LABEL]) == (view["idle_lease"], view["id"])
+        end = calendar.timegm(time.strptime(labels[GC_EXPIRE_LABEL], "%Y-%m-%dT%H:%M:%SZ"))
+        assert end == view["idle_until"] and time.time() < end <= time.time() + idle, (end, view)
+        return view
 
     def monitors(self) -> list[int]:
         """qemu processes using this daemon's snapshots."""

@@ -20,8 +20,8 @@ import pytest
 
 from testbed import netns
 from testbed.reliability import Fault, Report
-from tests.integration.conftest import arm_file
-from tests.integration.runner import Runner
+from tests.integration.conftest import SNAPSHOTTER, WARM_IDLE, arm_file
+from tests.integration.runner import IMAGE, Runner
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ukrun"
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
@@ -32,6 +32,8 @@ FOLDER = ("init-after-virtiofsd",)  # reached only with a folder rootfs (overlay
 PORTS = ("create-after-address", "create-after-rules", "teardown-after-rules")
 ALONE = ("acquire-after-view", "acquire-after-label", "acquire-after-mount", "release-after-unmount",
          "release-after-remove")
+# Reached only where views stay idle (`[artifacts] idle`): on the warm daemon, see test_a_crash_at_each_warm_...
+WARM = ("idle-after-lease", "idle-after-hold", "acquire-after-takeover", "warm-after-view")
 
 
 def crash_points() -> list[str]:
@@ -42,12 +44,13 @@ def crash_points() -> list[str]:
 
 
 POINTS = crash_points()
-PHASES = ("acquire", "create", "start", "kill", "init", "teardown", "release", "gc", "exec")
+PHASES = ("acquire", "create", "start", "kill", "init", "teardown", "release", "gc", "exec", "idle", "warm")
 
 
 def test_the_crash_points_are_found_unique_and_cover_every_phase() -> None:
     assert len(set(POINTS)) == len(POINTS), POINTS
     assert {p.split("-")[0] for p in POINTS} == set(PHASES), POINTS
+    assert set(WARM) <= set(POINTS), WARM
 
 
 def killed(proc: subprocess.CompletedProcess[str]) -> bool:
@@ -104,7 +107,7 @@ def reach(r: Runner, point: str, pod: netns.Pod) -> str:
 
 
 @pytest.mark.reliability("faults")
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", [p for p in POINTS if p not in WARM])
 def test_a_crash_at_each_point_leaves_nothing_and_spares_the_other_container(
     runner: Runner, pod: netns.Pod, report: Report, point: str, guest_image: Path,
 ) -> None:
@@ -145,3 +148,66 @@ def folder_runner(r: Runner, image: Path) -> Runner:
 def start_bystander(r: Runner) -> None:
     assert r.run("by", *SLEEP, flags=("--detach",)).returncode == 0
     r.wait_status("by", "RUNNING")
+
+
+def reach_warm(r: Runner, point: str, pod: netns.Pod) -> str:
+    """Drives the victim `f1` (or `ukrun view warm`) to a warm view's step, armed once; returns how."""
+    arm = arm_file(r.daemon.dir)
+    net = ("--with-ns", f"network:{pod.path}")
+    if point == "warm-after-view":
+        proc = r.ukrun("view", "warm", IMAGE, "--snapshotter", SNAPSHOTTER, UKRUN_CRASH_AT=point)
+        assert proc.returncode == -9, proc.stderr
+        return "ukrun view warm, before any container"
+    if point == "acquire-after-takeover":
+        assert r.run("w0", *SLEEP, flags=("--detach",)).returncode == 0  # its delete leaves the view idle
+        r.wait_status("w0", "RUNNING")
+        r.ctr("task", "kill", "-s", "SIGKILL", "w0")
+        r.wait_status("w0", "STOPPED")
+        assert r.ctr("task", "delete", "w0").returncode == 0 and r.ctr("containers", "delete", "w0").returncode == 0
+        r.assert_idle_bounded(WARM_IDLE)
+        arm.write_text(point)
+        assert killed(r.run("f1", *SLEEP, flags=("--detach", *net)))
+        how = "ctr run -d, the image's view idle"
+    else:  # the view's last user leaves: its delete keeps the view idle
+        assert r.run("f1", *SLEEP, flags=("--detach", *net)).returncode == 0
+        r.wait_status("f1", "RUNNING")
+        r.ctr("task", "kill", "-s", "SIGKILL", "f1")
+        r.wait_status("f1", "STOPPED")
+        arm.write_text(point)
+        assert killed(r.ctr("task", "delete", "f1"))
+        how = "ctr task rm of the view's last user, after the task stopped"
+    assert not arm.exists(), f"{point} was never reached"
+    return how
+
+
+@pytest.mark.reliability("faults")
+@pytest.mark.parametrize("point", WARM)
+def test_a_crash_at_each_warm_view_step_leaves_nothing_but_a_bounded_idle_view(
+    warm: Runner, pod: netns.Pod, report: Report, point: str,
+) -> None:
+    r = warm
+    how = reach_warm(r, point, pod)
+    left = tuple(r.leftovers("f1", pod))
+    start_bystander(r)  # on what the crash left
+    r.ctr("task", "delete", "--force", "f1")
+    r.ctr("containers", "delete", "f1")
+    cleaned = r.gc()
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "f1" not in r.ctr("containers", "ls", "-q").stdout.split()
+    assert r.leftovers("f1", pod) == []
+    assert [v["users"] for v in r.views()] == [["by"]] and r.task_status("by") == "RUNNING"
+    named = {v["idle_lease"] for v in r.views()}
+    assert all(lease in named for lease, _ in r.idle_leases()), "an idle lease that no view names stayed"
+    r.ctr("task", "kill", "-s", "SIGKILL", "by")
+    r.wait_status("by", "STOPPED")
+    assert r.ctr("task", "delete", "by").returncode == 0
+    assert r.ctr("containers", "delete", "by").returncode == 0
+    r.assert_idle_bounded(WARM_IDLE)  # the bystander's view waits, bounded, for the image's next container
+    assert r.gc("--idle").returncode == 0
+    r.assert_clean("by")
+    r.assert_clean("f1")
+    assert r.views() == [] and r.idle_leases() == []
+    report.faults.append(Fault(point, r.daemon.version, how, left,
+                               "ctr task rm -f; ctr c rm; ukrun gc",
+                               "started after the crash: kept running, then deleted; its view stayed idle, "
+                               "bounded by its lease, until ukrun gc --idle"))

@@ -24,7 +24,7 @@ from testbed import guest
 from testbed import hostile as hb
 from testbed.hostile import INITRD, KERNEL, KERNEL_BYTES, Node, file, link
 from testbed.reliability import Hostile, Report
-from tests.integration.conftest import SNAPSHOTTER, load
+from tests.integration.conftest import SNAPSHOTTER, daemon_config, load
 from tests.integration.runner import UKRUN, Runner
 from ukrun import errors, host
 from ukrun.artifacts.store import ArtifactStore
@@ -380,7 +380,7 @@ def test_cli_acquire_of_a_symlink_loop_says_one_sentence(daemon: ctd.Daemon, ns:
                                                          bait: HostBait) -> None:
     _load(daemon, ns, tmp_path, "cli-loop", kernel_is(link(KERNEL, "/loop/a"), link("/loop/a", "/loop/b"),
                                                       link("/loop/b", "../loop/a"))(bait))
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon))}
     for mode in ("shared", "copy"):
         proc = subprocess.run([UKRUN, "--state-root", str(store.root), "view", "acquire", "--mode", mode, "c1"],
                               env=env, capture_output=True, text=True, timeout=120)

@@ -14,7 +14,7 @@ import pytest
 
 from testbed import containerd as ctd
 from testbed import images
-from tests.integration.conftest import SNAPSHOTTER, load
+from tests.integration.conftest import SNAPSHOTTER, daemon_config, load
 from ukrun import errors, host
 from ukrun.artifacts.store import ArtifactStore
 from ukrun.artifacts.views import ACQUIRE_LABEL, user_label
@@ -200,7 +200,7 @@ def test_concurrent_acquires_make_exactly_one_view(
 ) -> None:
     ids = [f"c{i}" for i in range(6)]
     load(daemon, ns, basic_image, "ukrun/basic:1", ids)
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon))}
     cmd = [sys.executable, "-m", "ukrun", "--state-root", str(state_root), "view", "acquire", "--json"]
     procs = [subprocess.Popen([*cmd, cid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for cid in ids]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -217,7 +217,8 @@ def test_gc_reclaims_everything_after_a_crash(
     daemon: ctd.Daemon, ns: str, client: Client, basic_image: Path, state_root: Path, step: str
 ) -> None:
     load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CRASH_AT": step}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon)),
+           "UKRUN_CRASH_AT": step}
     base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
     proc = subprocess.run([*base, "view", "acquire", "c1"], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
@@ -240,7 +241,8 @@ def test_release_reclaims_an_acquire_killed_around_recording_its_user(
 ) -> None:
     # The container still exists, so gc must leave its hold alone: release (the shim's delete) takes it.
     load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CRASH_AT": step}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon)),
+           "UKRUN_CRASH_AT": step}
     base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
     proc = subprocess.run([*base, "view", "acquire", "c1"], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
@@ -267,7 +269,7 @@ def test_view_of_a_deleted_container_is_reclaimed(
 
 def test_cli_acquire_ls_release(daemon: ctd.Daemon, ns: str, basic_image: Path, state_root: Path) -> None:
     load(daemon, ns, basic_image, "ukrun/basic:1", ["c1"])
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon))}
     base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
 
     def run(*args: str) -> str:
@@ -376,7 +378,7 @@ def test_views_on_directory_snapshotters(daemon: ctd.Daemon, ns: str, client: Cl
 
 def test_gc_all_namespaces(daemon: ctd.Daemon, ns: str, basic_image: Path, state_root: Path) -> None:
     other = ns + "b"
-    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns}
+    env = {**daemon.env(), "CONTAINERD_NAMESPACE": ns, "UKRUN_CONFIG": str(daemon_config(daemon))}
     base = [sys.executable, "-m", "ukrun", "--state-root", str(state_root)]
     for namespace in (ns, other):
         load(daemon, namespace, basic_image, "ukrun/basic:1", ["c1"])

@@ -4,7 +4,7 @@ import pytest
 
 from ukrun import config
 from ukrun.errors import ConfigError
-from ukrun.host import parse_mountinfo
+from ukrun.host import parse_mountinfo, remove_tree
 
 
 def test_config_file_env_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +25,16 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         config.load(f)
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "missing.toml")
+
+
+def test_a_shared_view_stays_idle_for_five_minutes_unless_the_operator_says_otherwise(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[artifacts]\nidle = 0\n")
+    assert (config.Config().view_idle, config.load(f).view_idle) == (300.0, 0.0)
+    for bad in ("-1", "inf", "nan", '"soon"'):
+        f.write_text(f"[artifacts]\nidle = {bad}\n")
+        with pytest.raises(ConfigError, match=r"\[artifacts\] idle|idle must be a number"):
+            config.load(f)
 
 
 def test_virtiofsd_and_the_rootfs_share_use_uruncs_key_names(tmp_path: Path) -> None:
@@ -76,3 +86,18 @@ def test_a_monitor_is_found_on_path_as_shutil_finds_it(tmp_path: Path, monkeypat
     monkeypatch.setenv("PATH", f"{tmp_path / 'none'}:{tool.parent}")
     for name in ("qemu-x", "plain", "absent", str(tool), str(tmp_path / "bin" / "plain")):
         assert which(name) == (shutil.which(name) or ""), name
+
+
+def test_remove_tree_removes_a_folder_and_never_follows_a_link_out_of_it(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "file").write_text("kept")
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_text("x")
+    (tree / "top").write_text("y")
+    (tree / "a" / "dir-link").symlink_to(outside / "keep")
+    (tree / "file-link").symlink_to(outside / "keep" / "file")
+    remove_tree(tree)
+    assert not tree.exists() and (outside / "keep" / "file").read_text() == "kept"
+    remove_tree(tree)  # gone already: nothing to do, no error

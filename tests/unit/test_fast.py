@@ -1,6 +1,12 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from ukrun.fast import parse, parse_create, parse_delete
+from ukrun.fast import gone, parse, parse_create, parse_delete
+
+UKRUN = str(Path(sys.executable).parent / "ukrun")
 
 
 def test_the_shims_calls_take_the_fast_path() -> None:
@@ -67,3 +73,26 @@ def test_the_shims_delete_takes_the_fast_path() -> None:
     assert parse_delete(["-f", "c3"]) == (True, "c3")
     for unusual in (["--force"], ["c1", "c2"], ["--force=1", "c1"], ["--all", "c1"]):
         assert parse_delete(unusual) is None, unusual
+
+
+def _ukrun(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """ukrun as the shim runs it, with no runc anywhere: what reaches runc fails."""
+    config = tmp_path / "ukrun.toml"
+    config.write_text('[runtime]\nrunc = "/nonexistent/runc"\n')
+    return subprocess.run([UKRUN, "--root", str(tmp_path / "root"), *argv], capture_output=True, text=True,
+                          env={"PATH": "/nonexistent", "UKRUN_CONFIG": str(config)}, timeout=60)
+
+
+def test_a_forced_delete_of_a_container_nobody_has_succeeds_without_runc(tmp_path: Path) -> None:
+    # The shim's clean-up after every delete: neither ukrun nor runc has the container any more.
+    proc = _ukrun(tmp_path, "delete", "--force", "gone1")
+    assert proc.returncode == 0, proc.stderr
+    assert gone(str(tmp_path / "root"), "gone1")
+
+
+def test_a_delete_of_a_container_that_may_be_runcs_still_goes_to_runc(tmp_path: Path) -> None:
+    (tmp_path / "root" / "r1").mkdir(parents=True)  # runc's state folder, in the shared root
+    for argv in (("delete", "--force", "r1"), ("delete", "gone2")):  # runc's, and an unforced delete
+        proc = _ukrun(tmp_path, *argv)
+        assert proc.returncode != 0 and "/nonexistent/runc" in proc.stderr, (argv, proc.stderr)
+    assert not gone(str(tmp_path / "root"), "..") and not gone(str(tmp_path / "root"), "a/b")

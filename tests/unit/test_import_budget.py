@@ -53,3 +53,20 @@ def test_exec_refused_by_a_guest_imports_no_plan_guest_types_or_typing(tmp_path:
     heavy = ("ukrun.unikernels", "ukrun.hypervisors", "ukrun.runtime.plan", "ctypes")
     assert _hits(loaded, (*HOT_FORBIDDEN, *heavy)) == []
     assert "exec is not possible in container u1: a Unikraft unikernel" in (tmp_path / "log.json").read_text()
+# What releasing does not need: acquire's modules, and shutil (bz2, lzma) for a few files.
+DELETE_FORBIDDEN = (*CREATE_FORBIDDEN, "ukrun.artifacts.store", "ukrun.artifacts.layers", "ukrun.image",
+                    "ukrun.unikernel")
+
+
+def test_deletes_teardown_loads_nothing_that_only_acquiring_needs(tmp_path: Path) -> None:
+    loaded = _loaded(f"""
+from pathlib import Path
+from ukrun import config
+from ukrun.runtime import state as st, verbs
+root = Path({str(tmp_path)!r})
+(root / "c1").mkdir()
+st.save(root, st.ContainerState(id="c1", bundle="/b", namespace="ns"))
+verbs.delete(verbs.Context(root=root, config=config.Config(state_root=root / "state"), argv=[]), "c1", False)
+assert not (root / "c1").exists()
+""")
+    assert _hits(loaded, DELETE_FORBIDDEN) == []

@@ -1,21 +1,25 @@
-"""`ukrun gc` for the artifacts: views whose users are gone, folders without a record, and what a crash
-left in containerd (views, labels, acquire leases) under this state root only (its `ukrun.io/state-root`
-label), never another root's.
+"""`ukrun gc` for the artifacts: views whose users are gone (an idle view only once its end has passed),
+folders without a record, and what a crash left in containerd (views, labels, acquire leases, idle leases
+no record names) under this state root only (its `ukrun.io/state-root` label), never another root's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from ukrun import crashpoints, errors, host
-from ukrun.artifacts.views import ACQUIRE_LABEL, ROOT_LABEL, VIEW_LABEL, ViewBook, user_label, view_id
+from ukrun.artifacts.idle import IdleViews
+from ukrun.artifacts.views import ACQUIRE_LABEL, IDLE_LABEL, ROOT_LABEL, VIEW_LABEL, user_label, view_id
 
 
-class Collector(ViewBook):
-    def gc(self, *, dry_run: bool = False) -> list[str]:
-        """Reclaims views whose users are gone, mounts with no view, ukrun leases and labels left by crashes."""
+class Collector(IdleViews):
+    def gc(self, *, dry_run: bool = False, idle: bool = False) -> list[str]:
+        """Reclaims views whose users are gone, mounts with no view, ukrun leases and labels left by crashes;
+        with `idle`, idle views too before their end."""
         actions: list[str] = []
+        now = float("inf") if idle else time.time()
         base = self.root / "views"
         local = {d.name for d in base.iterdir() if d.is_dir()} if base.is_dir() else set()
         for vid in sorted(local):
@@ -28,9 +32,7 @@ class Collector(ViewBook):
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
                         host.unmount_all(d / "rootfs")
-                        import shutil
-
-                        shutil.rmtree(d, ignore_errors=True)
+                        host.remove_tree(d)
                     continue
                 if state.namespace != self.namespace:
                     continue
@@ -43,12 +45,14 @@ class Collector(ViewBook):
                     alive = [u for u in state.users if self._container_exists(u)]
                 else:
                     alive = sorted(os.listdir(d / "users"))
+                if not alive and state.idle(now):
+                    continue  # bounded by its idle lease: for the next container, or collected after its end
                 if not alive:
                     actions.append(f"remove view {state.key} ({state.snapshotter}) and its mount")
                     if not dry_run:
                         self._teardown(vid, state)
         crashpoints.point("gc-after-views")
-        actions += self._gc_containerd(dry_run)
+        actions += self._gc_containerd(dry_run, now)
         if not dry_run:
             self._remove_stale_locks()
         return actions
@@ -77,7 +81,7 @@ class Collector(ViewBook):
             return False
         return True
 
-    def _gc_containerd(self, dry_run: bool) -> list[str]:
+    def _gc_containerd(self, dry_run: bool, now: float) -> list[str]:
         actions = []
         c = self.client
         snapshotters = [p.id for p in c.plugins(["type==io.containerd.snapshotter.v1"]) if not p.init_error]
@@ -92,7 +96,7 @@ class Collector(ViewBook):
                     if not got:
                         continue
                     state = self._load_view(vid)
-                    if state is None or not state.users:
+                    if state is None or not (state.users or state.idle(now)):
                         actions.append(f"remove view snapshot {info.name} ({sn}) with no user")
                         if not dry_run:
                             if state is not None:
@@ -113,6 +117,17 @@ class Collector(ViewBook):
                         if not dry_run:
                             with contextlib.suppress(errors.NotFound):
                                 c.update_container_labels(rec.id, {user_label(sn): None})
+        for lease in c.list_leases([f'labels."{IDLE_LABEL}"']):
+            vid = lease.labels.get(IDLE_LABEL, "")
+            if lease.labels.get(ROOT_LABEL) != self._root_id:
+                continue
+            with self._lock(vid or "-", wait=False) as got:
+                state = self._load_view(vid) if got and vid else None
+                if got and (state is None or state.idle_lease != lease.id):
+                    actions.append(f"delete lease {lease.id} (no idle view names it)")
+                    if not dry_run:
+                        with contextlib.suppress(errors.NotFound):
+                            c.delete_lease(lease.id)
         for lease in c.list_leases([f'labels."{ACQUIRE_LABEL}"']):
             if lease.labels.get(ROOT_LABEL) != self._root_id:
                 continue

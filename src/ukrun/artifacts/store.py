@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +100,10 @@ class ArtifactStore(Collector):
         _store_choice(cache, choice)
         return art
 
+    def remember_choice(self, snapshotter: str, top: str, wanted: tuple[str, ...], choice: layers.Choice) -> None:
+        """Keeps a chain choice where `acquire` looks first (`ukrun view warm` makes one before any container)."""
+        _store_choice(self._chain_cache_path(snapshotter, top, wanted), choice)
+
     def _image_layers(self, record: ContainerRecord) -> ImageLayers | None:
         if not record.image:
             return None
@@ -126,10 +131,10 @@ class ArtifactStore(Collector):
             if choice.marked_paths and not all(
                 p in choice.marked_paths and r.followed_links == 0 for p, r in resolved.items()
             ):
-                self._release_view(record.id, state.id)
+                self._release_view(record.id, state.id, keep=False)
                 return None
         except BaseException:
-            self._release_view(record.id, state.id)
+            self._release_view(record.id, state.id, keep=False)
             raise
         return Artifacts(
             container=record.id,
@@ -149,59 +154,66 @@ class ArtifactStore(Collector):
         )
 
     def _hold(self, record: ContainerRecord, key: str, parent: str, mode: str) -> ViewState:
-        """Makes `record` a user of the view `key` of `parent`: created, mounted and labelled as needed."""
+        """Makes `record` a user of the view `key` of `parent`: created, taken over from idle, mounted and
+        labelled as needed."""
         sn = record.snapshotter
         vid = view_id(self.namespace, sn, key)
         with self._lock(vid):
             state = self._load_view(vid)
             if state and record.id in state.users:
                 return state
-            if state and state.users:
-                try:
-                    self.client.stat_snapshot(sn, key)
-                except errors.NotFound:
-                    log.warning("view %s vanished from containerd; making it again", key)
-                    self._teardown(vid, state)
-                    state = None
+            if state and state.users and not self._view_exists(sn, key):
+                log.warning("view %s vanished from containerd; making it again", key)
+                self._teardown(vid, state, keep_lock=True)
+                state = None
             if state and state.users:
                 # Held by the other users' labels: this container's label is all it takes.
                 self.client.update_container_labels(record.id, {user_label(sn): key})
-            else:
+            elif not (state and state.mounted and state.idle(time.time()) and self._take_over(record, state)):
+                if state:  # what a crash left, or an idle view past its end: never handed over as it is
+                    self._teardown(vid, state, keep_lock=True)
                 state = self._create_and_label(record, vid, key, parent, mode)
-            self._ensure_mounted(state)
+            if not state.mounted:
+                self._ensure_mounted(state)
             self._write_record(record.id, f"view:{vid}")
             crashpoints.point("acquire-before-user")
             (self._view_dir(vid) / "users" / record.id).touch()
             crashpoints.point("acquire-after-user")
-            loaded = self._load_view(vid)
-            assert loaded is not None
-            return loaded
+            return state._replace(users=tuple(sorted({*state.users, record.id})), mounted=True,
+                                  mount_point=str(self._view_dir(vid) / "rootfs"))
 
-    def _create_and_label(self, record: ContainerRecord, vid: str, key: str, parent: str, mode: str) -> ViewState:
-        sn = record.snapshotter
+    @contextlib.contextmanager
+    def _acquire_lease(self, vid: str) -> Iterator[str]:
+        """A lease that holds a view from its View until a label or an idle lease does."""
         lease = self.client.create_lease(
             f"ukrun/acquire/{vid}/{os.urandom(6).hex()}", {ACQUIRE_LABEL: vid, ROOT_LABEL: self._root_id},
             expire_s=ACQUIRE_TTL_S,
         )
         try:
-            try:
-                labels = {VIEW_LABEL: vid, MODE_LABEL: mode, ROOT_LABEL: self._root_id}
-                mounts = self.client.view(sn, key, parent, labels=labels, lease=lease.id)
-            except errors.AlreadyExists:
-                self.client.lease_add_snapshot(lease.id, sn, key)
-                mounts = self.client.mounts(sn, key)
-            crashpoints.point("acquire-after-view")
-            state = ViewState(
-                id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
-                mounts=tuple(m._asdict() for m in mounts),
-            )
-            self._save_view(state)
-            self.client.update_container_labels(record.id, {user_label(sn): key})
-            crashpoints.point("acquire-after-label")
-            return state
+            yield lease.id
         finally:
             with contextlib.suppress(errors.ContainerdError):
                 self.client.delete_lease(lease.id)
+
+    def _make_view(self, sn: str, vid: str, key: str, parent: str, mode: str, lease: str) -> ViewState:
+        try:
+            labels = {VIEW_LABEL: vid, MODE_LABEL: mode, ROOT_LABEL: self._root_id}
+            mounts = self.client.view(sn, key, parent, labels=labels, lease=lease)
+        except errors.AlreadyExists:
+            self.client.lease_add_snapshot(lease, sn, key)
+            mounts = self.client.mounts(sn, key)
+        crashpoints.point("acquire-after-view")
+        state = ViewState(id=vid, namespace=self.namespace, snapshotter=sn, key=key, parent=parent, mode=mode,
+                          mounts=tuple(m._asdict() for m in mounts))
+        self._save_view(state)
+        return state
+
+    def _create_and_label(self, record: ContainerRecord, vid: str, key: str, parent: str, mode: str) -> ViewState:
+        with self._acquire_lease(vid) as lease:
+            state = self._make_view(record.snapshotter, vid, key, parent, mode, lease)
+            self.client.update_container_labels(record.id, {user_label(record.snapshotter): key})
+            crashpoints.point("acquire-after-label")
+            return state
 
     def _ensure_mounted(self, state: ViewState) -> None:
         target = self._view_dir(state.id) / "rootfs"
@@ -269,35 +281,6 @@ class ArtifactStore(Collector):
         finally:
             host.unmount_all(target)
             target.rmdir()
-
-    # -- release ------------------------------------------------------------------------------------
-    def release(self, container_id: str) -> bool:
-        """Releases what `acquire` gave the container. Idempotent; False when there was nothing."""
-        path = self._record_path(container_id)
-        try:
-            held = os.readlink(path)
-        except FileNotFoundError:
-            return False
-        if held.startswith("view:"):
-            self._release_view(container_id, held.removeprefix("view:"))
-        else:
-            import shutil
-
-            shutil.rmtree(self.root / "copies" / self.namespace / container_id, ignore_errors=True)
-        path.unlink(missing_ok=True)
-        return True
-
-    def _release_view(self, container_id: str, vid: str) -> None:
-        with self._lock(vid):
-            state = self._load_view(vid)
-            if state is None:
-                return
-            (self._view_dir(vid) / "users" / container_id).unlink(missing_ok=True)
-            crashpoints.point("release-after-unuse")
-            if not [u for u in state.users if u != container_id]:
-                self._teardown(vid, state)
-            with self._unless_unreachable(f"the label of container {container_id}"):
-                self.client.update_container_labels(container_id, {user_label(state.snapshotter): None})
 
 
 def _copy(fd: int, target: Path) -> int:

@@ -7,7 +7,8 @@ State root layout:
   chains/<namespace>/<key>.json             cached chain choice per (top chain, artifact paths)
   copies/<namespace>/<container>/           copy mode only
 What must stay true: a view's record, users and mount change only under its lock; a user is recorded
-only after its label is set; teardown unmounts, then removes the view, then its folder.
+only after its label is set; teardown unmounts, then removes the view, then its idle lease, then its
+folder. An idle view (artifacts.idle) is one with no user whose record names an idle lease and its end.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 VIEW_LABEL = "ukrun.io/view"
 MODE_LABEL = "ukrun.io/mode"
 ACQUIRE_LABEL = "ukrun.io/acquire"
-ROOT_LABEL = "ukrun.io/state-root"  # on views and acquire leases: gc touches only its own root's
+IDLE_LABEL = "ukrun.io/idle"
+ROOT_LABEL = "ukrun.io/state-root"  # on views and ukrun's leases: gc touches only its own root's
 USER_LABEL_SUFFIX = "ukrun-view"
 
 
@@ -64,14 +66,21 @@ class ViewState(NamedTuple):
     mount_point: str = ""
     users: tuple[str, ...] = ()
     mounted: bool = False
+    idle_lease: str = ""  # the lease that holds the view while no container uses it (artifacts.idle)
+    idle_until: float = 0.0  # when that lease expires (seconds since the epoch); 0: not idle
+
+    def idle(self, now: float) -> bool:
+        """Whether the view waits, unused, for a next container, its lease still holding it."""
+        return not self.users and self.idle_until > now
 
 
 class ViewBook:
     """The views and container records under one state root, in one namespace, and their locks."""
 
-    def __init__(self, root: Path, namespace: str, connect: Callable[[], Client]) -> None:
+    def __init__(self, root: Path, namespace: str, connect: Callable[[], Client], idle_s: float = 0.0) -> None:
         self.root = root
         self.namespace = safe_name(namespace, "namespace")
+        self.idle_s = idle_s  # how long a shared view outlives its last user (artifacts.idle); 0: not at all
         self._connect = connect
         self._client: Client | None = None
 
@@ -147,18 +156,21 @@ class ViewBook:
         os.symlink(held, tmp)
         os.replace(tmp, path)
 
-    def _teardown(self, vid: str, state: ViewState) -> None:
-        """Unmount, then remove the view, then its folder. Caller holds the view's lock."""
+    def _teardown(self, vid: str, state: ViewState, *, keep_lock: bool = False) -> None:
+        """Unmount, then remove the view, then its idle lease, then its folder. Caller holds the view's lock;
+        with `keep_lock` it goes on making the view again under it, so the lock file stays."""
         target = self._view_dir(vid) / "rootfs"
         host.unmount_all(target)
         crashpoints.point("release-after-unmount")
         with self._unless_unreachable(f"view {state.key}"):
             self.client.remove_snapshot(state.snapshotter, state.key)
         crashpoints.point("release-after-remove")
-        import shutil
-
-        shutil.rmtree(self._view_dir(vid), ignore_errors=True)
-        (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
+        if state.idle_lease:
+            with self._unless_unreachable(f"lease {state.idle_lease}"):
+                self.client.delete_lease(state.idle_lease)
+        host.remove_tree(self._view_dir(vid))
+        if not keep_lock:
+            (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _unless_unreachable(self, what: str) -> Iterator[None]:

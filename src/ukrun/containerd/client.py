@@ -219,11 +219,14 @@ class Client:
 
     # -- leases -------------------------------------------------------------------------------------
     def create_lease(self, lease_id: str, labels: Mapping[str, str] | None = None,
-                     expire_s: float | None = None) -> Lease:
-        """`expire_s`: seconds from now after which containerd's GC may remove the lease."""
+                     expire_s: float | None = None, *, expire_at: float | None = None) -> Lease:
+        """`expire_s`: seconds from now after which containerd's GC may remove the lease; `expire_at`: the
+        same as a time (seconds since the epoch, whole seconds: the label's resolution)."""
         all_labels = dict(labels or {})
         if expire_s is not None:
-            all_labels[GC_EXPIRE_LABEL] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expire_s))
+            expire_at = time.time() + expire_s
+        if expire_at is not None:
+            all_labels[GC_EXPIRE_LABEL] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expire_at))
         req = api.LeasesCreateRequest(id=lease_id, labels=all_labels)
         lease = self._unary(api.LEASES_CREATE, req, f"lease {lease_id!r}").lease or api.LeasesLease()
         return Lease(id=lease.id, labels=dict(lease.labels))

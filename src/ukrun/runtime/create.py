@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 MONITOR_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
-def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path | None, console_socket: str) -> None:
+def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path | None, console_socket: str,
+           zygote: Zygote | None = None) -> None:
+    """`zygote`: the init-to-be, when the shim's child forked it (ukrun.relay); else it is forked here."""
     from ukrun.runtime import spec as specmod
 
     timer = ctx.timer(container_id, "create")
@@ -42,7 +44,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         timer.flush()
         verbs.exec_runc(ctx)
     d = Path(st.container_dir(ctx.root, container_id))
-    zygote = Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
+    zygote = zygote or Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
     store = verbs.store(ctx, ctx.containerd_namespace(bundle)) if ctx.containerd_named() else None
     if uk_config is None and store is None:
         zygote.close()
@@ -170,7 +172,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     elif plan.files_target is FilesTarget.SHARE:
         rootfsmod.write_guest_files(Path(plan.files_dir), dict(plan.guest_files))
     if plan.root is RootMode.BLOCK:
-        rootfsmod.unmount(info, os.getppid())
+        rootfsmod.unmount(info, ctx.shim_pid())
         rootfsmod.verify_unmounted(info)
         timer.mark("rootfs-handoff")
     if plan.volumes:
@@ -226,7 +228,7 @@ def _hand_over_volumes(ctx: verbs.Context, plan: LaunchPlan, record: st.Containe
     from ukrun.errors import VolumeBusy
     from ukrun.runtime import volumes
 
-    owner = os.getppid()  # the shim, in whose mount namespace the spec's mounts are
+    owner = ctx.shim_pid()  # the shim, in whose mount namespace the spec's mounts are
     found = [volumes.alone(v.device, v.source, owner) for v in plan.volumes]
     for v, entry in zip(plan.volumes, found, strict=True):
         record.volumes.append([v.device, v.source])

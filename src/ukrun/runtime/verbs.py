@@ -25,6 +25,7 @@ from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
 if TYPE_CHECKING:
+    from ukrun.artifacts.idle import IdleViews
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.unikernel import UnikernelConfig
 
@@ -40,6 +41,8 @@ class Context(NamedTuple):
     namespace: str = ""
     systemd_cgroup: bool = False
     state_root: Path | None = None  # artifact views; default [artifacts] state_root
+    shim: int = 0  # the shim's PID (its mount namespace is the host's), when this process is not its child
+    relayed: bool = False  # a helper's worker (ukrun.helper): the shim's child execs runc, not this process
 
     @property
     def artifacts_root(self) -> Path:
@@ -68,6 +71,18 @@ class Context(NamedTuple):
     def timer(self, container: str, verb: str) -> Timer:
         return Timer(self.config.timing_log, container, verb)
 
+    def shim_pid(self) -> int:
+        return self.shim or os.getppid()
+
+
+class HandToRunc(BaseException):
+    """runc, for a container that is not a unikernel, in a helper's worker (ukrun.helper): the shim's child
+    execs it. A BaseException, like SystemExit: it leaves the verb, and no handler of errors takes it."""
+
+    def __init__(self, runc: str) -> None:
+        super().__init__(runc)
+        self.runc = runc
+
 
 def exec_runc(ctx: Context) -> NoReturn:
     """Hands the whole invocation to runc: for containers that are not unikernels."""
@@ -80,7 +95,13 @@ def exec_runc(ctx: Context) -> NoReturn:
     )
     if not runc:
         raise UkrunError("this container is not a unikernel and no runc was found: install runc or set [runtime] runc")
-    os.execv(runc, [runc, *ctx.argv])
+    if ctx.relayed:
+        raise HandToRunc(runc)
+    try:
+        os.execv(runc, [runc, *ctx.argv])
+    except OSError as exc:
+        raise UkrunError(f"this container is not a unikernel and runc {runc} cannot run ({exc.strerror}): install "
+                         "runc or set [runtime] runc") from None
 
 
 def store(ctx: Context, namespace: str) -> ArtifactStore:
@@ -88,7 +109,16 @@ def store(ctx: Context, namespace: str) -> ArtifactStore:
     from ukrun.containerd import connector
 
     connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
-    return ArtifactStore(ctx.artifacts_root, namespace, connect)
+    return ArtifactStore(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
+
+
+def views(ctx: Context, namespace: str) -> IdleViews:
+    """What `delete` needs of the artifacts: releasing, without acquire's imports."""
+    from ukrun.artifacts.idle import IdleViews
+    from ukrun.containerd import connector
+
+    connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
+    return IdleViews(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
 
 
 # -- create -------------------------------------------------------------------------------------------
@@ -128,15 +158,15 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
     record = st.load(ctx.root, container_id)
     if not force and st.alive(record) and st.status(ctx.root, record) == "running":
         raise UkrunError(f"container {container_id} is running: stop it first or use delete --force")
-    teardown(ctx, record)
+    teardown(ctx, record, timer)
     timer.mark("done")
     timer.flush()
 
 
-def teardown(ctx: Context, record: st.ContainerState) -> None:
+def teardown(ctx: Context, record: st.ContainerState, timer: Timer | None = None) -> None:
     """Removes everything a create made, whatever step it reached: the init and anything else in the
     container's cgroups (a create killed before it saved the init's PID leaves only those to find), the
-    cgroups, the artifacts and the state folder. Idempotent."""
+    cgroups, the artifacts and the state folder. Idempotent. `timer`: delete's phases."""
     from ukrun import cgroups
 
     if record.paused:  # frozen processes would not die
@@ -153,6 +183,8 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
         time.sleep(0.01)
     crashpoints.point("teardown-after-kill")
     cgroups.remove(record.cgroups)
+    if timer:
+        timer.mark("stopped")
     if record.tap:
         _disconnect(record)
         crashpoints.point("teardown-after-network")
@@ -164,11 +196,13 @@ def teardown(ctx: Context, record: st.ContainerState) -> None:
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     # A container no containerd managed has no namespace and acquired nothing (artifacts.source).
     if record.namespace:
-        store(ctx, record.namespace).release(record.id)
+        views(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
-    import shutil
+    if timer:
+        timer.mark("released")
+    from ukrun import host
 
-    shutil.rmtree(st.container_dir(ctx.root, record.id), ignore_errors=True)
+    host.remove_tree(st.container_dir(ctx.root, record.id))
 
 
 def remove_socket(path: str) -> None:

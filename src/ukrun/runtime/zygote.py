@@ -38,6 +38,14 @@ class Zygote:
         self.pid, self.sock, self.sync, self.commit_fd = pid, ours, sync_r, commit_w
         self.reaped = False
 
+    @classmethod
+    def adopt(cls, pid: int, sock: socket.socket, sync_fd: int, commit_fd: int) -> Zygote:
+        """A zygote another process forked and reaps (ukrun.relay: the shim's child), driven from here."""
+        z = cls.__new__(cls)
+        z.pid, z.sock, z.sync, z.commit_fd = pid, sock, sync_fd, commit_fd
+        z.reaped = True  # not ours to wait for
+        return z
+
     def start(self, terminal: bool, console_socket: str) -> int:
         """Sends "go" (and the terminal); returns the init's PID once the zygote has forked it."""
         master = slave = -1
@@ -59,8 +67,10 @@ class Zygote:
         with os.fdopen(self.sync) as r:
             self.sync = -1
             line = r.readline().strip()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
+        status = 0
+        if not self.reaped:
+            _, status = os.waitpid(self.pid, 0)
+            self.reaped = True
         if status != 0 or not line.isdigit():
             reason = line.removeprefix("error ").strip() or f"the launcher exited with {status}"
             raise UkrunError(f"cannot start the container's init: {reason}")

@@ -1,0 +1,242 @@
+"""`ukrun helper`: an optional resident process that has imported all that `create` and `delete` need, and forks a
+worker for each call that the shim's ukrun relays to it (ukrun.relay). Nothing requires it: with no helper the
+verbs run in the shim's ukrun as before. It saves each create and delete the import of ukrun (most of their
+cost here), nothing else: the worker runs the very same code, in the caller's environment, working folder
+and standard streams, on behalf of the shim whose PID the caller names.
+
+What must stay true:
+  * a worker serves only a caller of its own user (SO_PEERCRED), in its own mount, PID and user namespaces
+    (the caller's ukrun runs the verb itself otherwise), and only while ukrun's code on disk is the code this
+    helper loaded: a helper that finds its code changed answers "fall back" and exits;
+  * a worker whose caller dies (the shim's timeout killed it) dies too: nobody would hear its answer, and what
+    it made is reclaimed like any crash's;
+  * the helper holds no state between calls: each worker is a fresh fork, and reads the configuration, the
+    records and containerd as the caller would.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import marshal
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ukrun import relay
+
+PRELOAD = ("ukrun.runtime.create", "ukrun.runtime.plan", "ukrun.runtime.facts", "ukrun.runtime.rootfs",
+           "ukrun.runtime.spec", "ukrun.runtime.mountplan", "ukrun.runtime.shareplan", "ukrun.runtime.solo5plan",
+           "ukrun.artifacts.store", "ukrun.artifacts.idle", "ukrun.artifacts.prewarm", "ukrun.containerd.client",
+           "ukrun.launcher", "ukrun.cgroups", "ukrun.kvm", "ukrun.network.netlink", "ukrun.fast", "tomllib",
+           "shutil")
+
+
+def serve(path: str, idle_exit: float = 0.0) -> int:
+    """Serves until SIGTERM, or `idle_exit` seconds without a call (0: never)."""
+    import importlib
+
+    from ukrun.errors import UkrunError
+    from ukrun.hypervisors.base import REGISTRY, get
+    from ukrun.unikernels.base import get as guest
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    get("qemu")  # every monitor and guest type registers itself at its first use: all of them, now
+    guest("linux")
+    sources = _sources()
+    assert REGISTRY
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        if _answers(path):
+            raise UkrunError(f"a helper already serves {path}; stop it first (SIGTERM) or name another --socket")
+        os.unlink(path)  # a helper that died left its socket
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old)
+    bound = os.stat(path).st_ino
+    server.listen(64)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.append(True))
+    last = time.monotonic()
+    print(f"ukrun helper: serving {path} (pid {os.getpid()})", flush=True)
+    try:
+        while not stop and not (idle_exit and time.monotonic() - last > idle_exit):
+            _reap()
+            try:
+                ready, _, _ = select.select([server], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if not ready:
+                continue
+            conn, _ = server.accept()
+            last = time.monotonic()
+            if os.fork() == 0:
+                server.close()
+                _worker(conn, sources)
+            conn.close()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == bound:  # not a later helper's
+                os.unlink(path)
+        server.close()
+    return 0
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _sources() -> dict[str, int]:
+    """ukrun's modules as loaded: a change on disk (an upgrade) makes this helper stale."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name.startswith("ukrun") and file:
+            with contextlib.suppress(OSError):
+                out[file] = os.stat(file).st_mtime_ns
+    return out
+
+
+def _stale(sources: dict[str, int]) -> bool:
+    for file, mtime in sources.items():
+        try:
+            if os.stat(file).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def _worker(conn: socket.socket, sources: dict[str, int]) -> None:
+    """A forked worker: one call, then os._exit (its buffers and exit handlers are the helper's)."""
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+        if uid != os.getuid():
+            os._exit(0)
+        request, fds = _receive(conn)
+        reason = _refusal(request, sources)
+        if reason:
+            conn.sendall(relay.Reply(fallback=reason).pack())
+            if reason == "stale":
+                os.kill(os.getppid(), signal.SIGTERM)  # a helper whose code changed serves no more
+            os._exit(0)
+        conn.sendall(_call(request, fds, conn).pack())
+    except BaseException:  # anything: the caller reads end of file as a failed verb
+        os._exit(1)
+    os._exit(0)
+
+
+def _refusal(request: relay.Request, sources: dict[str, int]) -> str:
+    if request.version != relay.VERSION:
+        return "version"
+    if request.namespaces != relay.namespaces():
+        return "namespaces"
+    if request.verb not in ("create", "delete"):
+        return "verb"
+    return "stale" if _stale(sources) else ""
+
+
+def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.Reply:
+    """Becomes the caller (environment, folder, streams) and runs its verb; the reply."""
+    from ukrun.runtime.verbs import HandToRunc
+
+    with contextlib.suppress(OSError):  # the helper's own log: which call each worker served
+        os.write(2, f"ukrun helper: worker {os.getpid()}: {request.verb} {request.argv[-1]}\n".encode())
+    os.environ.clear()
+    os.environ.update(request.env)
+    os.chdir(request.cwd)
+    for std, fd in zip((0, 1, 2), fds[:3], strict=True):
+        os.dup2(fd, std)
+        os.close(fd)
+    threading.Thread(target=_orphaned, args=(conn,), daemon=True).start()
+    try:
+        code = _verb(request, fds[3:])
+    except HandToRunc as hand:
+        return relay.Reply(runc=hand.runc)
+    sys.stdout.flush()
+    return relay.Reply(code)
+
+
+def _orphaned(conn: socket.socket) -> None:
+    """The caller went away before the answer (its end closed): this worker's work is nobody's."""
+    with contextlib.suppress(OSError):
+        conn.recv(1)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _verb(request: relay.Request, zygote_fds: list[int]) -> int:
+    from ukrun import fast
+    from ukrun.runtime import verbs
+    from ukrun.runtime.zygote import Zygote
+
+    argv = request.argv
+    parsed = fast.parse(argv)
+    assert parsed is not None
+    g, verb, rest = parsed
+
+    def context() -> verbs.Context:
+        return fast.context(g, argv)._replace(shim=request.shim, relayed=True)
+
+    if verb == "create":
+        args = fast.parse_create(rest)
+        assert args is not None
+        zygote = Zygote.adopt(request.zygote, socket.socket(fileno=zygote_fds[0]), zygote_fds[1], zygote_fds[2])
+
+        def create() -> None:
+            from ukrun.runtime.create import create as run
+
+            run(context(), args.id, Path(args.bundle).resolve(), Path(args.pid_file) if args.pid_file else None,
+                args.console_socket, zygote)
+
+        return fast.guarded(g, create)
+    deleting = fast.parse_delete(rest)
+    assert deleting is not None
+
+    def delete() -> None:
+        from ukrun.runtime import state as st
+
+        ctx = context()
+        if not st.is_ours(g.root, deleting[1]):
+            verbs.exec_runc(ctx)
+        verbs.delete(ctx, deleting[1], deleting[0])
+
+    return fast.guarded(g, delete)
+
+
+def _receive(conn: socket.socket) -> tuple[relay.Request, list[int]]:
+    fds = array.array("i")
+    head, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_SPACE(16 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    size = int.from_bytes(head, "big")
+    body = b""
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            raise EOFError("the caller went away")
+        body += chunk
+    return relay.Request(*marshal.loads(body)), list(fds)

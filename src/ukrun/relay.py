@@ -1,0 +1,162 @@
+"""The shim's `create` and `delete`, handed to a resident helper (ukrun.helper) when one answers.
+
+Why: the shim starts ukrun for every verb, and most of what `create` and `delete` pay is importing ukrun
+(the containerd client, the planner, every guest type and monitor), not their work. A helper that has
+imported all of it once forks a worker per call; this process, which the shim started, only relays.
+It is a speed-up, never a requirement: with no helper, a helper of another mount or PID namespace, or
+one whose code is older than this ukrun, the verb runs here as before (None below).
+
+What must stay true:
+  * whatever must be the shim's descendant is made here: the container's init-to-be (the zygote) is
+    forked by this process before the request (its ends go to the worker as SCM_RIGHTS), and a
+    container that is not a unikernel is handed to runc by this process's exec;
+  * this process imports the standard library's basics only (os, socket, array, marshal; create and
+    delete need socket anyway): marshal, not JSON, between two processes of the same interpreter;
+  * once a request is sent, there is no falling back: a worker that dies is a verb that failed, and
+    what it made is reclaimed as after any crash (`delete`, `ukrun gc`).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import marshal
+import os
+import socket
+
+ENV = "UKRUN_HELPER"  # the helper's socket; default DEFAULT
+DEFAULT = "/run/ukrun/helper.sock"
+VERSION = 1
+NAMESPACES = ("mnt", "pid", "user")  # the worker acts on the host as this process sees it
+
+
+def socket_path() -> str:
+    return os.environ.get(ENV) or DEFAULT
+
+
+def answering() -> bool:
+    """Whether a helper may be there (its socket exists): the only cost the verbs pay without one."""
+    return os.path.exists(socket_path())
+
+
+def namespaces() -> list[int]:
+    return [os.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES]
+
+
+class Request:
+    """A relayed call: marshalled as a tuple of its fields, in this order (no typing on the client's path)."""
+
+    __slots__ = ("argv", "cwd", "env", "namespaces", "shim", "verb", "version", "zygote")
+
+    def __init__(self, version: int, verb: str, argv: list[str], env: dict[str, str], cwd: str, shim: int,
+                 namespaces: list[int], zygote: int) -> None:
+        self.version, self.verb, self.argv, self.env, self.cwd = version, verb, argv, env, cwd
+        self.shim, self.namespaces, self.zygote = shim, namespaces, zygote  # the zygote's PID (create)
+
+    def pack(self) -> bytes:
+        return frame((self.version, self.verb, self.argv, self.env, self.cwd, self.shim, self.namespaces,
+                      self.zygote))
+
+
+class Reply:
+    """The worker's answer: an exit code, or runc to exec (not a unikernel), or why to run the verb here."""
+
+    __slots__ = ("code", "fallback", "runc")
+
+    def __init__(self, code: int = 1, runc: str = "", fallback: str = "") -> None:
+        self.code, self.runc, self.fallback = code, runc, fallback
+
+    def pack(self) -> bytes:
+        return frame((self.code, self.runc, self.fallback))
+
+
+def frame(value: tuple[int | str | list[str] | list[int] | dict[str, str], ...]) -> bytes:
+    data = marshal.dumps(value)
+    return len(data).to_bytes(4, "big") + data
+
+
+def run(verb: str, argv: list[str], state_dir: str) -> int | None:
+    """Relays `create` or `delete` (argv: ukrun's own arguments); the exit code, or None to run it here."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_path())
+        cwd, ns = os.getcwd(), namespaces()
+    except OSError:  # nothing sent yet: run it here
+        sock.close()
+        return None
+    zygote = _Zygote(state_dir) if verb == "create" else None
+    try:
+        request = Request(VERSION, verb, argv, dict(os.environ), cwd, os.getppid(), ns, zygote.pid if zygote else 0)
+        fds = [0, 1, 2, *(zygote.ends if zygote else ())]
+        sock.sendmsg([request.pack()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        if zygote:
+            zygote.let_go()  # the worker holds its ends now: it alone decides the zygote's fate
+        reply = _read(sock)
+    finally:
+        sock.close()
+        if zygote:
+            zygote.let_go()
+            zygote.reap()
+    if reply is None:
+        return 1  # the worker died: a failed verb, reclaimed like any crash (no falling back now)
+    if reply.fallback:
+        return None
+    if reply.runc:  # not a unikernel: runc, as the shim's child, with the same arguments
+        os.execv(reply.runc, [reply.runc, *argv])
+    return reply.code
+
+
+def _read(sock: socket.socket) -> Reply | None:
+    """The worker's framed reply; None on end of file (it died)."""
+    head = _exact(sock, 4)
+    body = None if head is None else _exact(sock, int.from_bytes(head, "big"))
+    return None if body is None else Reply(*marshal.loads(body))
+
+
+def _exact(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+class _Zygote:
+    """The container's init-to-be, forked here (the shim's descendant) as ukrun.runtime.zygote forks it."""
+
+    def __init__(self, state_dir: str) -> None:
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                os.close(sync_r)
+                os.close(commit_w)
+                from pathlib import Path
+
+                from ukrun import launcher  # imported while the worker works
+
+                launcher.zygote(Path(state_dir), theirs, sync_w, commit_r)
+            finally:
+                os._exit(1)
+        theirs.close()
+        os.close(sync_w)
+        os.close(commit_r)
+        self.pid, self.ours, self.ends = pid, ours, (ours.fileno(), sync_r, commit_w)
+        self.held = True
+
+    def let_go(self) -> None:
+        """Closes this process's ends (idempotent): the zygote then answers only to the worker."""
+        if self.held:
+            self.held = False
+            self.ours.close()
+            for fd in self.ends[1:]:
+                os.close(fd)
+
+    def reap(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)

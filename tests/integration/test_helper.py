@@ -1,0 +1,118 @@
+"""The optional resident helper (`ukrun helper`, ukrun.relay) through ctr and the stock shim, on containerd 1.7 and
+2.x: it serves create and delete with the same results, hands a plain container to runc through the shim's
+child, and the verbs fall back to running in the shim's ukrun when it is stopped or killed; a worker killed
+mid-create fails the container and leaves what any crashed create leaves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import containerd as ctd
+from testbed import images
+from tests.integration.conftest import SNAPSHOTTER, arm_file, remove_containers, write_ukrun_config
+from tests.integration.runner import UKRUN, Runner
+from ukrun.image.build import Entry
+
+SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
+
+
+class Helper:
+    def __init__(self, socket: Path, log: Path) -> None:
+        self.socket, self.log = socket, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([UKRUN, "helper", "--socket", str(self.socket)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        assert ctd.wait_for(self.socket.exists, 30), self.log.read_text()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def served(self, verb: str, cid: str) -> bool:
+        return any(line.endswith(f": {verb} {cid}") for line in self.log.read_text().splitlines())
+
+
+@pytest.fixture
+def relayed(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iterator[tuple[Runner, Helper]]:
+    """A private containerd whose shims find a helper's socket (UKRUN_HELPER), and that helper, started."""
+    config = write_ukrun_config(tmp_path / "ukrun.toml", tmp_path / "state")
+    helper = Helper(tmp_path / "helper" / "helper.sock", tmp_path / "helper.log")
+    private = ctd.start(daemon.version, tmp_path / "d", env={
+        "UKRUN_CONFIG": str(config), "UKRUN_HELPER": str(helper.socket),
+        "UKRUN_CRASH_ARM": str(arm_file(tmp_path / "d"))})
+    r = Runner(private, ns, tmp_path / "runc", tmp_path / "state", config=config)
+    try:
+        private.import_image(ns, guest_image, SNAPSHOTTER)
+        helper.start()
+        yield r, helper
+        remove_containers(r)
+    finally:
+        helper.stop()
+        ctd.stop(private.dir)
+
+
+def test_the_helper_serves_create_and_delete_with_the_same_results(relayed: tuple[Runner, Helper]) -> None:
+    r, helper = relayed
+    proc = r.run("h1", "/bin/sh", "/app/run.sh", "exit", "hi", "7", flags=("--rm", "--env", "GREETING=hello"))
+    assert proc.returncode == 7 and "guest says hi, GREETING=hello" in proc.stdout, proc.stdout + proc.stderr
+    assert helper.served("create", "h1") and helper.served("delete", "h1"), helper.log.read_text()
+    r.assert_clean("h1")
+
+
+def test_a_container_that_is_no_unikernel_goes_to_runc_from_the_shims_child(relayed: tuple[Runner, Helper],
+                                                                          tmp_path: Path) -> None:
+    r, helper = relayed
+    plain = images.raw_image(tmp_path / "img", "ukrun/plain:1", [[
+        Entry("/bin/busybox", source=Path("/bin/busybox"), mode=0o755), Entry("/bin/sh", symlink="busybox")]])
+    r.daemon.import_image(r.ns, plain, SNAPSHOTTER)
+    proc = r.run("p1", "/bin/busybox", "echo", "plain container", image="ukrun/plain:1", flags=("--rm",))
+    assert proc.returncode == 0 and "plain container" in proc.stdout, proc.stdout + proc.stderr
+    assert helper.served("create", "p1"), helper.log.read_text()
+    r.assert_clean("p1")
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_without_a_helper_the_verbs_run_in_the_shims_ukrun(relayed: tuple[Runner, Helper],
+                                                           how: signal.Signals) -> None:
+    r, helper = relayed
+    helper.stop(how)  # SIGKILL leaves its socket behind: nothing answers there
+    assert helper.socket.exists() == (how == signal.SIGKILL)
+    proc = r.run("f1", "/bin/sh", "/app/run.sh", "exit", "alone", "0", flags=("--rm",))
+    assert proc.returncode == 0 and "guest says alone" in proc.stdout, proc.stdout + proc.stderr
+    assert not helper.served("create", "f1")
+    r.assert_clean("f1")
+    helper.start()  # a new helper takes over the socket a killed one left
+    assert r.run("f2", *SLEEP, flags=("--detach",)).returncode == 0 and helper.served("create", "f2")
+
+
+def test_a_worker_killed_mid_create_fails_the_container_and_leaves_what_a_crash_leaves(
+        relayed: tuple[Runner, Helper]) -> None:
+    r, helper = relayed
+    arm_file(r.daemon.dir).write_text("create-before-save")
+    proc = r.run("k1", *SLEEP, flags=("--detach",))
+    assert proc.returncode != 0 and not arm_file(r.daemon.dir).exists(), proc.stderr
+    assert helper.served("create", "k1")
+    r.ctr("task", "delete", "--force", "k1")
+    r.ctr("containers", "delete", "k1")
+    assert r.gc().returncode == 0
+    assert r.leftovers("k1") == []
+    r.assert_clean("k1")
+    assert helper.proc is not None and helper.proc.poll() is None, "the helper itself must survive its worker"
+
+
+def test_the_helper_refuses_a_second_helper_on_its_socket(relayed: tuple[Runner, Helper]) -> None:
+    _, helper = relayed
+    proc = subprocess.run([UKRUN, "helper", "--socket", str(helper.socket)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ})
+    assert proc.returncode == 1 and f"a helper already serves {helper.socket}" in proc.stderr, proc.stderr

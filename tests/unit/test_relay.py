@@ -1,0 +1,38 @@
+"""The helper's pure parts: its record of ukrun's code on disk, and the relay's messages."""
+
+import marshal
+import os
+from pathlib import Path
+
+import pytest
+
+from ukrun import relay
+from ukrun.helper import _stale
+
+
+def test_a_helper_is_stale_once_a_module_it_loaded_changes_or_goes(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("x = 1\n")
+    sources = {str(module): os.stat(module).st_mtime_ns}
+    assert not _stale(sources)
+    os.utime(module, ns=(0, sources[str(module)] + 1))
+    assert _stale(sources)
+    module.unlink()
+    assert _stale({str(module): 0})
+
+
+def test_requests_and_replies_cross_as_marshalled_tuples() -> None:
+    req = relay.Request(relay.VERSION, "create", ["--root", "/r", "create", "c1"], {"A": "1"}, "/b", 42, [1, 2, 3], 7)
+    data = req.pack()
+    back = relay.Request(*marshal.loads(data[4:]))
+    assert int.from_bytes(data[:4], "big") == len(data) - 4
+    assert (back.verb, back.argv, back.env, back.shim, back.zygote) == ("create", req.argv, {"A": "1"}, 42, 7)
+    reply = relay.Reply(*marshal.loads(relay.Reply(runc="/usr/bin/runc").pack()[4:]))
+    assert (reply.code, reply.runc, reply.fallback) == (1, "/usr/bin/runc", "")
+
+
+def test_with_no_helper_nothing_is_relayed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(relay.ENV, str(tmp_path / "none.sock"))
+    assert not relay.answering()
+    (tmp_path / "none.sock").touch()  # a socket file nobody listens on: a killed helper's
+    assert relay.answering() and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1")) is None
