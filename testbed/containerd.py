@@ -123,6 +123,23 @@ class Daemon:
     def delete_container(self, namespace: str, container_id: str) -> None:
         self.ctr(namespace, "containers", "delete", container_id)
 
+    def purge(self, namespace: str) -> None:
+        """Removes everything a test left in its namespace (tasks, containers, leases, images, and through
+        them its snapshots), then the namespace. A session daemon would keep every test's namespace, and each
+        committed blockfile layer is a whole copy of the scratch file: a full run would fill the disk."""
+        def names(*args: str) -> list[str]:
+            return self.ctr(namespace, *args, check=False, timeout=60).split()
+
+        for cid in names("containers", "ls", "-q"):
+            self.ctr(namespace, "task", "kill", "-s", "SIGKILL", cid, check=False, timeout=30)
+            self.ctr(namespace, "task", "delete", "--force", cid, check=False, timeout=60)
+            self.ctr(namespace, "containers", "delete", cid, check=False, timeout=30)
+        for lease in names("leases", "ls", "-q"):
+            self.ctr(namespace, "leases", "rm", lease, check=False, timeout=30)
+        # The synchronous removal runs containerd's GC, which takes every snapshot nothing references now.
+        self.ctr(namespace, "images", "rm", "--sync", *names("images", "ls", "-q"), check=False, timeout=120)
+        self.ctr(namespace, "namespaces", "rm", namespace, check=False, timeout=30)
+
     def record(self) -> None:
         (self.dir / "daemon.json").write_text(json.dumps({"version": self.version, "pid": self.pid}))
 

@@ -122,9 +122,23 @@ def write_ukrun_config(config_file: Path, state_root: Path, virtiofsd: Path = VI
     return config_file
 
 
+def namespace_of(nodeid: str) -> str:
+    return "t" + hashlib.sha256(nodeid.encode()).hexdigest()[:12]
+
+
 @pytest.fixture
 def ns(request: pytest.FixtureRequest) -> str:
-    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    return namespace_of(request.node.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def purge_namespace(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, the session daemons it used lose its namespace and all in it (Daemon.purge). Set up
+    before any other fixture, so torn down after all of them."""
+    daemons = [request.getfixturevalue(name) for name in ("daemon", "warm_daemon") if name in request.fixturenames]
+    yield
+    for d in daemons:
+        d.purge(namespace_of(request.node.nodeid))
 
 
 @pytest.fixture
