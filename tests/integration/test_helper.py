@@ -31,7 +31,9 @@ class Helper:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([UKRUN, "helper", "--socket", str(self.socket)], stdout=log,
                                          stderr=subprocess.STDOUT)
-        assert ctd.wait_for(self.socket.exists, 30), self.log.read_text()
+        # Its own word, not the socket's existence: a killed helper leaves its socket behind.
+        serving = f"serving {self.socket} (pid {self.proc.pid})"
+        assert ctd.wait_for(lambda: serving in self.log.read_text(), 30), self.log.read_text()
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
