@@ -3,13 +3,16 @@
 `create` forks this "zygote" early and goes on gathering, acquiring and handing over the rootfs; the
 zygote waits on a socket. When `create` has written the launch configuration it sends "go" (with the
 terminal's pty as SCM_RIGHTS when the spec asks for one); end of file instead means `create` failed, and
-the zygote exits. Then the zygote joins the container's cgroups and namespaces and forks again: the
-child is the init (PID 1 in a new PID namespace), the zygote reports the child's PID on the sync pipe
-and exits, so `create` never waits on the init itself and the shim (a subreaper) adopts it. The init
-waits for `create` to commit (a byte on the commit pipe, written once the container's state is saved):
-end of file instead means `create` died before anyone could know the init, and the init exits, so a
-crashed create never leaves an orphan. Then it waits until `ukrun start` opens the exec FIFO, runs the
-monitor and stays as its parent: it forwards signals, reaps, and exits with the guest's exit code.
+the zygote exits. Then the zygote joins the container's namespaces and forks again: the child is the
+init (PID 1 in a new PID namespace), the zygote reports the child's PID on the sync pipe and exits, so
+`create` never waits on the init itself and the shim (a subreaper) adopts it. The init joins the
+container's cgroups (`settle`: after its PID went out, since the kernel makes a first move into a new
+cgroup wait), then waits for `create` to commit (a byte on the commit pipe, written once the container's
+state is saved): end of file instead means `create` died before anyone could know the init, and the init
+exits, so a crashed create never leaves an orphan. Then it waits until `ukrun start` opens the exec FIFO
+(before which nothing of the container runs; an init that could not settle answers with an empty read
+and the reason in the state folder), runs the monitor and stays as its parent: it forwards signals,
+reaps, and exits with the guest's exit code.
 A virtio-fs rootfs's virtiofsd (runtime.shareplan) is the init's child too, started just before the
 monitor on a socket the init already listens on: it is in the container's cgroup and PID namespace, dies
 with the init (PR_SET_PDEATHSIG; its sandboxed child dies with it in turn), is killed when the monitor
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from ukrun import crashpoints
 from ukrun.launchconfig import LaunchConfig
+from ukrun.runtime.state import FIFO, INIT_ERROR
 from ukrun.timing import Timer
 
 FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
@@ -95,15 +99,9 @@ def exit_code(status: int, decoding: str) -> int:
 
 
 def enter(conf: LaunchConfig, sync_fd: int) -> None:
-    placed, failures = 0, []
-    for folder in conf.cgroups:
-        try:
-            Path(folder, "cgroup.procs").write_text(str(os.getpid()))
-            placed += 1
-        except OSError as exc:  # a v2 hierarchy mounted beside v1 controllers may refuse; v1 suffices
-            failures.append(f"{folder}: {exc.strerror}")
-    if conf.cgroups and not placed:
-        raise OSError(f"cannot join any cgroup: {'; '.join(failures)}")
+    """Joins the container's namespaces and forks the init; the zygote reports the init's PID and exits. The
+    init joins its cgroups afterwards (`settle`): the kernel's first move into a new cgroup waits for an RCU
+    grace period (6-15 ms here), which `create` no longer waits for; the init settles before it can run."""
     new_pid = False
     flags = 0
     for ns in conf.namespaces:
@@ -114,7 +112,7 @@ def enter(conf: LaunchConfig, sync_fd: int) -> None:
             setns(path, kind)
         elif kind == "pid":
             new_pid = True
-        else:
+        elif kind != "cgroup":  # a new cgroup namespace is made once in the container's cgroups (settle)
             flags |= FLAGS[kind]
     if flags:
         unshare(flags)
@@ -136,6 +134,22 @@ def enter(conf: LaunchConfig, sync_fd: int) -> None:
         os.write(sync_fd, f"{child}\n".encode())
         os._exit(0)
     os.close(sync_fd)
+
+
+def settle(conf: LaunchConfig) -> None:
+    """In the init, before it waits for `start`: its cgroups (and a new cgroup namespace rooted there)."""
+    placed, failures = 0, []
+    for folder in conf.cgroups:
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                f.write("0")  # the writer itself, whatever PID namespace it is in
+            placed += 1
+        except OSError as exc:  # a v2 hierarchy mounted beside v1 controllers may refuse; v1 suffices
+            failures.append(f"{folder}: {exc.strerror}")
+    if conf.cgroups and not placed:
+        raise OSError(f"cannot join any cgroup: {'; '.join(failures)}")
+    if any(ns.type == "cgroup" and not ns.path for ns in conf.namespaces):
+        unshare(FLAGS["cgroup"])
 
 
 def committed(commit_fd: int) -> bool:
@@ -277,12 +291,22 @@ def _run(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> 
     except Exception as exc:  # reported to `create`, which fails with it
         os.write(sync_fd, f"error {exc}\n".encode())
         return 1
+    try:
+        settle(conf)
+        failed = ""
+    except OSError as exc:  # `create` has returned by now: `start` reports it (runtime.hot)
+        failed = str(exc)
     crashpoints.point("init-before-commit")
     if not committed(commit_fd):
         return 1
-    fd = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
-    os.write(fd, b"0")
-    os.close(fd)
+    if failed:
+        (state_dir / INIT_ERROR).write_text(failed)
+    fd = os.open(state_dir / FIFO, os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
+    if not failed:
+        os.write(fd, b"0")
+    os.close(fd)  # without the byte, `start` fails with the reason
+    if failed:
+        return 1
     if conf.late_network:
         conf = LaunchConfig.read(state_dir)  # `start` may have added the network (runtime.startnet)
     crashpoints.point("init-before-monitor")

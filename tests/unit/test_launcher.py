@@ -6,7 +6,10 @@ names no host path."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from ukrun import launcher
 from ukrun.launchconfig import LaunchConfig
@@ -44,3 +47,33 @@ def test_a_failed_daemon_stops_the_monitor_with_a_note_naming_no_host_path(tmp_p
                     "virtiofsd.log in the container's state folder\n")
     code, told = supervised(tmp_path, "exit 0", "exec sleep 30")  # clean, but the monitor runs on: stopped
     assert code == 128 + 9 and "virtiofsd ended (0)" in told and str(tmp_path) not in told
+
+
+def test_an_init_that_cannot_join_its_cgroup_fails_start_with_the_reason(tmp_path: Path) -> None:
+    """The init joins its cgroups after `create` has its PID (launcher.settle); when it cannot, nothing runs
+    and `start` fails naming why. Real processes: the zygote, the init, and `start` as the shim calls it."""
+    from ukrun.errors import UkrunError
+    from ukrun.runtime import hot
+    from ukrun.runtime import state as st
+    from ukrun.runtime.zygote import Zygote
+
+    root, ran = tmp_path / "root", tmp_path / "monitor-ran"
+    d = root / "c1"
+    d.mkdir(parents=True)
+    missing = tmp_path / "no-such-cgroup"
+    LaunchConfig(id="c1", monitor=("/bin/sh", "-c", f"touch {ran}"), env={"PATH": "/usr/bin:/bin"},
+                 cgroups=(str(missing),)).write(d)
+    os.mkfifo(d / st.FIFO, 0o600)
+    zygote = Zygote(d)
+    pid = zygote.start(False, "")
+    st.save(root, st.ContainerState(id="c1", bundle=str(tmp_path), pid=pid, pid_start=st.process_start(pid)))
+    zygote.commit()
+    with pytest.raises(UkrunError) as failed:
+        hot.start(str(root), "c1")
+    assert str(failed.value) == (f"the init of container c1 did not answer start: cannot join any cgroup: {missing}: "
+                                 "No such file or directory")
+    deadline = time.monotonic() + 10
+    while st.process_start(pid) and time.monotonic() < deadline:  # not ours to reap: gone, or a zombie
+        time.sleep(0.01)
+    assert not st.process_start(pid), "the init stayed"
+    assert not ran.exists(), "the monitor ran"

@@ -37,7 +37,7 @@ def start(root: str, container_id: str) -> None:
     try:
         ready, _, _ = select.select([fd], [], [], 10)
         if not ready or not os.read(fd, 1):
-            raise UkrunError(f"the init of container {container_id} did not answer start")
+            raise UkrunError(f"the init of container {container_id} did not answer start{_why(d)}")
     finally:
         os.close(fd)
     crashpoints.point("start-after-release")
@@ -46,6 +46,14 @@ def start(root: str, container_id: str) -> None:
     st.save(root, record)
     timer.mark("started")
     timer.flush()
+
+
+def _why(d: str) -> str:
+    try:
+        with open(os.path.join(d, st.INIT_ERROR)) as f:
+            return f": {f.read().strip()}"
+    except FileNotFoundError:
+        return ""
 
 
 def routed(pid: int) -> bool:

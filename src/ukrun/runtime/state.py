@@ -8,6 +8,7 @@ import os
 
 STATE_FILE = "ukrun.json"
 FIFO = "exec.fifo"
+INIT_ERROR = "init.error"  # why the init could not settle (ukrun.launcher), for `start` to tell
 EXEC_FOLDER = "exec"  # the exec ports' sockets and locks (runtime.execplan)
 NETWORK_FACTS = "network.facts"  # create's facts, kept when a network may arrive before start (runtime.startnet)
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
