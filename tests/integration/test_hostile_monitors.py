@@ -183,6 +183,8 @@ def node(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> Iter
 @pytest.mark.reliability("hostile")
 def test_the_nodes_own_network_namespace_is_refused(node: tuple[Runner, netns.Pod], report: Report) -> None:
     r, pod = node
+    # The veth's carrier comes up a moment after the pod is made: the node's state is taken once it has.
+    assert ctd.wait_for(lambda: "NO-CARRIER" not in _links_and_tc(pod.name), 10), _links_and_tc(pod.name)
     before = _links_and_tc(pod.name)
     for i, path in enumerate((f"/proc/{r.daemon.pid}/ns/net", pod.path)):  # a node process's, and a bind of it
         cid = f"n{i}"
