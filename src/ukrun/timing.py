@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -21,11 +20,8 @@ class Timer:
     def flush(self) -> None:
         if not self.path or not self.marks:
             return
-        lines = "".join(
-            json.dumps({"container": self.container, "verb": self.verb, "phase": p, "ns": ns, "pid": os.getpid()})
-            + "\n"
-            for p, ns in self.marks
-        )
+        head = f'{{"container": {_quoted(self.container)}, "verb": {_quoted(self.verb)}, "phase": '
+        lines = "".join(f'{head}{_quoted(p)}, "ns": {ns}, "pid": {os.getpid()}}}\n' for p, ns in self.marks)
         self.marks.clear()
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -38,3 +34,13 @@ class Timer:
             from ukrun.logs import log
 
             log.warning("cannot write phase timings to %s: %s", self.path, exc)
+
+
+def _quoted(text: str) -> str:
+    """A JSON string; the json module only for what needs escaping: `start` writes its marks, and json's
+    import (re and enum with it) would cost it more than all its work."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    import json
+
+    return json.dumps(text)

@@ -5,7 +5,6 @@ resources applies the CPU limit and refuses a new memory size."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +18,7 @@ from testbed import guest, wsexec
 from testbed.unikernels import UNIKRAFT, need
 from tests.integration.test_cri import GUEST, NS, cri_images, node, pb  # noqa: F401 - fixtures
 from ukrun.image.build import build_unikernel_image
+from ukrun.runtime import state as st
 from ukrun.unikernel import UnikernelConfig
 
 UNIKRAFT_IMAGE = "ukrun.test/c-http:1"
@@ -100,8 +100,8 @@ def test_an_exec_probe_on_a_unikraft_pod_fails_at_once_naming_the_reason(node: c
         took = time.monotonic() - t0
         assert (f"exec is not possible in container {cid}: a Unikraft unikernel runs a single application and "
                 "cannot start another process") in str(refused.value.details()), refused.value.details()
-        record = json.loads((Path("/run/containerd/runc") / NS / cid / "ukrun.json").read_text())
-        quota = next(Path(g, "cpu.cfs_quota_us") for g in record["cgroups"] if Path(g, "cpu.cfs_quota_us").exists())
+        record = st.load(Path("/run/containerd/runc") / NS, cid)
+        quota = next(Path(g, "cpu.cfs_quota_us") for g in record.cgroups if Path(g, "cpu.cfs_quota_us").exists())
         rt.UpdateContainerResources(api.UpdateContainerResourcesRequest(
             container_id=cid, linux=api.LinuxContainerResources(cpu_period=100000, cpu_quota=40000)))
         assert quota.read_text().strip() == "40000"

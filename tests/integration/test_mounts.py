@@ -10,7 +10,6 @@ does not name is refused at create, and the volume stays mounted and untouched.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import subprocess
@@ -29,6 +28,7 @@ from tests.integration.runner import Runner
 from tests.integration.test_hostile import runtime_error
 from ukrun import host
 from ukrun.image.build import build_unikernel_image
+from ukrun.runtime import state as st
 from ukrun.unikernel import UnikernelConfig
 
 INITRD_IMAGE = "ukrun/initrd-root:1"
@@ -209,8 +209,8 @@ def test_create_records_the_volume_it_unmounted_and_delete_leaves_it_unmounted(m
         "--detach", "--mount", f"type=bind,src={folder},dst=/data,options=rbind:rw"))
     assert proc.returncode == 0, proc.stderr
     mounts_runner.wait_status("v4", "RUNNING")
-    record = json.loads((mounts_runner.runc_root / mounts_runner.ns / "v4" / "ukrun.json").read_text())
-    assert record["volumes"] == [[device, str(folder)]]
+    record = st.load(mounts_runner.runc_root / mounts_runner.ns, "v4")
+    assert record.volumes == [[device, str(folder)]]
     (qemu,) = mounts_runner.monitors()
     assert f"file={device},format=raw,if=none,id=vol0".encode() in Path(f"/proc/{qemu}/cmdline").read_bytes()
     assert not host.mounts_at(folder)

@@ -23,6 +23,7 @@ from tests.integration.conftest import SNAPSHOTTER, remove_containers, write_ukr
 from tests.integration.runner import UKRUN, Runner
 from ukrun.image.build import Entry
 from ukrun.network.base import tap_name
+from ukrun.runtime import state as st
 
 IMAGE, EXPOSING, PLAIN = "ukrun/pod-guest:1", "ukrun/pod-guest-exposing:1", "ukrun/pod-plain:1"
 # The guest serves on $PORT what it is and what the pod's sidecar said when it called the pod's address.
@@ -145,8 +146,8 @@ def test_of_two_creates_racing_for_one_port_of_a_pod_one_gets_it(runner: Runner,
         results[cid] = run_guest(runner, cid, 8081, "--annotation", "io.ukrun.ports=8081", pod=pod)
 
     def waiting(cid: str) -> bool:
-        record = runner.runc_root / runner.ns / cid / "ukrun.json"  # the tap is recorded before it is made
-        return record.exists() and json.loads(record.read_text())["tap"] != ""
+        folder = runner.runc_root / runner.ns  # the tap is recorded before it is made
+        return st.is_ours(folder, cid) and st.load(folder, cid).tap != ""
 
     threads = [threading.Thread(target=create, args=(cid,)) for cid in ("r1", "r2")]
     fd = os.open(pod.path, os.O_RDONLY)

@@ -36,6 +36,19 @@ def test_state_start_and_kill_import_only_the_standard_library_basics(tmp_path: 
         assert _hits(loaded, HOT_FORBIDDEN) == [], verb
 
 
+def test_start_and_kill_load_no_json_signal_or_re(tmp_path: Path) -> None:
+    """Their record is marshal's and their timings are written by hand: json, signal and re (with enum) were
+    most of what `start` cost."""
+    (tmp_path / "c1").mkdir()
+    st.save(tmp_path, st.ContainerState(id="c1", bundle="/b", pid=1, pid_start=st.process_start(1), created="x",
+                                        timing_log=str(tmp_path / "timing.jsonl")))
+    argv = ["--root", str(tmp_path), "kill", "c1", "0"]
+    loaded = _loaded(f"import os, sys\nsys.argv = ['ukrun', *{argv!r}]\nfrom ukrun import fast, timing\n"
+                     "assert fast.run(sys.argv[1:]) == 0\n"
+                     f"t = timing.Timer({str(tmp_path / 'timing.jsonl')!r}, 'c1', 'start')\nt.mark('x')\nt.flush()")
+    assert _hits(loaded, ("json", "signal", "enum", "re", "ukrun.logs")) == []
+
+
 def test_creates_path_loads_no_dataclasses_cli_or_heavy_library() -> None:
     loaded = _loaded("\n".join(f"import {m}" for m in CREATE_PATH))
     assert _hits(loaded, CREATE_FORBIDDEN) == []

@@ -1,14 +1,14 @@
 """The verbs the shim calls for every container, often: state, start, kill.
 
-Standard library only (os, json, select, signal) plus `runtime.state`; no config file is read: what
-they need was recorded by `create`.
+Standard library only, and its lightest modules (os, select; not json or signal, whose imports, enum
+and re among them, would be most of `start`'s own cost), plus `runtime.state`; no config file is read:
+what they need was recorded by `create`.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import signal
 
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
@@ -16,6 +16,7 @@ from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
 OCI_VERSION = "1.0.2"
+SIGKILL = 9  # Linux's, without importing signal
 
 
 def start(root: str, container_id: str) -> None:
@@ -84,6 +85,8 @@ def state(root: str, container_id: str) -> dict[str, object]:
 def parse_signal(value: str) -> int:
     if value.isdigit():
         return int(value)
+    import signal  # the shim passes numbers: a name costs the import
+
     name = value.upper()
     name = name if name.startswith("SIG") else "SIG" + name
     try:
@@ -110,7 +113,7 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
         os.kill(record.pid, sig)
     except ProcessLookupError:
         raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped") from None
-    if record.paused and sig == signal.SIGKILL:  # a frozen process dies only once thawed, as with runc
+    if record.paused and sig == SIGKILL:  # a frozen process dies only once thawed, as with runc
         from ukrun.runtime import control
 
         control.set_frozen(record, False)

@@ -1,12 +1,18 @@
 """A container's record under the runtime root. Imported by every verb: standard library only, and
-no dataclasses or typing, which the hot verbs (state, start, kill) would pay for on every call."""
+no dataclasses or typing, which the hot verbs (state, start, kill) would pay for on every call.
+
+The record is marshal's (a dict of FIELDS), not JSON: marshal is built into the interpreter, while the
+json module's import (re and enum with it) cost `start` more than its own work. Only ukrun writes and reads
+it, as root, in a root-only folder; `ukrun state ID` shows it as JSON. A record an older ukrun wrote as
+JSON (LEGACY_FILE) is still read, so that an upgrade leaves running containers manageable."""
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 
-STATE_FILE = "ukrun.json"
+STATE_FILE = "ukrun.record"
+LEGACY_FILE = "ukrun.json"
 FIFO = "exec.fifo"
 INIT_ERROR = "init.error"  # why the init could not settle (ukrun.launcher), for `start` to tell
 EXEC_FOLDER = "exec"  # the exec ports' sockets and locks (runtime.execplan)
@@ -57,14 +63,21 @@ def container_dir(root: str | os.PathLike[str], container_id: str) -> str:
 
 
 def is_ours(root: str | os.PathLike[str], container_id: str) -> bool:
-    return os.path.exists(os.path.join(container_dir(root, container_id), STATE_FILE))
+    d = container_dir(root, container_id)
+    return os.path.exists(os.path.join(d, STATE_FILE)) or os.path.exists(os.path.join(d, LEGACY_FILE))
 
 
 def load(root: str | os.PathLike[str], container_id: str) -> ContainerState:
-    path = os.path.join(container_dir(root, container_id), STATE_FILE)
-    try:
-        with open(path) as f:
+    d = container_dir(root, container_id)
+    path = os.path.join(d, STATE_FILE)
+    if not os.path.exists(path) and os.path.exists(os.path.join(d, LEGACY_FILE)):
+        import json
+
+        with open(os.path.join(d, LEGACY_FILE)) as f:
             return ContainerState(**json.load(f))
+    try:
+        with open(path, "rb") as f:
+            return ContainerState(**marshal.load(f))
     except FileNotFoundError:
         from ukrun.errors import UkrunError
 
@@ -74,9 +87,12 @@ def load(root: str | os.PathLike[str], container_id: str) -> ContainerState:
 def save(root: str | os.PathLike[str], st: ContainerState) -> None:
     d = container_dir(root, st.id)
     tmp = os.path.join(d, f".{STATE_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(st.to_dict(), f)
+    with open(tmp, "wb") as f:
+        marshal.dump(st.to_dict(), f)
     os.replace(tmp, os.path.join(d, STATE_FILE))
+    legacy = os.path.join(d, LEGACY_FILE)
+    if os.path.exists(legacy):  # an older ukrun's record, superseded now
+        os.unlink(legacy)
 
 
 def process_start(pid: int) -> str:
