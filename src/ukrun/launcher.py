@@ -23,14 +23,11 @@ exit handlers are not theirs. Forking instead of starting an interpreter saves ~
 
 from __future__ import annotations
 
-import array
-import contextlib
+import _socket
 import ctypes
 import fcntl
 import os
-import signal
-import socket
-from pathlib import Path
+import sys
 
 from ukrun import crashpoints
 from ukrun.launchconfig import LaunchConfig
@@ -42,8 +39,7 @@ FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0
 MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 PR_SET_PDEATHSIG = 1
 VIRTIOFSD_FD = 3  # runtime.shareplan.SOCKET_FD: the launcher imports no more than it must
-FORWARD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-           signal.SIGWINCH, signal.SIGCONT)
+SIGKILL = 9  # Linux's; signal (and enum with it) is imported only once the container runs (supervise)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -160,8 +156,19 @@ def committed(commit_fd: int) -> bool:
         os.close(commit_fd)
 
 
+def forwarded() -> tuple[int, ...]:
+    """The signals the init passes on to the monitor."""
+    import signal
+
+    return (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+            signal.SIGWINCH, signal.SIGCONT)
+
+
 def supervise(conf: LaunchConfig) -> int:
+    import signal
+
     argv, env, decoding = conf.monitor, conf.env, conf.exit_decoding
+    forward = forwarded()
     timer = Timer(conf.timing_log, conf.id, "init")
     daemon = 0
     if conf.virtiofsd:
@@ -175,14 +182,14 @@ def supervise(conf: LaunchConfig) -> int:
     timer.flush()
     child = os.fork()
     if child == 0:
-        for sig in FORWARD:
+        for sig in forward:
             signal.signal(sig, signal.SIG_DFL)
         try:
             os.execve(argv[0], argv, env)
         except OSError as exc:
             os.write(2, f"ukrun: cannot run the monitor {argv[0]}: {exc}\n".encode())
             os._exit(127)
-    for sig in FORWARD:
+    for sig in forward:
         signal.signal(sig, lambda s, _f: os.kill(child, s))
     while True:
         try:
@@ -193,12 +200,12 @@ def supervise(conf: LaunchConfig) -> int:
             daemon = 0
             code = os.waitstatus_to_exitcode(status)
             if code != 0 or not _ends_by_itself(child):
-                os.kill(child, signal.SIGKILL)
+                os.kill(child, SIGKILL)
                 _tell(f"ukrun: the rootfs's virtiofsd ended ({code}) before the monitor, which was stopped; its "
                       "log is virtiofsd.log in the container's state folder\n")
         elif pid == child:
             if daemon:
-                os.kill(daemon, signal.SIGKILL)
+                os.kill(daemon, SIGKILL)
                 os.waitpid(daemon, 0)
             return exit_code(status, decoding)
 
@@ -219,6 +226,8 @@ def _ends_by_itself(monitor: int, grace: float = 2.0) -> bool:
 def _tell(message: str) -> None:
     """Writes to the container's stderr without blocking: a monitor that lost its virtio-fs backend may
     have filled that pipe with complaints, which nobody reads once a detached client went away."""
+    import contextlib
+
     with contextlib.suppress(OSError):
         fcntl.fcntl(2, fcntl.F_SETFL, fcntl.fcntl(2, fcntl.F_GETFL) | os.O_NONBLOCK)
         os.write(2, message.encode())
@@ -227,6 +236,7 @@ def _tell(message: str) -> None:
 def start_virtiofsd(conf: LaunchConfig) -> int:
     """Listens on the virtio-fs socket, then starts virtiofsd on it (fd VIRTIOFSD_FD), its stderr on its
     log; the monitor may connect at once. Returns virtiofsd's PID."""
+    import contextlib
     import socket as sockets
 
     with contextlib.suppress(FileNotFoundError):
@@ -239,13 +249,15 @@ def start_virtiofsd(conf: LaunchConfig) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL), "prctl")
+            _check(_libc.prctl(PR_SET_PDEATHSIG, SIGKILL), "prctl")
             if os.getppid() != parent:  # the init died before the line above
                 os._exit(1)
             from ukrun import fsguard
 
             fsguard.install()  # no set-ID file, no device node in the shared folder (see ukrun.fsguard)
-            for sig in FORWARD:
+            import signal
+
+            for sig in forwarded():
                 signal.signal(sig, signal.SIG_DFL)
             # Above any standard or target number first, so that no dup2 below closes another's source.
             sock, err = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (listener.fileno(), log))
@@ -263,7 +275,7 @@ def start_virtiofsd(conf: LaunchConfig) -> int:
     return pid
 
 
-def zygote(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> None:
+def zygote(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> None:
     """Runs in the child `create` forks; never returns."""
     code = 1
     try:
@@ -272,12 +284,12 @@ def zygote(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -
         os._exit(code)
 
 
-def _run(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> int:
-    fds = array.array("i")
-    msg, ancdata, _flags, _addr = sock.recvmsg(16, socket.CMSG_SPACE(fds.itemsize))
+def _run(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> int:
+    fds: list[int] = []
+    msg, ancdata, _flags, _addr = sock.recvmsg(16, _socket.CMSG_SPACE(4))
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:  # C ints, native order
+            fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
     sock.close()
     if msg != b"go":
         return 1  # create failed before the launch
@@ -300,8 +312,9 @@ def _run(state_dir: Path, sock: socket.socket, sync_fd: int, commit_fd: int) -> 
     if not committed(commit_fd):
         return 1
     if failed:
-        (state_dir / INIT_ERROR).write_text(failed)
-    fd = os.open(state_dir / FIFO, os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
+        with open(os.path.join(state_dir, INIT_ERROR), "w") as f:
+            f.write(failed)
+    fd = os.open(os.path.join(state_dir, FIFO), os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
     if not failed:
         os.write(fd, b"0")
     os.close(fd)  # without the byte, `start` fails with the reason

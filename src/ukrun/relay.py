@@ -141,12 +141,9 @@ class _Zygote:
                 ours.close()
                 os.close(sync_r)
                 os.close(commit_w)
-                import socket
-                from pathlib import Path
+                from ukrun import launcher  # imported while the worker works: kept light (see launchconfig)
 
-                from ukrun import launcher  # imported while the worker works
-
-                launcher.zygote(Path(state_dir), socket.socket(fileno=theirs.detach()), sync_w, commit_r)
+                launcher.zygote(state_dir, theirs, sync_w, commit_r)
             finally:
                 os._exit(1)
         theirs.close()

@@ -1,9 +1,12 @@
-"""The container record (runtime.state): marshal's, read back field for field; an older ukrun's JSON record is
-still read and is replaced at the next save; timing lines stay JSON whatever a container's name holds."""
+"""The container record (runtime.state) and the launch configuration (launchconfig): marshal's, read back field
+for field; an older ukrun's JSON files are still read (the record replaced at the next save, a launch
+configuration updated as JSON, for the older init that reads it); timing lines stay JSON whatever a
+container's name holds."""
 
 import json
 from pathlib import Path
 
+from ukrun.launchconfig import FIELDS, FILE, LEGACY_FILE, LaunchConfig, Namespace
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
@@ -39,3 +42,28 @@ def test_timing_lines_are_json_for_any_name(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [line["container"] for line in lines] == ["plain-1", 'quo"te\\back', "tab\there", "ünï"]
     assert all(line["verb"] == "start" and line["phase"] == "phase" and line["ns"] > 0 for line in lines)
+
+
+def test_a_launch_configuration_reads_back_as_written(tmp_path: Path) -> None:
+    conf = LaunchConfig(id="c1", monitor=("/usr/bin/qemu", "-m", "64"), env={"PATH": "/bin"}, cgroups=("/cg/a",),
+                        namespaces=(Namespace("mount"), Namespace("network", "/run/netns/p")), hostname="h",
+                        terminal=True, exit_decoding="unikraft", late_network=True)
+    conf.write(tmp_path)
+    back = LaunchConfig.read(tmp_path)
+    assert [getattr(back, f) for f in FIELDS if f != "namespaces"] == [getattr(conf, f) for f in FIELDS
+                                                                        if f != "namespaces"]
+    assert [(n.type, n.path) for n in back.namespaces] == [("mount", ""), ("network", "/run/netns/p")]
+    LaunchConfig.update_monitor(tmp_path, ("/usr/bin/qemu", "-m", "128"))
+    assert LaunchConfig.read(tmp_path).monitor == ("/usr/bin/qemu", "-m", "128")
+
+
+def test_an_older_ukruns_launch_json_is_read_and_updated_as_json(tmp_path: Path) -> None:
+    """Its init (the older code) reads launch.json again at `start`: a late network must reach it there."""
+    old = {"id": "c1", "monitor": ["/usr/bin/qemu"], "env": {}, "cgroups": [], "namespaces": [{"type": "pid",
+           "path": ""}], "hostname": "", "terminal": False, "exit_decoding": "raw", "timing_log": "", "views": "",
+           "keep_mounts": [], "virtiofsd": [], "virtiofsd_socket": "", "virtiofsd_log": "", "late_network": True}
+    (tmp_path / LEGACY_FILE).write_text(json.dumps(old))
+    assert LaunchConfig.read(tmp_path).monitor == ("/usr/bin/qemu",)
+    LaunchConfig.update_monitor(tmp_path, ("/usr/bin/qemu", "-netdev", "tap"))
+    assert json.loads((tmp_path / LEGACY_FILE).read_text())["monitor"] == ["/usr/bin/qemu", "-netdev", "tap"]
+    assert not (tmp_path / FILE).exists()

@@ -68,4 +68,4 @@ def connect(root: str, record: st.ContainerState) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-    LaunchConfig.read(d)._replace(monitor=new.argv).write(d)
+    LaunchConfig.update_monitor(d, tuple(new.argv))

@@ -31,7 +31,7 @@ class Zygote:
             ours.close()
             os.close(sync_r)
             os.close(commit_w)
-            launcher.zygote(d, theirs, sync_w, commit_r)
+            launcher.zygote(str(d), theirs, sync_w, commit_r)
         theirs.close()
         os.close(sync_w)
         os.close(commit_r)
