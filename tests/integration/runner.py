@@ -59,6 +59,9 @@ class Runner:
             return c.mounts(self.snapshotter, cid)[0].source
 
     def read_snapshot(self, cid: str, path: str, workdir: Path) -> str:
+        return self.read_snapshot_bytes(cid, path, workdir).decode()
+
+    def read_snapshot_bytes(self, cid: str, path: str, workdir: Path) -> bytes:
         """Reads a file of the container's snapshot, mounted read-only the way containerd describes it."""
         target = workdir / f"look-{cid}"
         target.mkdir(exist_ok=True)
@@ -67,7 +70,7 @@ class Runner:
         for m in mounts:
             host.mount(m.source, target, m.type, [*m.options, "ro"])
         try:
-            return (target / path.lstrip("/")).read_text()
+            return (target / path.lstrip("/")).read_bytes()
         finally:
             host.unmount_all(target)
 

@@ -29,15 +29,19 @@ BAD = UnikernelConfig("linux", "qemu", "/unikernel/kernel")
 BAD_SENTENCE = "kernel '/unikernel/kernel' climbs above the image's root with '..'; refused"
 
 
-@pytest.fixture(scope="module")
-def docker_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    work = tmp_path_factory.mktemp("docker-images")
+def engine_images(work: Path) -> dict[str, Path]:
+    """The images the Docker and Podman tests load: the linux guest, a networked one, and a bad one."""
     escape = [Entry("/unikernel/kernel", symlink="../../../../../../etc/hostname")]
     return {
         "guest": guest.linux_image(work / "guest", IMAGE, APP),
         "net": guest.linux_image(work / "net", "localhost/ukrun/net:1", NET_APP),
         "bad": images.raw_image(work / "bad", "localhost/ukrun/bad:1", [escape], BAD, cmd=("/app",)),
     }
+
+
+@pytest.fixture(scope="module")
+def docker_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return engine_images(tmp_path_factory.mktemp("docker-images"))
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from testbed import guest, images, podman
-from tests.integration.conftest import APP, SNAPSHOTTER
+from testbed import guest, podman
+from tests.integration.conftest import SNAPSHOTTER
 from tests.integration.runner import UKRUN, Runner
-from tests.integration.test_docker import BAD, BAD_SENTENCE, IMAGE, NET_APP, ask, unikraft_image
-from ukrun.image.build import Entry
+from tests.integration.test_docker import BAD_SENTENCE, IMAGE, ask, engine_images, unikraft_image
 
 UKRUN_ROOT = Path("/run/ukrun/runtime")  # ukrun's default: Podman passes it no --root
 
 
 @pytest.fixture(scope="module")
 def podman_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    work = tmp_path_factory.mktemp("podman-images")
-    escape = [Entry("/unikernel/kernel", symlink="../../../../../../etc/hostname")]
-    return {
-        "guest": guest.linux_image(work / "guest", IMAGE, APP),
-        "net": guest.linux_image(work / "net", "localhost/ukrun/net:1", NET_APP),
-        "bad": images.raw_image(work / "bad", "localhost/ukrun/bad:1", [escape], BAD, cmd=("/app",)),
-    }
+    return engine_images(tmp_path_factory.mktemp("podman-images"))
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from testbed import containerd as ctd
 from testbed.unikernels import need_urunit
 from tests.integration.conftest import SNAPSHOTTER, VIRTIOFSD
 from tests.integration.runner import Runner
-from ukrun import cpio, host
-from ukrun.containerd.client import Client
+from ukrun import cpio
 from ukrun.image.build import Entry, ImageBuilder
 from ukrun.unikernel import URUNC_JSON, UnikernelConfig
 
@@ -122,20 +121,8 @@ def test_urunit_on_the_images_own_block_file(urunit_runner: Runner, tmp_path: Pa
     image = _image(urunit_runner, tmp_path, "ukrun/urunit-image-block:1", config, [Entry("/disk.ext4", source=disk)])
     _check(urunit_runner.run("uk1", *ARGS, image=image, flags=FLAGS[1:]))
     # the guest mounted it read-write: its ext4 superblock changed in the container's copy, not in the image
-    after = _snapshot_bytes(urunit_runner, "uk1", "/disk.ext4", tmp_path)
+    after = urunit_runner.read_snapshot_bytes("uk1", "/disk.ext4", tmp_path)
     assert after[1024:2048] != disk.read_bytes()[1024:2048]
     assert urunit_runner.ctr("containers", "delete", "uk1").returncode == 0
     urunit_runner.assert_clean("uk1")
 
-
-def _snapshot_bytes(runner: Runner, cid: str, path: str, workdir: Path) -> bytes:
-    target = workdir / f"look-{cid}"
-    target.mkdir()
-    with Client(runner.daemon.address, runner.ns) as c:
-        mounts = c.mounts(runner.snapshotter, cid)
-    for m in mounts:
-        host.mount(m.source, target, m.type, [*m.options, "ro"])
-    try:
-        return (target / path.lstrip("/")).read_bytes()
-    finally:
-        host.unmount_all(target)
