@@ -96,7 +96,8 @@ def _ukrun_verb(cid: str, verb: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(a.endswith(b"/ukrun") for a in argv[:2]) and verb.encode() in argv:
+        # [python, -IS, .../ukrun, ...] as scripts/setup's launcher runs, [python, .../ukrun, ...] as pip's does
+        if any(a.endswith(b"/ukrun") for a in argv[:3]) and verb.encode() in argv:
             found.append(pid)
     return found
 
