@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ukrun.errors import HostError
+from ukrun.mounttable import unescape
 
 
 class MountEntry(NamedTuple):
@@ -25,21 +26,6 @@ class MountEntry(NamedTuple):
     super_options: str = ""  # the file system's own options (after the separator)
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries = []
     for line in text.splitlines():
@@ -54,10 +40,10 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
             MountEntry(
                 mount_id=int(f[0]),
                 device=f[2],
-                root=_unescape(f[3]),
-                mount_point=_unescape(f[4]),
+                root=unescape(f[3]),
+                mount_point=unescape(f[4]),
                 fstype=r[0],
-                source=_unescape(r[1]) if len(r) > 1 else "",
+                source=unescape(r[1]) if len(r) > 1 else "",
                 options=f[5],
                 propagation=propagation,
                 parent_id=int(f[1]),

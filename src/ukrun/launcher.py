@@ -31,6 +31,7 @@ import sys
 
 from ukrun import crashpoints
 from ukrun.launchconfig import LaunchConfig
+from ukrun.mounttable import mount_points
 from ukrun.runtime.state import FIFO, INIT_ERROR
 from ukrun.timing import Timer
 
@@ -66,9 +67,7 @@ def isolate_mounts(views: str, keep: tuple[str, ...]) -> None:
     detach what this container must not hold: other containers' rootfs (a mount at <dir>/rootfs beside a
     <dir>/config.json: a concurrent create would find its device still in use) and other views."""
     _check(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
-    from ukrun.host import mountinfo
-
-    for point in sorted({m.mount_point for m in mountinfo()}, key=len, reverse=True):
+    for point in sorted(set(mount_points()), key=len, reverse=True):
         if any(point == k or k.startswith(point + "/") or point.startswith(k + "/") for k in keep):
             continue
         bundle = os.path.dirname(point)
