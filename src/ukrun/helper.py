@@ -11,7 +11,11 @@ What must stay true:
   * a worker whose caller dies (the shim's timeout killed it) dies too: nobody would hear its answer, and what
     it made is reclaimed like any crash's;
   * the helper holds no state between calls: each worker is a fresh fork, and reads the configuration, the
-    records and containerd as the caller would.
+    records and containerd as the caller would;
+  * the fork happens before the call, not on it: one spare worker waits in accept(), and the helper forks the
+    next spare once it has taken a call (the fork of a process that imported all of ukrun costs a few ms that
+    the shim would otherwise wait for). A spare never outlives the helper: it exits when the helper's end of
+    their pipe closes, so a killed helper leaves no listener behind.
 """
 
 from __future__ import annotations
@@ -31,27 +35,18 @@ from pathlib import Path
 
 from ukrun import relay
 
-PRELOAD = ("ukrun.runtime.create", "ukrun.runtime.plan", "ukrun.runtime.facts", "ukrun.runtime.rootfs",
-           "ukrun.runtime.spec", "ukrun.runtime.mountplan", "ukrun.runtime.shareplan", "ukrun.runtime.solo5plan",
-           "ukrun.artifacts.store", "ukrun.artifacts.idle", "ukrun.artifacts.prewarm", "ukrun.containerd.client",
-           "ukrun.launcher", "ukrun.cgroups", "ukrun.kvm", "ukrun.network.netlink", "ukrun.fast", "tomllib",
-           "shutil")
+# What ukrun's modules import inside functions, on the create and delete paths: a worker imports nothing.
+STDLIB = ("pickle", "tomllib", "shutil", "json", "subprocess", "signal", "struct", "stat", "fcntl", "termios",
+          "tempfile", "shlex")
+SETTLE_S = 1.0  # the longest a worker at work delays the next spare
 
 
 def serve(path: str, idle_exit: float = 0.0) -> int:
     """Serves until SIGTERM, or `idle_exit` seconds without a call (0: never)."""
-    import importlib
-
     from ukrun.errors import UkrunError
-    from ukrun.hypervisors.base import REGISTRY, get
-    from ukrun.unikernels.base import get as guest
 
-    for name in PRELOAD:
-        importlib.import_module(name)
-    get("qemu")  # every monitor and guest type registers itself at its first use: all of them, now
-    guest("linux")
+    _preload()
     sources = _sources()
-    assert REGISTRY
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, mode=0o700, exist_ok=True)
     if os.path.exists(path):
@@ -69,28 +64,105 @@ def serve(path: str, idle_exit: float = 0.0) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.append(True))
     last = time.monotonic()
+    alive_r, alive_w = os.pipe2(os.O_CLOEXEC)  # a spare's word that this helper lives: its write end
+    spare: _Spare | None = None
     print(f"ukrun helper: serving {path} (pid {os.getpid()})", flush=True)
     try:
         while not stop and not (idle_exit and time.monotonic() - last > idle_exit):
             _reap()
+            if spare is None:
+                spare = _Spare.fork(server, alive_r, alive_w, sources)
             try:
-                ready, _, _ = select.select([server], [], [], 1.0)
+                ready, _, _ = select.select([spare.took], [], [], 1.0)
             except InterruptedError:
                 continue
-            if not ready:
-                continue
-            conn, _ = server.accept()
-            last = time.monotonic()
-            if os.fork() == 0:
-                server.close()
-                _worker(conn, sources)
-            conn.close()
+            if ready:  # it took a call (a byte) or died (end of file): either way, the next one
+                spare.settle(server)
+                spare, last = None, time.monotonic()
     finally:
+        if spare is not None:
+            spare.end()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == bound:  # not a later helper's
                 os.unlink(path)
         server.close()
+        os.close(alive_w)
     return 0
+
+
+def _preload() -> None:
+    """Every ukrun module and the standard modules they import late: a worker imports nothing."""
+    import importlib
+
+    import ukrun
+    from ukrun.hypervisors.base import REGISTRY, get
+    from ukrun.unikernels.base import get as guest
+
+    for name in STDLIB:
+        importlib.import_module(name)
+    top = os.path.dirname(os.path.dirname(os.path.abspath(ukrun.__file__)))
+    for folder, _, files in os.walk(os.path.dirname(os.path.abspath(ukrun.__file__))):
+        package = os.path.relpath(folder, top).replace(os.sep, ".")  # some are namespace packages
+        for name in sorted(f.removesuffix(".py") for f in files if f.endswith(".py") and f != "__main__.py"):
+            importlib.import_module(package if name == "__init__" else f"{package}.{name}")
+    get("qemu")  # every monitor and guest type registers itself at its first use: all of them, now
+    guest("linux")
+    assert REGISTRY
+
+
+class _Spare:
+    """A worker forked before its call, waiting in accept(): the helper waits on `took` for its byte."""
+
+    __slots__ = ("pid", "took")
+
+    def __init__(self, pid: int, took: int) -> None:
+        self.pid, self.took = pid, took
+
+    @classmethod
+    def fork(cls, server: socket.socket, alive_r: int, alive_w: int, sources: dict[str, int]) -> _Spare:
+        took_r, took_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(alive_w)
+                os.close(took_r)
+                conn = _accept(server, alive_r)
+                os.write(took_w, b"1")  # kept open: its end of file says this worker is done
+                server.close()
+                os.close(alive_r)
+            except BaseException:
+                os._exit(1)
+            _worker(conn, sources)
+        os.close(took_w)
+        return cls(pid, took_r)
+
+    def settle(self, server: socket.socket) -> None:
+        """Waits until this worker is done, or another caller comes, before the next spare is forked: a fork
+        beside a worker at work slows it on a small machine."""
+        with contextlib.suppress(InterruptedError):
+            if os.read(self.took, 1):
+                select.select([self.took, server.fileno()], [], [], SETTLE_S)
+        self.let_go()
+
+    def let_go(self) -> None:
+        os.close(self.took)
+
+    def end(self) -> None:
+        """The helper stops: a spare that has taken no call goes (one that has finishes its call)."""
+        with contextlib.suppress(OSError):
+            if not select.select([self.took], [], [], 0)[0]:
+                os.kill(self.pid, signal.SIGKILL)
+        self.let_go()
+
+
+def _accept(server: socket.socket, alive_r: int) -> socket.socket:
+    """The next caller; exits when the helper is gone (its end of the pipe closed) instead."""
+    while True:
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select([alive_r, server.fileno()], [], [])
+            if alive_r in ready:
+                os._exit(0)
+            return server.accept()[0]  # the only process that accepts: the caller is there
 
 
 def _answers(path: str) -> bool:

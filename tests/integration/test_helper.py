@@ -5,9 +5,13 @@ mid-create fails the container and leaves what any crashed create leaves."""
 
 from __future__ import annotations
 
+import contextlib
+import marshal
 import os
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from testbed import containerd as ctd
 from testbed import images
 from tests.integration.conftest import SNAPSHOTTER, arm_file, remove_containers, write_ukrun_config
 from tests.integration.runner import UKRUN, Runner
+from ukrun import relay
+from ukrun.helper import SETTLE_S
 from ukrun.image.build import Entry
 
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
@@ -118,3 +124,46 @@ def test_the_helper_refuses_a_second_helper_on_its_socket(relayed: tuple[Runner,
     proc = subprocess.run([UKRUN, "helper", "--socket", str(helper.socket)], capture_output=True, text=True,
                           timeout=60, env={**os.environ})
     assert proc.returncode == 1 and f"a helper already serves {helper.socket}" in proc.stderr, proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_killed_helper_leaves_no_spare_worker_listening(tmp_path: Path) -> None:
+    helper = Helper(tmp_path / "helper.sock", tmp_path / "helper.log")
+    helper.start()
+    assert helper.proc is not None
+    spares = _children(helper.proc.pid)
+    try:
+        assert len(spares) == 1, "one worker forked before any call"
+        helper.stop(signal.SIGKILL)
+        assert ctd.wait_for(lambda: not Path(f"/proc/{spares[0]}").exists(), 10), "the spare outlived its helper"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, pytest.raises(ConnectionRefusedError):
+            s.connect(str(helper.socket))
+    finally:
+        helper.stop(signal.SIGKILL)
+        for pid in spares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_callers_at_once_are_each_served_by_a_worker_of_their_own(tmp_path: Path) -> None:
+    """The second caller comes while the first one's worker is busy: the helper forks it a spare at once."""
+    helper = Helper(tmp_path / "helper.sock", tmp_path / "helper.log")
+    helper.start()
+    try:
+        first, second = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
+        with first, second:
+            first.connect(str(helper.socket))  # taken by the spare, which waits for its request
+            assert ctd.wait_for(lambda: len(_children(helper.proc.pid)) == 2, 5)  # type: ignore[union-attr]
+            second.connect(str(helper.socket))
+            started = time.monotonic()
+            ask = relay.Request(relay.VERSION, "state", ["state", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0)
+            second.sendall(ask.pack())
+            second.settimeout(10)
+            answer = relay.Reply(*marshal.loads(second.recv(4096)[4:]))
+            assert answer.fallback == "verb" and time.monotonic() - started < SETTLE_S
+    finally:
+        helper.stop()
+

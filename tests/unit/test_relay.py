@@ -36,3 +36,19 @@ def test_with_no_helper_nothing_is_relayed(monkeypatch: pytest.MonkeyPatch, tmp_
     assert not relay.answering()
     (tmp_path / "none.sock").touch()  # a socket file nobody listens on: a killed helper's
     assert relay.answering() and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1")) is None
+
+
+def test_the_helper_has_imported_every_module_of_ukrun_before_its_first_worker() -> None:
+    """A worker that imports is a call that waits: every module file, namespace packages' too, is loaded."""
+    import subprocess
+    import sys
+
+    import ukrun
+
+    src = Path(ukrun.__file__).parent
+    files = {str(p.resolve()) for p in src.rglob("*.py") if p.name != "__main__.py"}
+    probe = ("import sys; from ukrun import helper; helper._preload(); "
+             "print('\\n'.join(str(getattr(m, '__file__', '')) for m in list(sys.modules.values())))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(src.parent)}).stdout
+    assert files - {str(Path(f).resolve()) for f in out.split() if f} == set()
