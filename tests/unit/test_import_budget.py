@@ -8,8 +8,9 @@ from pathlib import Path
 from ukrun.runtime import state as st
 
 HOT_FORBIDDEN = ("typing", "dataclasses", "logging", "argparse", "tomllib", "ukrun.config", "ukrun.containerd")
+# hashlib loads OpenSSL's libcrypto (4-6 ms) for the few names ukrun hashes: ukrun.digest hashes them instead.
 CREATE_FORBIDDEN = ("dataclasses", "inspect", "logging", "argparse", "tomllib", "datetime", "shutil", "subprocess",
-                    "platform", "tempfile", "pyroute2", "asyncio", "grpc", "google.protobuf")
+                    "platform", "tempfile", "pyroute2", "asyncio", "grpc", "google.protobuf", "hashlib", "_hashlib")
 # What create imports, from the shim's call to the monitor's argv (runtime.create imports the rest lazily).
 CREATE_PATH = ("ukrun.fast", "ukrun.config", "ukrun.runtime.create", "ukrun.runtime.plan", "ukrun.runtime.facts",
                "ukrun.artifacts.store", "ukrun.containerd.client", "ukrun.launcher", "ukrun.runtime.rootfs",

@@ -19,14 +19,13 @@ The state root's layout and the view records are in artifacts.views; `ukrun gc` 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ukrun import crashpoints, errors, host
+from ukrun import crashpoints, digest, errors, host
 from ukrun.artifacts import layers, paths
 from ukrun.artifacts.gc import Collector
 from ukrun.artifacts.source import MODES, Artifacts, Source, decide, in_place, read_config, what
@@ -115,7 +114,7 @@ class ArtifactStore(Collector):
             return None
 
     def _chain_cache_path(self, snapshotter: str, top: str, wanted: tuple[str, ...]) -> Path:
-        h = hashlib.sha256("\0".join((snapshotter, top, *wanted)).encode()).hexdigest()[:32]
+        h = digest.hexdigest("\0".join((snapshotter, top, *wanted)).encode())[:32]
         return self.root / "chains" / self.namespace / f"{h}.json"
 
     def _open_view(self, record: ContainerRecord, mode: str, choice: layers.Choice,

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ukrun import crashpoints, errors, host
+from ukrun import crashpoints, digest, errors, host
 from ukrun.containerd.records import gc_ref_snapshot_label
 from ukrun.logs import log
 
@@ -38,7 +37,7 @@ USER_LABEL_SUFFIX = "ukrun-view"
 
 
 def view_id(namespace: str, snapshotter: str, key: str) -> str:
-    return hashlib.sha256(f"{namespace}\0{snapshotter}\0{key}".encode()).hexdigest()[:24]
+    return digest.hexdigest(f"{namespace}\0{snapshotter}\0{key}".encode())[:24]
 
 
 def view_key(mode: str, chain_id: str, container_id: str) -> str:

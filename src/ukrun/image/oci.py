@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
 
+from ukrun.digest import hexdigest
 from ukrun.errors import ImageError
 
 EMPTY: Mapping[str, str] = MappingProxyType({})  # the default mapping: shared, so unchangeable
@@ -28,7 +28,7 @@ BLOB_LIMIT = 4 * 1024 * 1024
 
 
 def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + hexdigest(data)  # small documents: hashlib's OpenSSL would cost more to load
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:

@@ -9,9 +9,10 @@ nftables table (`ukrun_` + the same hash), never another's.
 from __future__ import annotations
 
 import enum
-import hashlib
 import ipaddress
 from typing import NamedTuple
+
+from ukrun import digest
 
 ALIAS_PREFIX = "ukrun:"
 
@@ -49,7 +50,7 @@ class GuestNetwork(NamedTuple):
 
 
 def tap_name(container_id: str) -> str:
-    return "tapuk" + hashlib.sha256(container_id.encode()).hexdigest()[:10]
+    return "tapuk" + digest.hexdigest(container_id.encode())[:10]
 
 
 def first_nameserver(resolv_conf: bytes) -> str:
@@ -151,7 +152,7 @@ class StaticLink(NamedTuple):
 
 
 def nat_table(container_id: str) -> str:
-    return "ukrun_" + hashlib.sha256(container_id.encode()).hexdigest()[:10]
+    return "ukrun_" + digest.hexdigest(container_id.encode())[:10]
 
 
 def parse_publish(value: str) -> tuple[Port, ...]:

@@ -28,13 +28,13 @@ decide it at plan time from the facts, and again under the namespace's lock righ
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network
 from typing import NamedTuple
 
+from ukrun import digest
 from ukrun.errors import PlanError
 from ukrun.network.base import (
     ALIAS_PREFIX,
@@ -167,7 +167,7 @@ def subnet(container_id: str, used: tuple[IPv4Network, ...]) -> IPv4Network:
         raise PlanError(f"the network namespace uses {covering}, which covers {POOL}, where ukrun takes each "
                         "unikernel's private link: a unikernel with declared ports cannot run in it")
     slots = POOL.num_addresses >> (32 - PREFIX)
-    start = int(hashlib.sha256(container_id.encode()).hexdigest()[:8], 16) % slots
+    start = int(digest.hexdigest(container_id.encode())[:8], 16) % slots
     near = [n for n in used if n.overlaps(POOL)]
     for i in range(slots):
         candidate = IPv4Network((int(POOL.network_address) + ((start + i) % slots << (32 - PREFIX)), PREFIX))
@@ -221,8 +221,8 @@ def parse_label(label: str) -> UkrunLink | None:
 
 def mac(container_id: str) -> str:
     """A locally administered unicast MAC for the guest, from the container ID."""
-    digest = hashlib.sha256(container_id.encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+    hashed = digest.digest(container_id.encode())
+    return ":".join(f"{b:02x}" for b in (0x02, *hashed[:5]))
 
 
 def _runs(numbers: list[int]) -> list[str]:
