@@ -191,21 +191,21 @@ def context(g: Globals, argv: list[str]) -> Context:
                          argv=argv, systemd_cgroup=g.systemd_cgroup)
 
 
-def guarded(g: Globals, work: Callable[[], None]) -> int:
-    """What the full CLI does around a verb (see cli.main): errors logged where the shim reads them."""
+def guarded(g: Globals, work: Callable[[], int | None]) -> int:
+    """What the full CLI does around a verb (see cli.main): errors logged where the shim reads them. The
+    exit code is the work's (0 when it returns none), 1 when it fails."""
     from ukrun import logs
     from ukrun.errors import UkrunError
 
     logs.setup(g.log, g.log_format, g.debug)
     try:
-        work()
+        return work() or 0
     except UkrunError as exc:
         logs.log.error("%s", exc)
         return 1
     except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
         logs.log.exception("internal error: %s: %s", type(exc).__name__, exc)
         return 1
-    return 0
 
 
 def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:

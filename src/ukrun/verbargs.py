@@ -97,12 +97,11 @@ def parse(verb: str, argv: list[str]) -> Args:
 
 def run(g: Globals, verb: str, rest: list[str], argv: list[str]) -> int:
     """One of the verbs above; the process's exit code (runc's for a container that is not ours)."""
-    from ukrun import logs
+    from ukrun import fast
     from ukrun.errors import UkrunError
     from ukrun.runtime import state as st
 
-    logs.setup(g.log, g.log_format, g.debug)
-    try:
+    def work() -> int:
         try:
             args = parse(verb, rest)
         except UsageError as exc:
@@ -115,12 +114,8 @@ def run(g: Globals, verb: str, rest: list[str], argv: list[str]) -> int:
         if not st.is_ours(g.root, args.id):
             return _runc(g, argv)
         return _dispatch(g, verb, args)
-    except UkrunError as exc:
-        logs.log.error("%s", exc)
-        return 1
-    except Exception as exc:  # a bug: still give the shim (and so ctr) a reason
-        logs.log.exception("internal error: %s: %s", type(exc).__name__, exc)
-        return 1
+
+    return fast.guarded(g, work)
 
 
 def _ours(root: str, name: str) -> bool:
