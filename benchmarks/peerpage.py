@@ -28,8 +28,13 @@ def _x(v: float | None) -> str:
 def headline(result: PeerResult) -> list[str]:
     if result.skipped or not result.samples:
         return []
-    parts = [f"{result.titles.get(r.image, r.image)} {_x(r.ratio_urunc)}"
-             for r in rows(result.samples) if r.mode == "rm" and r.ratio_urunc is not None]
+    by_version: dict[str, list[str]] = {}
+    for r in rows(result.samples):
+        if r.mode == "rm" and r.ratio_urunc is not None:
+            helped = f" ({_x(r.helped[0])} with its helper)" if r.helped and r.helped[0] is not None else ""
+            by_version.setdefault(r.containerd, []).append(
+                f"{result.titles.get(r.image, r.image)} {_x(r.ratio_urunc)}{helped}")
+    parts = [f"containerd {v}: {', '.join(p)}" for v, p in sorted(by_version.items())]
     return [f"- beside urunc {result.urunc} (`ctr run --rm`, later containers, ukrun ÷ urunc): {'; '.join(parts)}."]
 
 

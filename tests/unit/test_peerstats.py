@@ -40,3 +40,17 @@ def test_a_ratio_is_the_median_of_pairwise_ratios_and_the_first_container_stands
     assert row.first == {"ukrun": 900, "urunc": 300, "runc": 100} and row.ratio_urunc_first == 3.0
     assert row.later["ukrun"] == 200 and row.later["runc"] == 200 and row.failures == {"runc": 1, "urunc": 1}
     assert row.ratio_runc is not None and abs(row.ratio_runc - (1 + 5 / 3) / 2) < 1e-9  # rounds 1 and 3 only
+
+
+def test_the_headline_names_each_containerd_and_the_helpers_ratio() -> None:
+    from benchmarks.peerpage import headline
+    from benchmarks.peerstats import HELPED
+    from benchmarks.results import PeerResult
+
+    samples = []
+    for version, helped in (("1.7", 150), ("2", 250)):
+        for i in range(3):
+            samples += [PeerSample(version, "rm", "solo5-spt", runtime, i, ms, True, True, {})
+                        for runtime, ms in (("ukrun", 300), (HELPED, helped), ("urunc", 200), ("runc", 100))]
+    (line,) = headline(PeerResult("cmd", "0.5.0", 3, {"solo5-spt": "Solo5 on spt"}, samples))
+    assert "containerd 1.7: Solo5 on spt 1.50 (0.75 with its helper); containerd 2: Solo5 on spt 1.50 (1.25" in line
