@@ -187,24 +187,33 @@ def load_create(result: LoadResult, out: Path, m: Machine, command: str) -> Path
 
 
 def peer_ratios(rows: list[Row], out: Path, m: Machine, command: str, urunc: str, titles: dict[str, str]) -> Path:
-    """ukrun ÷ urunc (and ÷ runc's busybox) per image, pairwise medians of the later containers, by mode."""
+    """ukrun ÷ urunc, with and without its helper (and ÷ runc's busybox until RUNNING), per image, pairwise
+    medians of the later containers, by mode. An image urunc cannot run has no bar against it."""
     modes = [mode for mode in ("rm", "detach") if any(r.mode == mode for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(modes)), figsize=(11, 5), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(modes)), figsize=(13, 7.5), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=False):
-        mine = [r for r in rows if r.mode == mode]
-        xs = range(len(mine))
-        for offset, (label, values) in ((-0.2, ("÷ urunc " + urunc, [r.ratio_urunc for r in mine])),
-                                        (0.2, ("÷ runc (busybox)", [r.ratio_runc for r in mine]))):
-            bars = [v or 0.0 for v in values]
-            ax.bar([x + offset for x in xs], bars, 0.4, label=label)
-            for x, v in zip(xs, values, strict=True):
-                ax.text(x + offset, v or 0.0, "-" if v is None else f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-        ax.axhline(1.0, color="black", lw=0.8)
-        ax.axhline(1.15, color="grey", lw=0.8, ls=":")
-        ax.set_xticks(list(xs), [f"{titles.get(r.image, r.image)}\n(containerd {r.containerd})" for r in mine],
-                      fontsize=6, rotation=20)
+        mine = [r for r in rows if r.mode == mode and (mode == "detach" or r.ratio_urunc is not None)]
+        series = [(f"ukrun ÷ urunc {urunc}", [r.ratio_urunc for r in mine]),
+                  ("ukrun with its helper ÷ urunc", [r.helped[0] if r.helped else None for r in mine])]
+        if mode == "detach":
+            series += [("ukrun ÷ runc (busybox)", [r.ratio_runc for r in mine]),
+                       ("ukrun with its helper ÷ runc", [r.helped[1] if r.helped else None for r in mine])]
+        height = 0.8 / len(series)
+        ys = range(len(mine))
+        for i, (label, values) in enumerate(series):
+            at = [y - 0.4 + height * (i + 0.5) for y in ys]
+            ax.barh(at, [v or 0.0 for v in values], height, label=label)
+            for y, v in zip(at, values, strict=True):
+                ax.text(v or 0.0, y, " -" if v is None else f" {v:.2f}", va="center", fontsize=6)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.axvline(1.15, color="grey", lw=0.8, ls=":")
+        ax.set_yticks(list(ys), [f"{titles.get(r.image, r.image)}\n(containerd {r.containerd})" for r in mine],
+                      fontsize=7)
+        ax.invert_yaxis()
         ax.set_title("ctr run --rm, end to end" if mode == "rm" else "ctr run -d until RUNNING")
-        ax.set_ylabel("ukrun ÷ peer, median of pairwise ratios (later containers)")
-        ax.legend(fontsize=7)
+        ax.set_xlim(0, max([v or 0.0 for _, values in series for v in values] + [1.2]) * 1.15)
+        ax.set_xlabel("median of pairwise ratios, later containers (1.0: as fast)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2)
     fig.suptitle(f"ukrun beside urunc {urunc}: a container's whole life, one at a time, alternating")
+    fig.subplots_adjust(left=0.16, right=0.98, wspace=0.55, top=0.9)
     return _save(fig, out, m, command)
