@@ -239,8 +239,12 @@ CTR_CASES: dict[str, Case] = {
         flags=("--annotation", f"{PREFIX}unikernelType=linux", "--annotation", f"{PREFIX}hypervisor=qemu",
                "--annotation", f"{PREFIX}binary={KERNEL}", "--annotation", f"{PREFIX}initrd={INITRD}",
                "--annotation", f"{PREFIX}cmdline=console=ttyS0\x1b[2J\ninit=/evil")),
-    "annotation-config-and-no-layers": Case(
+    "annotation-config-and-no-layers": Case(  # its rootfs may go to the VM: a view would hold the artifacts
         lambda h: [], "snapshot has no committed parent to view",
+        flags=("--annotation", f"{PREFIX}unikernelType=linux", "--annotation", f"{PREFIX}hypervisor=qemu",
+               "--annotation", f"{PREFIX}binary={KERNEL}", "--annotation", f"{PREFIX}mountRootfs=true")),
+    "annotation-config-and-no-layers-read-in-place": Case(  # no mountRootfs: read in place from the rootfs
+        lambda h: [], f"kernel '{KERNEL}' does not exist in the image",
         flags=("--annotation", f"{PREFIX}unikernelType=linux", "--annotation", f"{PREFIX}hypervisor=qemu",
                "--annotation", f"{PREFIX}binary={KERNEL}")),
 }

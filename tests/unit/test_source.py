@@ -31,6 +31,16 @@ def test_the_source_follows_containerd_and_its_snapshot(mode: str, containerd: b
     assert decide(mode, containerd, record).source is source
 
 
+@pytest.mark.parametrize(("mode", "source"), [("shared", Source.IN_PLACE), ("per-container", Source.IN_PLACE),
+                                               ("copy", Source.COPY)])
+def test_a_snapshot_that_never_goes_to_the_vm_is_read_in_place_unless_a_copy_is_asked_for(mode: str,
+                                                                                        source: Source) -> None:
+    """Without mountRootfs the rootfs stays mounted until delete: a view would cost containerd's calls for nothing."""
+    decision = decide(mode, True, SNAPSHOT, rootfs_kept=True)
+    assert decision.source is source
+    assert source is Source.COPY or "mountRootfs" in decision.reason
+
+
 def test_the_reason_names_the_case() -> None:
     assert "no containerd manages this container" in decide("shared", False, None).reason
     assert "copy mode needs containerd" in decide("copy", False, None).reason

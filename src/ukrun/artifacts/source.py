@@ -1,15 +1,20 @@
 """Where `create` reads a container's kernel, initrd, block image and `urunc.json` from, decided by one
-pure function from two facts: whether containerd manages the container, and whether its rootfs is a
-containerd snapshot. `ukrun plan` shows the decision and its reason.
+pure function from three facts: whether containerd manages the container, whether its rootfs is a
+containerd snapshot, and whether that rootfs may go to the VM (`mountRootfs`). `ukrun plan` shows the
+decision and its reason.
 
-  view      containerd made the rootfs from a snapshot: a read-only view of the image's committed layers
-            (`shared` or `per-container`, see artifacts.store), so that a block rootfs can go to the VM.
+  view      containerd made the rootfs from a snapshot that may go to the VM as a device, unmounted first:
+            a read-only view of the image's committed layers (`shared` or `per-container`, see
+            artifacts.store) holds the artifacts meanwhile.
   copy      asked for (`io.ukrun.artifacts.mode=copy`, `[artifacts] mode`) under containerd: urunc's way.
-  in-place  the rootfs is a folder its caller made and keeps mounted for the container's whole life:
-            Podman, CRI-O and other callers of the OCI runtime without containerd (no containerd named:
-            no shim's GRPC_ADDRESS, no --address, no address in the config), and under containerd a
-            container with no snapshot (Docker, `ctr run --rootfs`). The files are resolved inside that
-            folder as the guest sees it (artifacts.paths) and the monitor reads them there.
+  in-place  the rootfs stays mounted for the container's whole life, so the files are read where they are:
+            a folder its caller made (Podman, CRI-O and other callers of the OCI runtime without containerd
+            (no containerd named: no shim's GRPC_ADDRESS, no --address, no address in the config), and under
+            containerd a container with no snapshot: Docker, `ctr run --rootfs`), or a snapshot that no VM
+            gets because the image does not set `mountRootfs` (urunc reads those in place too). The files
+            are resolved inside that folder as the guest sees it (artifacts.paths) and the monitor reads
+            them there. A view would cost such a container a label and two lookups in containerd at
+            create and a label at delete, for nothing.
 
 What must stay true: without containerd, ukrun asks no containerd and writes nothing in the state root
 (Podman runs `delete` with neither ukrun's flags nor its environment, so the verbs must not depend on
@@ -43,9 +48,10 @@ class Decision(NamedTuple):
     reason: str
 
 
-def decide(mode: str, containerd: bool, record: ContainerRecord | None) -> Decision:
+def decide(mode: str, containerd: bool, record: ContainerRecord | None, rootfs_kept: bool = False) -> Decision:
     """`mode`: the requested artifact mode; `containerd`: a containerd is named for this container;
-    `record`: its record of the container (None: it does not know it)."""
+    `record`: its record of the container (None: it does not know it); `rootfs_kept`: its rootfs never goes
+    to the VM (the image does not set mountRootfs), so it stays mounted until delete."""
     if not containerd:
         unused = f" ({mode} mode needs containerd)" if mode == "copy" else ""
         return Decision(Source.IN_PLACE, "no containerd manages this container (Podman, CRI-O, ...): read in place "
@@ -58,6 +64,9 @@ def decide(mode: str, containerd: bool, record: ContainerRecord | None) -> Decis
     if not (record.snapshotter and record.snapshot_key):
         return Decision(Source.IN_PLACE, "containerd's record of the container names no snapshot (a rootfs folder "
                         "of its caller's: Docker, ctr run --rootfs): read in place from it")
+    if rootfs_kept:
+        return Decision(Source.IN_PLACE, "the rootfs never goes to the VM (the image does not set mountRootfs) and "
+                        "stays mounted until delete: read in place from it, with no view")
     return Decision(Source.VIEW, f"{mode} view of the image's committed layers in {record.snapshotter}")
 
 

@@ -98,7 +98,7 @@ def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: 
     found = gather.host(ctx.config, spec, uk_config, record.id, store.client if store else None, ctx.artifacts_root)
     timer.mark("checks")
     mode = _mode(ctx, spec)
-    decision = source.decide(mode, store is not None, found.container)
+    decision = source.decide(mode, store is not None, found.container, rootfs_kept=not uk_config.mount_rootfs)
     if decision.source is source.Source.IN_PLACE:
         art = source.in_place(record.id, record.namespace, uk_config, spec.rootfs, decision.reason)
     else:
@@ -144,7 +144,8 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
     except ContainerdUnavailable:
         client = None
     found = gather.host(ctx.config, spec, uk_config, container_id, client, ctx.artifacts_root)
-    decision = source.decide(_mode(ctx, spec), client is not None, found.container)
+    decision = source.decide(_mode(ctx, spec), client is not None, found.container,
+                             rootfs_kept=not uk_config.mount_rootfs)
     art = source.in_place(container_id, "", uk_config, spec.rootfs, decision.reason)
     state_dir = st.container_dir(ctx.root, container_id)
     return plan(gather.facts(found, spec, uk_config, container_id, state_dir,
