@@ -210,7 +210,12 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if args.view_verb == "warm":
         from ukrun.artifacts.prewarm import warm
 
-        state, choice = warm(store, args.image, args.snapshotter)
+        warmed = warm(store, args.image, args.snapshotter)
+        if warmed is None:
+            print(f"nothing to warm: containers of {args.image} read their artifacts in place from their own "
+                  "rootfs (the image does not set mountRootfs), with no view")
+            return 0
+        state, choice = warmed
         end = f"idle until {_when(state.idle_until)}" if not state.users else f"in use by {len(state.users)}"
         print(f"view {state.key} ({state.snapshotter}) of {args.image} at {state.mount_point}: {end}; {choice.reason}")
         return 0

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from testbed import containerd as ctd
+from testbed import images
 from testbed.events import EventLog
 from tests.integration.conftest import SNAPSHOTTER, WARM_IDLE, set_idle
 from tests.integration.runner import IMAGE, Runner
@@ -160,4 +162,15 @@ def test_ukrun_view_warm_refuses_what_it_cannot_warm_naming_the_fix(warm: Runner
     set_idle(warm.daemon, idle)
     proc = warm.ukrun("view", "warm", *args)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert_nothing_left(warm)
+
+
+def test_ukrun_view_warm_makes_no_view_for_an_image_read_in_place(warm: Runner, tmp_path: Path) -> None:
+    """Without mountRootfs a container reads its artifacts in its own rootfs (artifacts.source): a warmed
+    view would be mounted and held for nobody."""
+    tar = images.unikernel_image(tmp_path / "img", "ukrun/in-place:1")
+    warm.daemon.import_image(warm.ns, tar, SNAPSHOTTER)
+    proc = warm.ukrun("view", "warm", "ukrun/in-place:1", "--snapshotter", SNAPSHOTTER)
+    said = "nothing to warm: containers of ukrun/in-place:1 read their artifacts in place"
+    assert proc.returncode == 0 and said in proc.stdout, proc.stdout + proc.stderr
     assert_nothing_left(warm)

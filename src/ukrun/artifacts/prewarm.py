@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from ukrun.artifacts.store import ArtifactStore
 
 
-def warm(store: ArtifactStore, image: str, snapshotter: str) -> tuple[ViewState, layers.Choice]:
-    """Warms the view of `image` on `snapshotter`; returns it (idle, or in use) and the chain it views."""
+def warm(store: ArtifactStore, image: str, snapshotter: str) -> tuple[ViewState, layers.Choice] | None:
+    """Warms the view of `image` on `snapshotter`; returns it (idle, or in use) and the chain it views. None: the
+    image does not set mountRootfs, so its containers read their artifacts in place and use no view."""
     if store.idle_s <= 0:
         raise errors.ConfigError("[artifacts] idle is 0: a warmed view would be released at once; set it to the "
                                  "seconds a view may wait for its first container")
@@ -48,6 +49,9 @@ def warm(store: ArtifactStore, image: str, snapshotter: str) -> tuple[ViewState,
     choice = layers.choose(client, found, top)
     state = _warm_chain(store, snapshotter, choice.chain_id)
     config = _config(Path(state.mount_point), found.annotations, found.labels, image)
+    if not config.mount_rootfs:  # artifacts.source: such a rootfs stays mounted, read in place
+        _drop(store, state)
+        return None
     if not _inside(Path(state.mount_point), config, choice):
         _drop(store, state)
         choice = layers.Choice(top, (), "configuration names artifacts outside the marked layer: top chain")
