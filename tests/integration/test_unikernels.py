@@ -125,3 +125,22 @@ def test_a_unikraft_unikernel_boots_from_its_containers_rootfs_over_9p(unikraft:
     proc = unikraft.run("u3", image=image, flags=("--rm",))
     assert proc.returncode == 0 and "hello from the container's rootfs" in proc.stdout, proc.stdout + proc.stderr
     unikraft.assert_clean("u3")
+
+
+def test_a_unikernel_whose_rootfs_never_goes_to_the_vm_is_read_in_place_with_no_view_or_label(
+        solo5: Runner, tmp_path: Path) -> None:
+    """No mountRootfs: the rootfs stays mounted until delete, and the kernel is read there (artifacts.source),
+    as urunc reads it: no view is made or held, and containerd's record of the container gets no label."""
+    from ukrun.artifacts.views import user_label
+    from ukrun.containerd.client import Client
+
+    image = _image(solo5, tmp_path, "hello", "hvt", False, ("in_place",))
+    proc = solo5.run("ip1", image=image)  # no --rm: its record stays, to be read
+    assert proc.returncode == 0 and "Command line is: 'in_place'" in proc.stdout, proc.stdout + proc.stderr
+    assert solo5.views() == []
+    with Client(solo5.daemon.address, solo5.ns) as c:
+        (record,) = [r for r in c.list_containers() if r.id == "ip1"]
+    assert user_label(SNAPSHOTTER) not in record.labels, record.labels
+    assert solo5.ctr("task", "delete", "ip1").returncode == 0
+    assert solo5.ctr("containers", "delete", "ip1").returncode == 0
+    solo5.assert_clean("ip1")

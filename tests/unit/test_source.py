@@ -39,6 +39,8 @@ def test_a_snapshot_that_never_goes_to_the_vm_is_read_in_place_unless_a_copy_is_
     decision = decide(mode, True, SNAPSHOT, rootfs_kept=True)
     assert decision.source is source
     assert source is Source.COPY or "mountRootfs" in decision.reason
+    if source is Source.IN_PLACE:  # whatever containerd's record says: create does not even ask for it
+        assert decide(mode, True, None, rootfs_kept=True) == decision
 
 
 def test_the_reason_names_the_case() -> None:

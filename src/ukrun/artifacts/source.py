@@ -56,6 +56,9 @@ def decide(mode: str, containerd: bool, record: ContainerRecord | None, rootfs_k
         unused = f" ({mode} mode needs containerd)" if mode == "copy" else ""
         return Decision(Source.IN_PLACE, "no containerd manages this container (Podman, CRI-O, ...): read in place "
                         f"from its rootfs folder{unused}")
+    if kept_in_place(mode, rootfs_kept):
+        return Decision(Source.IN_PLACE, "the rootfs never goes to the VM (the image does not set mountRootfs) and "
+                        "stays mounted until delete: read in place from it, with no view")
     if record is None:
         return Decision(Source.IN_PLACE, "containerd does not know this container: read in place from its rootfs "
                         "folder")
@@ -64,10 +67,13 @@ def decide(mode: str, containerd: bool, record: ContainerRecord | None, rootfs_k
     if not (record.snapshotter and record.snapshot_key):
         return Decision(Source.IN_PLACE, "containerd's record of the container names no snapshot (a rootfs folder "
                         "of its caller's: Docker, ctr run --rootfs): read in place from it")
-    if rootfs_kept:
-        return Decision(Source.IN_PLACE, "the rootfs never goes to the VM (the image does not set mountRootfs) and "
-                        "stays mounted until delete: read in place from it, with no view")
     return Decision(Source.VIEW, f"{mode} view of the image's committed layers in {record.snapshotter}")
+
+
+def kept_in_place(mode: str, rootfs_kept: bool) -> bool:
+    """Whether a containerd-managed container's artifacts are read in its rootfs whatever containerd's record
+    says (so `create` need not ask for it): its rootfs stays mounted and no copy is asked for."""
+    return rootfs_kept and mode != "copy"
 
 
 class Artifacts(NamedTuple):

@@ -24,6 +24,7 @@ from ukrun.timing import Timer
 if TYPE_CHECKING:
     from ukrun.artifacts.source import Artifacts, Decision
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.containerd.client import Client
     from ukrun.runtime.plan import ArtifactPaths, Facts, JoinedInitrd, LaunchPlan
     from ukrun.runtime.spec import Spec
     from ukrun.unikernel import UnikernelConfig
@@ -45,7 +46,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         verbs.exec_runc(ctx)
     d = Path(st.container_dir(ctx.root, container_id))
     zygote = zygote or Zygote(d)  # the container's init-to-be, forked before anything heavy (gRPC) is loaded
-    store = verbs.store(ctx, ctx.containerd_namespace(bundle)) if ctx.containerd_named() else None
+    store = _Store(ctx, ctx.containerd_namespace(bundle)) if ctx.containerd_named() else None
     if uk_config is None and store is None:
         zygote.close()
         timer.flush()
@@ -54,7 +55,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         assert store is not None
         from ukrun.runtime.facts import image_config
 
-        uk_config = image_config(spec, lambda: store.client, container_id)
+        uk_config = image_config(spec, store.client, container_id)
         if uk_config is None:
             zygote.close()
             timer.flush()
@@ -90,20 +91,44 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
         timer.flush()
 
 
+class _Store:
+    """The artifact store, made (and its modules and containerd's client imported) only when asked for: a
+    container whose artifacts are read in place asks containerd nothing but what its facts need."""
+
+    def __init__(self, ctx: verbs.Context, namespace: str) -> None:
+        self.ctx, self.namespace = ctx, namespace
+        self._client: Client | None = None
+        self._store: ArtifactStore | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            from ukrun.containerd import connector
+
+            self._client = connector(self.ctx.containerd_address(), self.namespace, self.ctx.config.timeout)()
+        return self._client
+
+    def get(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = verbs.store(self.ctx, self.namespace, self.client)
+        return self._store
+
+
 def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: st.ContainerState, d: Path,
-            store: ArtifactStore | None, timer: Timer) -> tuple[Facts, Artifacts]:
+            store: _Store | None, timer: Timer) -> tuple[Facts, Artifacts]:
     from ukrun.artifacts import source
     from ukrun.runtime import facts as gather
 
-    found = gather.host(ctx.config, spec, uk_config, record.id, store.client if store else None, ctx.artifacts_root)
+    mode, kept = _mode(ctx, spec), not uk_config.mount_rootfs
+    found = gather.host(ctx.config, spec, uk_config, record.id, store.client if store else None, ctx.artifacts_root,
+                        want_record=not source.kept_in_place(mode, kept))
     timer.mark("checks")
-    mode = _mode(ctx, spec)
-    decision = source.decide(mode, store is not None, found.container, rootfs_kept=not uk_config.mount_rootfs)
+    decision = source.decide(mode, store is not None, found.container, rootfs_kept=kept)
     if decision.source is source.Source.IN_PLACE:
         art = source.in_place(record.id, record.namespace, uk_config, spec.rootfs, decision.reason)
     else:
         assert store is not None
-        art = store.acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs, record=found.container)
+        art = store.get().acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs,
+                                  record=found.container)
     timer.mark("artifacts")
     paths = _paths(art, decision, gather.own_block(spec, uk_config))
     return gather.facts(found, spec, uk_config, record.id, str(d), paths, record.namespace), art
@@ -143,7 +168,8 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
         client = connector(ctx.containerd_address(), ctx.containerd_namespace(bundle), ctx.config.timeout)()
     except ContainerdUnavailable:
         client = None
-    found = gather.host(ctx.config, spec, uk_config, container_id, client, ctx.artifacts_root)
+    found = gather.host(ctx.config, spec, uk_config, container_id, (lambda: client) if client else None,
+                        ctx.artifacts_root)
     decision = source.decide(_mode(ctx, spec), client is not None, found.container,
                              rootfs_kept=not uk_config.mount_rootfs)
     art = source.in_place(container_id, "", uk_config, spec.rootfs, decision.reason)

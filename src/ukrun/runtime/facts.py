@@ -52,22 +52,25 @@ class HostFacts(NamedTuple):
 
 
 def host(cfg: configmod.Config, spec: Spec, uk_config: UnikernelConfig, container_id: str,
-         client: Client | None, cache_dir: Path) -> HostFacts:
+         connect: Callable[[], Client] | None, cache_dir: Path, want_record: bool = True) -> HostFacts:
+    """`connect`: containerd's client, connected (and its module imported) only when a fact needs it;
+    `want_record`: whether containerd's record of the container is needed (a view or a copy: artifacts.source)."""
     table = hostmod.mountinfo()  # read once: the rootfs, its other users and the spec's mounts
     info = rootfsmod.inspect(spec.rootfs, table)
-    record = container(client, container_id) if client is not None else None
-    if client is not None and record is not None and not record.snapshot_key and info.kind is not RootfsKind.DIR:
-        record = keyed_snapshot(client, record)
+    record = container(connect(), container_id) if connect is not None and want_record else None
+    if connect is not None and record is not None and not record.snapshot_key and info.kind is not RootfsKind.DIR:
+        record = keyed_snapshot(connect(), record)
     netns = next((n.path for n in spec.namespaces if n.type == "network"), "")
     owner = namespace_owner(netns) if netns else ""
     net = network(netns) if netns and not owner else NetnsFacts(None)
+    ports_needed = net.interface is not None and needs_image(spec.annotations)
     return HostFacts(
         monitor=monitor(cfg, uk_config.hypervisor, cache_dir), rootfs=info, container=record,
-        snapshot=snapshot(client, record, info) if client is not None and uk_config.mount_rootfs else None,
+        snapshot=snapshot(connect(), record, info) if connect is not None and uk_config.mount_rootfs else None,
         elsewhere=elsewhere(info, table) if uk_config.mount_rootfs else (), netns=netns, interface=net.interface,
         links=net.links, taken=net.taken, netns_owner=owner, rootfs_share=cfg.rootfs_share, virtiofsd=virtiofsd(cfg),
-        mounts=bound_mounts(spec, cfg.block_devices, client, record, table),
-        image_ports=image_ports(client, record) if net.interface is not None and needs_image(spec.annotations) else (),
+        mounts=bound_mounts(spec, cfg.block_devices, connect, record, table),
+        image_ports=image_ports(connect, record, container_id) if ports_needed else (),
     )
 
 
@@ -98,11 +101,16 @@ def network(netns: str) -> NetnsFacts:
         return netlink.namespace(sock)
 
 
-def image_ports(client: Client | None, record: ContainerRecord | None) -> tuple[str, ...]:
+def image_ports(connect: Callable[[], Client] | None, record: ContainerRecord | None,
+                container_id: str) -> tuple[str, ...]:
     """The image's ExposedPorts (none when containerd cannot tell)."""
     from ukrun.artifacts.layers import read_image_layers
 
-    if client is None or record is None or not record.image:
+    if connect is None:
+        return ()
+    client = connect()
+    record = record or container(client, container_id)
+    if record is None or not record.image:
         return ()
     try:
         return read_image_layers(client, client.get_image(record.image).target).exposed_ports
@@ -277,7 +285,7 @@ def elsewhere(info: RootfsInfo, table: list[hostmod.MountEntry]) -> tuple[str, .
     return tuple(rootfsmod.other_mounts(info, table)) if info.kind is not RootfsKind.DIR else ()
 
 
-def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
+def bound_mounts(spec: Spec, patterns: tuple[str, ...], connect: Callable[[], Client] | None,
                  record: ContainerRecord | None, table: list[hostmod.MountEntry]) -> tuple[mp.BoundMount, ...]:
     """The spec's bind mounts of regular files, folders and block volumes (runtime.mountplan decides what
     the guest gets), each read through one descriptor of its source (runtime.bindsources). Reading stops at
@@ -299,7 +307,7 @@ def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
                 read[i] = bs.tree_mount(m, fd, budget)
             elif kind is mp.MountKind.VOLUME and entry is not None:
                 read[i] = mp.BoundMount(m.destination, m.source, kind,
-                                        volume=_volume(entry, table, patterns, client, record))
+                                        volume=_volume(entry, table, patterns, connect, record))
     finally:
         for fd in sources:
             if fd >= 0:
@@ -308,7 +316,7 @@ def bound_mounts(spec: Spec, patterns: tuple[str, ...], client: Client | None,
 
 
 def _volume(entry: hostmod.MountEntry, table: list[hostmod.MountEntry], patterns: tuple[str, ...],
-            client: Client | None, record: ContainerRecord | None) -> mp.VolumeFacts:
+            connect: Callable[[], Client] | None, record: ContainerRecord | None) -> mp.VolumeFacts:
     import glob
 
     real = os.path.realpath(entry.source)
@@ -321,7 +329,8 @@ def _volume(entry: hostmod.MountEntry, table: list[hostmod.MountEntry], patterns
         entry.source, real, entry.fstype, allowed,
         mounted_at=tuple(e.mount_point for e in table if e.device == entry.device),
         host_root=any(e.device == entry.device for e in roots),
-        snapshot=backed_snapshot(client, record, entry.device, sysfs) if allowed else "", autoclear=autoclear,
+        snapshot=backed_snapshot(connect() if connect is not None else None, record, entry.device, sysfs)
+        if allowed else "", autoclear=autoclear,
     )
 
 

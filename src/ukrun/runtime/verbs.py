@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
@@ -27,6 +27,7 @@ from ukrun.timing import Timer
 if TYPE_CHECKING:
     from ukrun.artifacts.idle import IdleViews
     from ukrun.artifacts.store import ArtifactStore
+    from ukrun.containerd.client import Client
     from ukrun.unikernel import UnikernelConfig
 
 MODE_ANNOTATION = "io.ukrun.artifacts.mode"  # per container: shared, per-container or copy
@@ -104,11 +105,12 @@ def exec_runc(ctx: Context) -> NoReturn:
                          "runc or set [runtime] runc") from None
 
 
-def store(ctx: Context, namespace: str) -> ArtifactStore:
+def store(ctx: Context, namespace: str, connect: Callable[[], Client] | None = None) -> ArtifactStore:
+    """`connect`: the client to use, when the caller has one or makes one (else connected at first use)."""
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.containerd import connector
 
-    connect = connector(ctx.containerd_address(), namespace, ctx.config.timeout)
+    connect = connect or connector(ctx.containerd_address(), namespace, ctx.config.timeout)
     return ArtifactStore(ctx.artifacts_root, namespace, connect, ctx.config.view_idle)
 
 
