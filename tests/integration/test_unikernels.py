@@ -141,6 +141,5 @@ def test_a_unikernel_whose_rootfs_never_goes_to_the_vm_is_read_in_place_with_no_
     with Client(solo5.daemon.address, solo5.ns) as c:
         (record,) = [r for r in c.list_containers() if r.id == "ip1"]
     assert user_label(SNAPSHOTTER) not in record.labels, record.labels
-    assert solo5.ctr("task", "delete", "ip1").returncode == 0
-    assert solo5.ctr("containers", "delete", "ip1").returncode == 0
+    assert solo5.ctr("containers", "delete", "ip1").returncode == 0  # ctr run deleted its task
     solo5.assert_clean("ip1")
