@@ -163,11 +163,10 @@ def forwarded() -> tuple[int, ...]:
             signal.SIGWINCH, signal.SIGCONT)
 
 
-def supervise(conf: LaunchConfig) -> int:
+def supervise(conf: LaunchConfig, forward: tuple[int, ...]) -> int:
     import signal
 
     argv, env, decoding = conf.monitor, conf.env, conf.exit_decoding
-    forward = forwarded()
     timer = Timer(conf.timing_log, conf.id, "init")
     daemon = 0
     if conf.virtiofsd:
@@ -313,6 +312,7 @@ def _run(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> 
     if failed:
         with open(os.path.join(state_dir, INIT_ERROR), "w") as f:
             f.write(failed)
+    forward = forwarded()  # signal, and enum with it (~3 ms), imported before `start` rather than after it
     fd = os.open(os.path.join(state_dir, FIFO), os.O_WRONLY | os.O_CLOEXEC)  # blocks until `start`
     if not failed:
         os.write(fd, b"0")
@@ -322,4 +322,4 @@ def _run(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> 
     if conf.late_network:
         conf = LaunchConfig.read(state_dir)  # `start` may have added the network (runtime.startnet)
     crashpoints.point("init-before-monitor")
-    return supervise(conf)
+    return supervise(conf, forward)

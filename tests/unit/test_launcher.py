@@ -26,7 +26,7 @@ def supervised(tmp_path: Path, daemon: str, monitor: str) -> tuple[int, str]:
         code = 1
         try:
             os.dup2(write, 2)
-            code = launcher.supervise(conf)
+            code = launcher.supervise(conf, launcher.forwarded())
         finally:
             os._exit(code)
     os.close(write)
