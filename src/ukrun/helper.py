@@ -274,9 +274,22 @@ def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.
     try:
         code = _verb(request, fds[3:])
     except HandToRunc as hand:
-        return relay.Reply(runc=hand.runc)
+        code, runc = 0, hand.runc
+    else:
+        runc = ""
+    _let_go_of_streams()
+    return relay.Reply(code, runc)
+
+
+def _let_go_of_streams() -> None:
+    """Closes the caller's streams before the answer: the shim reads a verb's output until every holder of its
+    pipe has closed it, and would otherwise wait for this worker's exit as well as its caller's."""
     sys.stdout.flush()
-    return relay.Reply(code)
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    os.close(null)
 
 
 def _orphaned(conn: socket.socket) -> None:

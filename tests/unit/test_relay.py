@@ -1,13 +1,42 @@
-"""The helper's pure parts: its record of ukrun's code on disk, and the relay's messages."""
+"""The helper's pure parts: its record of ukrun's code on disk, and the relay's messages; and a worker letting go
+of its caller's streams before it answers."""
 
 import marshal
 import os
+import select
+import signal
 from pathlib import Path
 
 import pytest
 
 from ukrun import relay
-from ukrun.helper import _stale
+from ukrun.helper import _let_go_of_streams, _stale
+
+
+def test_a_worker_lets_go_of_its_callers_streams_before_it_answers() -> None:
+    """The shim reads a verb's output until every holder of the pipe has closed it: a worker that has answered
+    but not yet exited must not hold it open (a real pipe and a forked worker-to-be)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for std in (1, 2):
+                os.dup2(write, std)
+            os.close(write)
+            os.close(read)
+            _let_go_of_streams()
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 10)
+        assert ready and os.read(read, 1) == b"", "the pipe stays open while the worker lives"
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the worker lives on"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read)
 
 
 def test_a_helper_is_stale_once_a_module_it_loaded_changes_or_goes(tmp_path: Path) -> None:
