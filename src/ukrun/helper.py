@@ -15,9 +15,7 @@ What must stay true:
   * the fork happens before the call, not on it: one spare worker waits in accept(), and the helper forks the
     next spare once it has taken a call (the fork of a process that imported all of ukrun costs a few ms that
     the shim would otherwise wait for). A spare never outlives the helper: it exits when the helper's end of
-    their pipe closes, so a killed helper leaves no listener behind;
-  * a spare takes its own copy of the helper's memory before its call, not during it (`_prefault`), and
-    gives way to a caller that is already waiting.
+    their pipe closes, so a killed helper leaves no listener behind.
 """
 
 from __future__ import annotations
@@ -128,7 +126,6 @@ class _Spare:
             try:
                 os.close(alive_w)
                 os.close(took_r)
-                _prefault(server)
                 conn = _accept(server, alive_r)
                 os.write(took_w, b"1")  # kept open: its end of file says this worker is done
                 server.close()
@@ -156,30 +153,6 @@ class _Spare:
             if not select.select([self.took], [], [], 0)[0]:
                 os.kill(self.pid, signal.SIGKILL)
         self.let_go()
-
-
-MADV_POPULATE_WRITE = 23  # Linux 5.14: fault the range in writable, copying what is shared copy-on-write
-PREFAULT_MAX = 64 << 20  # a larger mapping is a reservation, not the heap
-
-
-def _prefault(server: socket.socket) -> None:
-    """A forked spare shares the helper's memory copy-on-write, and a worker's first write to each page (a
-    reference count is one) copied it during the call: about a thousand faults, 2-4 ms of each create and
-    delete here. The spare copies its private writable mappings now (about 9 ms, 14 MiB), mapping by
-    mapping, and stops as soon as a caller waits. An older kernel refuses the advice: nothing is done."""
-    import ctypes
-
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    with open("/proc/self/maps") as f:
-        maps = f.read().splitlines()
-    for line in maps:
-        span, perms = line.split(maxsplit=2)[:2]
-        start, end = (int(a, 16) for a in span.split("-"))
-        if perms[1] != "w" or perms[3] != "p" or end - start > PREFAULT_MAX:
-            continue
-        if select.select([server], [], [], 0)[0] or madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
-            return
 
 
 def _accept(server: socket.socket, alive_r: int) -> socket.socket:

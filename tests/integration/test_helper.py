@@ -148,29 +148,6 @@ def test_a_killed_helper_leaves_no_spare_worker_listening(tmp_path: Path) -> Non
                 os.kill(pid, signal.SIGKILL)
 
 
-def _kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/smaps_rollup")
-
-
-def test_a_spare_worker_copies_the_helpers_memory_before_its_call(tmp_path: Path) -> None:
-    """A forked worker shares the helper's memory copy-on-write, and its first write to each page copies it; the
-    spare makes its own copy before any call (helper._prefault), so no call waits for those copies."""
-    helper = Helper(tmp_path / "helper.sock", tmp_path / "helper.log")
-    helper.start()
-    assert helper.proc is not None
-    try:
-        spares = _children(helper.proc.pid)
-        assert len(spares) == 1, "one worker forked before any call"
-        heap = _kb(helper.proc.pid, "Anonymous")
-        assert ctd.wait_for(lambda: _kb(spares[0], "Private_Dirty") > heap // 2, 10), (
-            f"the spare holds {_kb(spares[0], 'Private_Dirty')} kB of its own against the helper's {heap} kB")
-    finally:
-        helper.stop()
-
-
 def test_callers_at_once_are_each_served_by_a_worker_of_their_own(tmp_path: Path) -> None:
     """The second caller comes while the first one's worker is busy: the helper forks it a spare at once."""
     helper = Helper(tmp_path / "helper.sock", tmp_path / "helper.log")
