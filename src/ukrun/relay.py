@@ -10,18 +10,17 @@ What must stay true:
   * whatever must be the shim's descendant is made here: the container's init-to-be (the zygote) is
     forked by this process before the request (its ends go to the worker as SCM_RIGHTS), and a
     container that is not a unikernel is handed to runc by this process's exec;
-  * this process imports os, marshal and `_socket`, the C module under `socket`, alone: `socket` would
-    bring enum and selectors, 5-10 ms on every relayed call; marshal, not JSON, between two processes of
-    the same interpreter;
+  * this process imports posix, marshal and `_socket` alone, all built into the interpreter: `socket` would
+    bring enum and selectors (5-10 ms on every relayed call), and os brings `_collections_abc` and posixpath
+    (1.2 ms); marshal, not JSON, between two processes of the same interpreter. The environment is the one
+    this process started with (posix's), passed in by the caller;
   * once a request is sent, there is no falling back: a worker that dies is a verb that failed, and
     what it made is reclaimed as after any crash (`delete`, `ukrun gc`).
 """
 
-from __future__ import annotations
-
 import _socket
 import marshal
-import os
+import posix
 import sys
 
 ENV = "UKRUN_HELPER"  # the helper's socket; default DEFAULT
@@ -30,17 +29,27 @@ VERSION = 1
 NAMESPACES = ("mnt", "pid", "user")  # the worker acts on the host as this process sees it
 
 
-def socket_path() -> str:
-    return os.environ.get(ENV) or DEFAULT
+def environ() -> dict[str, str]:
+    """This process's environment as it started, decoded as os.environ decodes it."""
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in posix.environ.items()}
 
 
-def answering() -> bool:
+def socket_path(env: dict[str, str]) -> str:
+    return env.get(ENV) or DEFAULT
+
+
+def answering(env: dict[str, str]) -> bool:
     """Whether a helper may be there (its socket exists): the only cost the verbs pay without one."""
-    return os.path.exists(socket_path())
+    try:
+        posix.stat(socket_path(env))
+    except OSError:
+        return False
+    return True
 
 
 def namespaces() -> list[int]:
-    return [os.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES]
+    return [posix.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES]
 
 
 class Request:
@@ -75,18 +84,19 @@ def frame(value: tuple[int | str | list[str] | list[int] | dict[str, str], ...])
     return len(data).to_bytes(4, "big") + data
 
 
-def run(verb: str, argv: list[str], state_dir: str) -> int | None:
-    """Relays `create` or `delete` (argv: ukrun's own arguments); the exit code, or None to run it here."""
+def run(verb: str, argv: list[str], state_dir: str, env: dict[str, str]) -> int | None:
+    """Relays `create` or `delete` (argv: ukrun's own arguments; env: this process's environment); the exit
+    code, or None to run it here."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        sock.connect(socket_path())
-        cwd, ns = os.getcwd(), namespaces()
+        sock.connect(socket_path(env))
+        cwd, ns = posix.getcwd(), namespaces()
     except OSError:  # nothing sent yet: run it here
         sock.close()
         return None
     zygote = _Zygote(state_dir) if verb == "create" else None
     try:
-        request = Request(VERSION, verb, argv, dict(os.environ), cwd, os.getppid(), ns, zygote.pid if zygote else 0)
+        request = Request(VERSION, verb, argv, env, cwd, posix.getppid(), ns, zygote.pid if zygote else 0)
         fds = [0, 1, 2, *(zygote.ends if zygote else ())]
         sock.sendmsg([request.pack()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
         if zygote:
@@ -102,7 +112,7 @@ def run(verb: str, argv: list[str], state_dir: str) -> int | None:
     if reply.fallback:
         return None
     if reply.runc:  # not a unikernel: runc, as the shim's child, with the same arguments
-        os.execv(reply.runc, [reply.runc, *argv])
+        posix.execv(reply.runc, [reply.runc, *argv])
     return reply.code
 
 
@@ -132,23 +142,23 @@ class _Zygote:
     """The container's init-to-be, forked here (the shim's descendant) as ukrun.runtime.zygote forks it."""
 
     def __init__(self, state_dir: str) -> None:
-        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
+        sync_r, sync_w = posix.pipe2(posix.O_CLOEXEC)
+        commit_r, commit_w = posix.pipe2(posix.O_CLOEXEC)
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        pid = os.fork()
+        pid = posix.fork()
         if pid == 0:
             try:
                 ours.close()
-                os.close(sync_r)
-                os.close(commit_w)
+                posix.close(sync_r)
+                posix.close(commit_w)
                 from ukrun import launcher  # imported while the worker works: kept light (see launchconfig)
 
                 launcher.zygote(state_dir, theirs, sync_w, commit_r)
             finally:
-                os._exit(1)
+                posix._exit(1)
         theirs.close()
-        os.close(sync_w)
-        os.close(commit_r)
+        posix.close(sync_w)
+        posix.close(commit_r)
         self.pid, self.ours, self.ends = pid, ours, (ours.fileno(), sync_r, commit_w)
         self.held = True
 
@@ -158,10 +168,10 @@ class _Zygote:
             self.held = False
             self.ours.close()
             for fd in self.ends[1:]:
-                os.close(fd)
+                posix.close(fd)
 
     def reap(self) -> None:
         try:
-            os.waitpid(self.pid, 0)
+            posix.waitpid(self.pid, 0)
         except ChildProcessError:  # reaped already
             return

@@ -7,8 +7,6 @@ import select
 import signal
 from pathlib import Path
 
-import pytest
-
 from ukrun import relay
 from ukrun.helper import _let_go_of_streams, _stale
 
@@ -60,11 +58,15 @@ def test_requests_and_replies_cross_as_marshalled_tuples() -> None:
     assert (reply.code, reply.runc, reply.fallback) == (1, "/usr/bin/runc", "")
 
 
-def test_with_no_helper_nothing_is_relayed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(relay.ENV, str(tmp_path / "none.sock"))
-    assert not relay.answering()
+def test_with_no_helper_nothing_is_relayed(tmp_path: Path) -> None:
+    env = {relay.ENV: str(tmp_path / "none.sock")}
+    assert not relay.answering(env)
     (tmp_path / "none.sock").touch()  # a socket file nobody listens on: a killed helper's
-    assert relay.answering() and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1")) is None
+    assert relay.answering(env) and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1"), env) is None
+
+
+def test_the_relay_reads_the_environment_this_process_started_with() -> None:
+    assert relay.environ() == dict(os.environ)
 
 
 def test_the_helper_has_imported_every_module_of_ukrun_before_its_first_worker() -> None:
