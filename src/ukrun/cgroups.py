@@ -1,13 +1,14 @@
-"""Placing a container's init in its cgroup, on cgroup v1 hierarchies and the v2 (unified) one."""
+"""Placing a container's init in its cgroup, on cgroup v1 hierarchies and the v2 (unified) one, and emptying
+and removing the cgroup at delete. What delete uses needs the standard library's basics alone (a bare delete
+runs in the shim's ukrun, see runtime.hot); placing imports the mount table and pathlib when it runs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from pathlib import Path
 
-from ukrun import host
-from ukrun.errors import HostError
+TYPE_CHECKING = False  # not typing's (see runtime.hot)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def relative_path(cgroups_path: str, systemd: bool) -> str:
@@ -22,6 +23,10 @@ def relative_path(cgroups_path: str, systemd: bool) -> str:
 
 def hierarchies() -> list[Path]:
     """Mount points of cgroup hierarchies (v1 controllers and named ones, and v2)."""
+    from pathlib import Path
+
+    from ukrun import host
+
     seen: dict[str, Path] = {}
     for m in host.mountinfo():
         if m.fstype in ("cgroup", "cgroup2") and m.root == "/":
@@ -43,6 +48,8 @@ def join(pid: int, cgroups_path: str, systemd: bool = False) -> list[str]:
         except OSError as exc:
             if base.name == "unified" or not (base / "cgroup.procs").exists():
                 continue  # a v2 mount beside v1 controllers may refuse processes; v1 placement suffices
+            from ukrun.errors import HostError
+
             raise HostError(f"cannot place the container in cgroup {target}: {exc}") from None
         made.append(str(target))
     return made
@@ -50,27 +57,29 @@ def join(pid: int, cgroups_path: str, systemd: bool = False) -> list[str]:
 
 def remove(folders: list[str]) -> None:
     for folder in folders:
-        with contextlib.suppress(OSError):
+        try:
             os.rmdir(folder)
+        except OSError:
+            continue
 
 
 def kill_all(folders: list[str], sig: int) -> None:
     for folder in folders:
-        try:
-            pids = Path(folder, "cgroup.procs").read_text().split()
-        except OSError:
-            continue
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
+        for pid in _procs(folder):
+            try:
                 os.kill(int(pid), sig)
+            except ProcessLookupError:
+                continue
 
 
 def populated(folders: list[str]) -> bool:
     """Whether any process is still in one of the folders."""
-    for folder in folders:
-        try:
-            if Path(folder, "cgroup.procs").read_text().strip():
-                return True
-        except OSError:
-            continue
-    return False
+    return any(_procs(folder) for folder in folders)
+
+
+def _procs(folder: str) -> list[str]:
+    try:
+        with open(os.path.join(folder, "cgroup.procs")) as f:
+            return f.read().split()
+    except OSError:
+        return []

@@ -121,7 +121,9 @@ def run(argv: list[str]) -> int | None:
             return None
         if deleting[0] and gone(g.root, deleting[1]):
             return 0
-        code = _relayed("delete", argv, g.root, deleting[1])
+        code = _bare_delete(g, *deleting)
+        if code is None:
+            code = _relayed("delete", argv, g.root, deleting[1])
         return _delete(g, *deleting, argv) if code is None else code
     if verb in RUNC_VERBS:
         from ukrun import verbargs
@@ -153,6 +155,23 @@ def run(argv: list[str]) -> int | None:
         _error(g, str(exc))
         return 1
     return 0
+
+
+def _bare_delete(g: Globals, force: bool, container_id: str) -> int | None:
+    """The delete of a container of ukrun's that holds nothing but its processes, cgroups and state folder
+    (runtime.hot.bare), here and with the standard library's basics; None for any other: a helper's worker
+    or the full delete does it."""
+    from ukrun.errors import UkrunError
+    from ukrun.runtime import hot
+    from ukrun.runtime import state as st
+
+    try:
+        if not st.is_ours(g.root, container_id):
+            return None
+        return 0 if hot.delete(g.root, container_id, force) else None
+    except UkrunError as exc:
+        _error(g, str(exc))
+        return 1
 
 
 def _relayed(verb: str, argv: list[str], root: str, container_id: str) -> int | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -81,24 +80,6 @@ def unmount_all(path: str | Path) -> None:
     """Unmounts every mount stacked at `path`."""
     while is_mounted(path):
         umount(path)
-
-
-def remove_tree(path: str | Path) -> None:
-    """shutil.rmtree(path, ignore_errors=True) without shutil, whose import (bz2, lzma) costs every delete more
-    than the walk: ukrun's own folders hold a few files. Links are removed, never followed."""
-    for top, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(top, name))
-        for name in dirs:  # a link to a folder is listed here, and not walked into
-            inner = os.path.join(top, name)
-            with contextlib.suppress(OSError):
-                if os.path.islink(inner):
-                    os.unlink(inner)
-                else:
-                    os.rmdir(inner)
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
 
 
 def mounts_at(path: str | Path) -> list[MountEntry]:

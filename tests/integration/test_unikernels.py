@@ -127,6 +127,21 @@ def test_a_unikraft_unikernel_boots_from_its_containers_rootfs_over_9p(unikraft:
     unikraft.assert_clean("u3")
 
 
+def test_a_container_read_in_place_is_deleted_with_the_standard_librarys_basics(solo5: Runner, tmp_path: Path) -> None:
+    """It holds nothing but its processes, cgroups and state folder (runtime.hot.bare): the shim's ukrun deletes it
+    reading no configuration and asking containerd nothing, so its delete marks no `released` phase, which the
+    full delete (runtime.verbs) marks; and it leaves nothing."""
+    import json
+
+    image = _image(solo5, tmp_path, "hello", "hvt", False, ("bare",))
+    proc = solo5.run("bd1", image=image, flags=("--rm",))
+    assert proc.returncode == 0 and "Command line is: 'bare'" in proc.stdout, proc.stdout + proc.stderr
+    marks = [json.loads(line) for line in (solo5.state_root / "timing.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in marks if m["container"] == "bd1" and m["verb"] == "delete"] == [
+        "start", "stopped", "done"]
+    solo5.assert_clean("bd1")
+
+
 def test_a_unikernel_whose_rootfs_never_goes_to_the_vm_is_read_in_place_with_no_view_or_label(
         solo5: Runner, tmp_path: Path) -> None:
     """No mountRootfs: the rootfs stays mounted until delete, and the kernel is read there (artifacts.source),

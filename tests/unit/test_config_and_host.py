@@ -4,7 +4,8 @@ import pytest
 
 from ukrun import config
 from ukrun.errors import ConfigError
-from ukrun.host import parse_mountinfo, remove_tree
+from ukrun.host import parse_mountinfo
+from ukrun.tree import remove_tree
 
 
 def test_config_file_env_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

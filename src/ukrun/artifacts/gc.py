@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 
-from ukrun import crashpoints, errors, host
+from ukrun import crashpoints, errors, host, tree
 from ukrun.artifacts.idle import IdleViews
 from ukrun.artifacts.views import ACQUIRE_LABEL, IDLE_LABEL, ROOT_LABEL, VIEW_LABEL, user_label, view_id
 
@@ -32,7 +32,7 @@ class Collector(IdleViews):
                     actions.append(f"remove folder {d} (no view record)")
                     if not dry_run:
                         host.unmount_all(d / "rootfs")
-                        host.remove_tree(d)
+                        tree.remove_tree(d)
                     continue
                 if state.namespace != self.namespace:
                     continue

@@ -26,7 +26,7 @@ import math
 import os
 import time
 
-from ukrun import crashpoints, errors, host
+from ukrun import crashpoints, errors, tree
 from ukrun.artifacts.views import IDLE_LABEL, ROOT_LABEL, ViewBook, ViewState, user_label
 from ukrun.containerd.records import ContainerRecord
 from ukrun.logs import log
@@ -47,7 +47,7 @@ class IdleViews(ViewBook):
         if held.startswith("view:"):
             self._release_view(container_id, held.removeprefix("view:"))
         else:
-            host.remove_tree(self.root / "copies" / self.namespace / container_id)
+            tree.remove_tree(self.root / "copies" / self.namespace / container_id)
         path.unlink(missing_ok=True)
         return True
 

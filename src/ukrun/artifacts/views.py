@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ukrun import crashpoints, digest, errors, host
+from ukrun import crashpoints, digest, errors, host, tree
 from ukrun.containerd.records import gc_ref_snapshot_label
 from ukrun.logs import log
 
@@ -167,7 +167,7 @@ class ViewBook:
         if state.idle_lease:
             with self._unless_unreachable(f"lease {state.idle_lease}"):
                 self.client.delete_lease(state.idle_lease)
-        host.remove_tree(self._view_dir(vid))
+        tree.remove_tree(self._view_dir(vid))
         if not keep_lock:
             (self.root / "views" / f"{vid}.lock").unlink(missing_ok=True)
 

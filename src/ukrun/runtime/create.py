@@ -125,6 +125,7 @@ def _gather(ctx: verbs.Context, spec: Spec, uk_config: UnikernelConfig, record: 
     decision = source.decide(mode, store is not None, found.container, rootfs_kept=kept)
     if decision.source is source.Source.IN_PLACE:
         art = source.in_place(record.id, record.namespace, uk_config, spec.rootfs, decision.reason)
+        record.acquired = False  # saved with the monitor's facts; a crash before then leaves True: released
     else:
         assert store is not None
         art = store.get().acquire(record.id, mode=mode, config=uk_config, rootfs=spec.rootfs,

@@ -1,14 +1,16 @@
-"""The verbs the shim calls for every container, often: state, start, kill.
+"""The verbs the shim calls for every container, often: state, start, kill, and the delete of a bare
+container (one that holds nothing but its processes, cgroups and state folder: `bare`).
 
 Standard library only, and its lightest modules (os, select; not json or signal, whose imports, enum
 and re among them, would be most of `start`'s own cost), plus `runtime.state`; no config file is read:
-what they need was recorded by `create`.
+what they need was recorded by `create`. `stop` is delete's first step for every container (runtime.verbs).
 """
 
 from __future__ import annotations
 
 import os
 import select
+import time
 
 from ukrun import crashpoints
 from ukrun.errors import UkrunError
@@ -119,3 +121,54 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
         control.set_frozen(record, False)
         record.paused = False
         st.save(root, record)
+
+
+def bare(record: st.ContainerState) -> bool:
+    """Whether the container holds nothing but its processes, cgroups and state folder: no view or copy, tap,
+    nftables table, block volume or control socket, and it is not frozen. Its delete then needs no
+    configuration, containerd or network code (`delete`)."""
+    return not (record.acquired or record.tap or record.nat or record.volumes or record.control_socket
+                or record.paused)
+
+
+def deletable(root: str | os.PathLike[str], record: st.ContainerState, force: bool) -> None:
+    if not force and st.alive(record) and st.status(root, record) == "running":
+        raise UkrunError(f"container {record.id} is running: stop it first or use delete --force")
+
+
+def stop(record: st.ContainerState) -> None:
+    """Kills the init and whatever else is in the container's cgroups (a create killed before it saved the
+    init's PID leaves only those to find), waits until they are gone (10 s at most), and removes the
+    cgroups. Idempotent."""
+    from ukrun import cgroups
+
+    if st.alive(record):
+        try:  # noqa: SIM105 -- contextlib imports collections and functools: 1 ms of a bare delete
+            os.kill(record.pid, SIGKILL)
+        except ProcessLookupError:  # it may end by itself meanwhile
+            pass
+    cgroups.kill_all(record.cgroups, SIGKILL)
+    deadline = time.monotonic() + 10
+    while (st.alive(record) or cgroups.populated(record.cgroups)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    crashpoints.point("teardown-after-kill")
+    cgroups.remove(record.cgroups)
+
+
+def delete(root: str, container_id: str, force: bool) -> bool:
+    """Deletes a bare container; False, having done nothing, for any other: the full delete (runtime.verbs),
+    which imports what releasing artifacts and networks needs, does it."""
+    record = st.load(root, container_id)
+    if not bare(record):
+        return False
+    timer = Timer(record.timing_log, container_id, "delete")
+    timer.mark("start")
+    deletable(root, record, force)
+    stop(record)
+    timer.mark("stopped")
+    from ukrun.tree import remove_tree
+
+    remove_tree(st.container_dir(root, container_id))
+    timer.mark("done")
+    timer.flush()
+    return True

@@ -19,7 +19,7 @@ EXEC_FOLDER = "exec"  # the exec ports' sockets and locks (runtime.execplan)
 NETWORK_FACTS = "network.facts"  # create's facts, kept when a network may arrive before start (runtime.startnet)
 FIELDS = ("id", "bundle", "pid", "pid_start", "created", "started", "namespace", "annotations", "cgroups",
           "timing_log", "creator", "creator_start", "netns", "tap", "nat", "volumes", "control_socket", "guest",
-          "exec_ports", "exec_refusal", "memory_mib", "memory_limit", "paused")
+          "exec_ports", "exec_refusal", "memory_mib", "memory_limit", "paused", "acquired")
 
 
 class ContainerState:
@@ -31,7 +31,7 @@ class ContainerState:
                  creator_start: str = "", netns: str = "", tap: str = "", nat: str = "",
                  volumes: list[list[str]] | None = None, control_socket: str = "", guest: str = "",
                  exec_ports: int = 0, exec_refusal: str = "", memory_mib: int = 0, memory_limit: int = 0,
-                 paused: bool = False) -> None:
+                 paused: bool = False, acquired: bool = True) -> None:
         self.id, self.bundle, self.pid, self.pid_start, self.created = id, bundle, pid, pid_start, created
         self.started, self.namespace, self.annotations = started, namespace, annotations or {}
         self.cgroups, self.timing_log = cgroups or [], timing_log
@@ -49,6 +49,9 @@ class ContainerState:
         self.exec_ports, self.exec_refusal = exec_ports, exec_refusal
         self.memory_mib, self.memory_limit = memory_mib, memory_limit  # the guest's, and the spec's (bytes)
         self.paused = paused  # frozen by `pause` (runtime.control)
+        # Whether create may have acquired a view or a copy, which delete releases: true until create reads the
+        # rootfs in place, and in a record an older ukrun wrote (see runtime.hot.bare)
+        self.acquired = acquired
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in FIELDS}

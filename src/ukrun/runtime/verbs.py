@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from ukrun import config as configmod
-from ukrun import crashpoints
+from ukrun import crashpoints, tree
 from ukrun.errors import UkrunError
 from ukrun.logs import log
+from ukrun.runtime import hot
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
 
@@ -158,33 +157,21 @@ def delete(ctx: Context, container_id: str, force: bool) -> None:
     timer = ctx.timer(container_id, "delete")
     timer.mark("start")
     record = st.load(ctx.root, container_id)
-    if not force and st.alive(record) and st.status(ctx.root, record) == "running":
-        raise UkrunError(f"container {container_id} is running: stop it first or use delete --force")
+    hot.deletable(ctx.root, record, force)
     teardown(ctx, record, timer)
     timer.mark("done")
     timer.flush()
 
 
 def teardown(ctx: Context, record: st.ContainerState, timer: Timer | None = None) -> None:
-    """Removes everything a create made, whatever step it reached: the init and anything else in the
-    container's cgroups (a create killed before it saved the init's PID leaves only those to find), the
-    cgroups, the artifacts and the state folder. Idempotent. `timer`: delete's phases."""
-    from ukrun import cgroups
-
+    """Removes everything a create made, whatever step it reached: its processes and cgroups (hot.stop), its
+    network, the artifacts and the state folder. Idempotent. `timer`: delete's phases."""
     if record.paused:  # frozen processes would not die
         from ukrun.runtime import control
 
         with contextlib.suppress(UkrunError):
             control.set_frozen(record, False)
-    if st.alive(record):
-        with contextlib.suppress(ProcessLookupError):  # it may end by itself meanwhile
-            os.kill(record.pid, signal.SIGKILL)
-    cgroups.kill_all(record.cgroups, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while (st.alive(record) or cgroups.populated(record.cgroups)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    crashpoints.point("teardown-after-kill")
-    cgroups.remove(record.cgroups)
+    hot.stop(record)
     if timer:
         timer.mark("stopped")
     if record.tap:
@@ -197,14 +184,12 @@ def teardown(ctx: Context, record: st.ContainerState, timer: Timer | None = None
                  device, source)
     # Where create acquired, whoever deletes. Idempotent, and without a record it connects to nothing.
     # A container no containerd managed has no namespace and acquired nothing (artifacts.source).
-    if record.namespace:
+    if record.namespace and record.acquired:
         views(ctx, record.namespace).release(record.id)
     crashpoints.point("teardown-after-release")
     if timer:
         timer.mark("released")
-    from ukrun import host
-
-    host.remove_tree(st.container_dir(ctx.root, record.id))
+    tree.remove_tree(st.container_dir(ctx.root, record.id))
 
 
 def remove_socket(path: str) -> None:
