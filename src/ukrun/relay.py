@@ -12,8 +12,8 @@ What must stay true:
     container that is not a unikernel is handed to runc by this process's exec;
   * this process imports posix, marshal and `_socket` alone, all built into the interpreter: `socket` would
     bring enum and selectors (5-10 ms on every relayed call), and os brings `_collections_abc` and posixpath
-    (1.2 ms); marshal, not JSON, between two processes of the same interpreter. The environment is the one
-    this process started with (posix's), passed in by the caller;
+    (1.2 ms); marshal, not JSON, between two processes of the same interpreter. The environment is posix's
+    (the very dict os.environ keeps up to date), passed in by the caller;
   * once a request is sent, there is no falling back: a worker that dies is a verb that failed, and
     what it made is reclaimed as after any crash (`delete`, `ukrun gc`).
 """
@@ -30,7 +30,7 @@ NAMESPACES = ("mnt", "pid", "user")  # the worker acts on the host as this proce
 
 
 def environ() -> dict[str, str]:
-    """This process's environment as it started, decoded as os.environ decodes it."""
+    """This process's environment (posix's, which os.environ updates), decoded as os.environ decodes it."""
     return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
             for k, v in posix.environ.items()}
 
