@@ -65,7 +65,7 @@ def test_with_no_helper_nothing_is_relayed(tmp_path: Path) -> None:
     assert relay.answering(env) and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1"), env) is None
 
 
-def test_the_relay_reads_the_environment_this_process_started_with() -> None:
+def test_the_relay_reads_this_processs_environment_as_os_environ_decodes_it() -> None:
     assert relay.environ() == dict(os.environ)
 
 
