@@ -2,9 +2,7 @@
 and removing the cgroup at delete. What delete uses needs the standard library's basics alone (a bare delete
 runs in the shim's ukrun, see runtime.hot); placing imports the mount table and pathlib when it runs."""
 
-from __future__ import annotations
-
-import os
+import posix
 
 TYPE_CHECKING = False  # not typing's (see runtime.hot)
 if TYPE_CHECKING:
@@ -21,7 +19,7 @@ def relative_path(cgroups_path: str, systemd: bool) -> str:
     return "/" + cgroups_path.strip("/")
 
 
-def hierarchies() -> list[Path]:
+def hierarchies() -> "list[Path]":
     """Mount points of cgroup hierarchies (v1 controllers and named ones, and v2)."""
     from pathlib import Path
 
@@ -58,7 +56,7 @@ def join(pid: int, cgroups_path: str, systemd: bool = False) -> list[str]:
 def remove(folders: list[str]) -> None:
     for folder in folders:
         try:
-            os.rmdir(folder)
+            posix.rmdir(folder)
         except OSError:
             continue
 
@@ -67,7 +65,7 @@ def kill_all(folders: list[str], sig: int) -> None:
     for folder in folders:
         for pid in _procs(folder):
             try:
-                os.kill(int(pid), sig)
+                posix.kill(int(pid), sig)
             except ProcessLookupError:
                 continue
 
@@ -79,7 +77,7 @@ def populated(folders: list[str]) -> bool:
 
 def _procs(folder: str) -> list[str]:
     try:
-        with open(os.path.join(folder, "cgroup.procs")) as f:
+        with open(f"{folder}/cgroup.procs") as f:
             return f.read().split()
     except OSError:
         return []

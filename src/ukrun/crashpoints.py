@@ -9,32 +9,35 @@ leaves is reclaimed by `delete`, `release` or `gc`.
 Names are `<phase>-<step>`; the tests find them in the source, so every point is exercised.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 CRASH_ENV = "UKRUN_CRASH_AT"
 ARM_ENV = "UKRUN_CRASH_ARM"
+SIGKILL = 9  # Linux's: `start` and `kill` pass points on every call, and signal imports enum
+
+
+def _setting(name: str) -> str:
+    """A variable of the environment, read from posix's (which os.environ updates): the hot verbs import posix,
+    not os (see runtime.state)."""
+    return posix.environ.get(name.encode(), b"").decode("utf-8", "surrogateescape")
 
 
 def point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) != step and not _armed(step):
+    if _setting(CRASH_ENV) != step and not _armed(step):
         return
-    import signal  # here: `start` and `kill` pass points on every call, and signal imports enum
-
-    os.kill(os.getpid(), signal.SIGKILL)
-    os._exit(137)  # the init of a PID namespace ignores its own SIGKILL; it dies as if killed all the same
+    posix.kill(posix.getpid(), SIGKILL)
+    posix._exit(137)  # the init of a PID namespace ignores its own SIGKILL; it dies as if killed all the same
 
 
 def _armed(step: str) -> bool:
-    arm = os.environ.get(ARM_ENV)
+    arm = _setting(ARM_ENV)
     if not arm:
         return False
     try:
         with open(arm) as f:
             if f.read().strip() != step:
                 return False
-        os.unlink(arm)  # atomic: of two processes at the point, only one fires
+        posix.unlink(arm)  # atomic: of two processes at the point, only one fires
     except FileNotFoundError:
         return False
     return True

@@ -1,8 +1,6 @@
 """Per-phase timestamps, as urunc's TS00..TS18: JSON lines of verb, phase, monotonic ns, container."""
 
-from __future__ import annotations
-
-import os
+import posix
 import time
 
 
@@ -21,19 +19,30 @@ class Timer:
         if not self.path or not self.marks:
             return
         head = f'{{"container": {_quoted(self.container)}, "verb": {_quoted(self.verb)}, "phase": '
-        lines = "".join(f'{head}{_quoted(p)}, "ns": {ns}, "pid": {os.getpid()}}}\n' for p, ns in self.marks)
+        lines = "".join(f'{head}{_quoted(p)}, "ns": {ns}, "pid": {posix.getpid()}}}\n' for p, ns in self.marks)
         self.marks.clear()
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            fd = _open_appending(self.path)
             try:
-                os.write(fd, lines.encode())
+                posix.write(fd, lines.encode())
             finally:
-                os.close(fd)
+                posix.close(fd)
         except OSError as exc:  # timings are an aid: they never make a verb fail
             from ukrun.logs import log
 
             log.warning("cannot write phase timings to %s: %s", self.path, exc)
+
+
+def _open_appending(path: str) -> int:
+    """The log, opened to append; its folder made first when missing (os, only then: see runtime.state)."""
+    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC
+    try:
+        return posix.open(path, flags, 0o644)
+    except FileNotFoundError:
+        import os
+
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return posix.open(path, flags, 0o644)
 
 
 def _quoted(text: str) -> str:

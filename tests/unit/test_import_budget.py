@@ -17,6 +17,22 @@ CREATE_PATH = ("ukrun.fast", "ukrun.config", "ukrun.runtime.create", "ukrun.runt
                "ukrun.hypervisors", "ukrun.unikernels", "ukrun.network.netlink")
 
 
+# os brings _collections_abc and posixpath (1.2 ms), and `from __future__` imports a module (0.3 ms): the paths
+# that import little else do without them (runtime.state).
+NO_OS = ("os", "posixpath", "_collections_abc", "__future__")
+
+
+def _launched(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """The modules `code` loads in the interpreter as ukrun's launcher starts it (-I -S)."""
+    import ukrun
+
+    src = str(Path(ukrun.__file__).parent.parent)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c",
+                          f"import sys\nsys.path.insert(0, {src!r})\n{code}\nprint('\\n'.join(sys.modules))"],
+                         capture_output=True, text=True, check=True, env=env or {}).stdout
+    return set(out.split())
+
+
 def _loaded(code: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
                          capture_output=True, text=True, check=True).stdout
@@ -40,27 +56,28 @@ def test_state_start_and_kill_import_only_the_standard_library_basics(tmp_path: 
 def test_a_bare_delete_imports_only_the_standard_library_basics(tmp_path: Path) -> None:
     """A container that holds nothing but its processes, cgroups and state folder (runtime.hot.bare) is deleted
     in the shim's ukrun: without the configuration, pathlib (re, urllib, enum) or contextlib, which made the
-    full delete's imports about 25 ms."""
+    full delete's imports about 25 ms, nor os."""
     (tmp_path / "c1").mkdir()
     st.save(tmp_path, st.ContainerState(id="c1", bundle="/b", created="x", acquired=False))
-    argv = ["--root", str(tmp_path), "delete", "c1"]
-    loaded = _loaded(f"import os, sys\nsys.argv = ['ukrun', *{argv!r}]\nfrom ukrun import fast\n"
-                     "code = fast.run(sys.argv[1:])\nassert code == 0, code")
+    loaded = _launched(f"from ukrun import fast\ncode = fast.run(['--root', {str(tmp_path)!r}, 'delete', 'c1'])\n"
+                       "assert code == 0, code")
     assert not (tmp_path / "c1").exists()
-    assert _hits(loaded, (*HOT_FORBIDDEN, "pathlib", "contextlib", "json", "signal", "ukrun.runtime.verbs")) == []
+    forbidden = (*HOT_FORBIDDEN, *NO_OS, "pathlib", "contextlib", "json", "signal", "ukrun.runtime.verbs")
+    assert _hits(loaded, forbidden) == []
 
 
 def test_start_and_kill_load_no_json_signal_or_re(tmp_path: Path) -> None:
     """Their record is marshal's and their timings are written by hand: json, signal and re (with enum) were
-    most of what `start` cost."""
+    most of what `start` cost, and os most of the rest."""
     (tmp_path / "c1").mkdir()
+    log = tmp_path / "timing.jsonl"
     st.save(tmp_path, st.ContainerState(id="c1", bundle="/b", pid=1, pid_start=st.process_start(1), created="x",
-                                        timing_log=str(tmp_path / "timing.jsonl")))
-    argv = ["--root", str(tmp_path), "kill", "c1", "0"]
-    loaded = _loaded(f"import os, sys\nsys.argv = ['ukrun', *{argv!r}]\nfrom ukrun import fast, timing\n"
-                     "assert fast.run(sys.argv[1:]) == 0\n"
-                     f"t = timing.Timer({str(tmp_path / 'timing.jsonl')!r}, 'c1', 'start')\nt.mark('x')\nt.flush()")
-    assert _hits(loaded, ("json", "signal", "enum", "re", "ukrun.logs")) == []
+                                        timing_log=str(log)))
+    loaded = _launched(f"from ukrun import fast, timing\n"
+                       f"assert fast.run(['--root', {str(tmp_path)!r}, 'kill', 'c1', '0']) == 0\n"
+                       f"t = timing.Timer({str(log)!r}, 'c1', 'start')\nt.mark('x')\nt.flush()")
+    assert _hits(loaded, ("json", "signal", "enum", "re", "ukrun.logs", *NO_OS)) == []
+    assert '"phase": "x"' in log.read_text()
 
 
 def test_the_relayed_zygote_loads_no_json_typing_pathlib_or_socket() -> None:
@@ -75,17 +92,12 @@ def test_the_relayed_zygote_loads_no_json_typing_pathlib_or_socket() -> None:
 def test_a_relayed_call_and_a_forced_delete_of_a_container_gone_import_no_os(tmp_path: Path) -> None:
     """posix, not os, on these paths, in the interpreter as the launcher starts it (-I -S): os, with
     _collections_abc and posixpath, was 1.2 ms of each such call."""
-    import ukrun
-
     (tmp_path / "none.sock").touch()  # the relay tries it and runs nothing: nobody listens
-    code = (f"import sys\nsys.path.insert(0, {str(Path(ukrun.__file__).parent.parent)!r})\nfrom ukrun import fast\n"
-            f"assert fast.run(['--root', {str(tmp_path)!r}, 'delete', '--force', 'gone']) == 0\n"
-            f"assert fast._relayed('delete', ['delete', 'c1'], {str(tmp_path)!r}, 'c1') is None\n"
-            "print('\\n'.join(sys.modules))")
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True,
-                         env={"UKRUN_HELPER": str(tmp_path / "none.sock")}).stdout
-    loaded = set(out.split())
-    assert "ukrun.relay" in loaded and _hits(loaded, ("os", "posixpath", "_collections_abc", "__future__")) == []
+    loaded = _launched(f"from ukrun import fast\n"
+                       f"assert fast.run(['--root', {str(tmp_path)!r}, 'delete', '--force', 'gone']) == 0\n"
+                       f"assert fast._relayed('delete', ['delete', 'c1'], {str(tmp_path)!r}, 'c1') is None",
+                       env={"UKRUN_HELPER": str(tmp_path / "none.sock")})
+    assert "ukrun.relay" in loaded and _hits(loaded, NO_OS) == []
 
 
 def test_creates_path_loads_no_dataclasses_cli_or_heavy_library() -> None:

@@ -44,6 +44,14 @@ def test_timing_lines_are_json_for_any_name(tmp_path: Path) -> None:
     assert all(line["verb"] == "start" and line["phase"] == "phase" and line["ns"] > 0 for line in lines)
 
 
+def test_timings_go_to_a_log_whose_folder_is_missing(tmp_path: Path) -> None:
+    log = tmp_path / "not" / "yet" / "t.jsonl"
+    t = Timer(str(log), "c1", "create")
+    t.mark("start")
+    t.flush()
+    assert json.loads(log.read_text())["phase"] == "start"
+
+
 def test_a_launch_configuration_reads_back_as_written(tmp_path: Path) -> None:
     conf = LaunchConfig(id="c1", monitor=("/usr/bin/qemu", "-m", "64"), env={"PATH": "/bin"}, cgroups=("/cg/a",),
                         namespaces=(Namespace("mount"), Namespace("network", "/run/netns/p")), hostname="h",

@@ -1,14 +1,13 @@
 """The verbs the shim calls for every container, often: state, start, kill, and the delete of a bare
 container (one that holds nothing but its processes, cgroups and state folder: `bare`).
 
-Standard library only, and its lightest modules (os, select; not json or signal, whose imports, enum
-and re among them, would be most of `start`'s own cost), plus `runtime.state`; no config file is read:
-what they need was recorded by `create`. `stop` is delete's first step for every container (runtime.verbs).
+Standard library only, and its lightest modules (posix, select; not json or signal, whose imports, enum
+and re among them, would be most of `start`'s own cost, nor os: see runtime.state), plus `runtime.state`; no
+config file is read: what they need was recorded by `create`. `stop` is delete's first step for every
+container (runtime.verbs).
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import select
 import time
 
@@ -29,22 +28,22 @@ def start(root: str, container_id: str) -> None:
     if status != "created":
         raise UkrunError(f"container {container_id} is {status}, not created: it cannot be started")
     d = st.container_dir(root, container_id)
-    if os.path.exists(os.path.join(d, st.NETWORK_FACTS)) and routed(record.pid):
+    if st.exists(st.join(d, st.NETWORK_FACTS)) and routed(record.pid):
         from ukrun.runtime import startnet  # Docker's network arrives between create and start
 
         startnet.connect(root, record)
         timer.mark("network")
-    fifo = os.path.join(d, st.FIFO)
+    fifo = st.join(d, st.FIFO)
     crashpoints.point("start-before-release")
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = posix.open(fifo, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
     try:
         ready, _, _ = select.select([fd], [], [], 10)
-        if not ready or not os.read(fd, 1):
+        if not ready or not posix.read(fd, 1):
             raise UkrunError(f"the init of container {container_id} did not answer start{_why(d)}")
     finally:
-        os.close(fd)
+        posix.close(fd)
     crashpoints.point("start-after-release")
-    os.unlink(fifo)
+    posix.unlink(fifo)
     record.started = True
     st.save(root, record)
     timer.mark("started")
@@ -53,7 +52,7 @@ def start(root: str, container_id: str) -> None:
 
 def _why(d: str) -> str:
     try:
-        with open(os.path.join(d, st.INIT_ERROR)) as f:
+        with open(st.join(d, st.INIT_ERROR)) as f:
             return f": {f.read().strip()}"
     except FileNotFoundError:
         return ""
@@ -77,7 +76,7 @@ def state(root: str, container_id: str) -> dict[str, object]:
         "pid": record.pid if status != "stopped" else 0,
         "status": status,
         "bundle": record.bundle,
-        "rootfs": os.path.join(record.bundle, "rootfs"),
+        "rootfs": st.join(record.bundle, "rootfs"),
         "created": record.created,
         "owner": "",
         "annotations": record.annotations,
@@ -112,7 +111,7 @@ def kill(root: str, container_id: str, sig: int, all_processes: bool) -> None:
 
         cgroups.kill_all(record.cgroups, sig)
     try:
-        os.kill(record.pid, sig)
+        posix.kill(record.pid, sig)
     except ProcessLookupError:
         raise UkrunError(f"{NOT_RUNNING}: {container_id} has stopped") from None
     if record.paused and sig == SIGKILL:  # a frozen process dies only once thawed, as with runc
@@ -131,7 +130,7 @@ def bare(record: st.ContainerState) -> bool:
                 or record.paused)
 
 
-def deletable(root: str | os.PathLike[str], record: st.ContainerState, force: bool) -> None:
+def deletable(root: "st.Root", record: st.ContainerState, force: bool) -> None:
     if not force and st.alive(record) and st.status(root, record) == "running":
         raise UkrunError(f"container {record.id} is running: stop it first or use delete --force")
 
@@ -144,7 +143,7 @@ def stop(record: st.ContainerState) -> None:
 
     if st.alive(record):
         try:  # noqa: SIM105 -- contextlib imports collections and functools: 1 ms of a bare delete
-            os.kill(record.pid, SIGKILL)
+            posix.kill(record.pid, SIGKILL)
         except ProcessLookupError:  # it may end by itself meanwhile
             pass
     cgroups.kill_all(record.cgroups, SIGKILL)
