@@ -197,6 +197,15 @@ CTR_CASES: dict[str, Case] = {
     "unknown-unikernel-type": Case(with_config(hb.urunc_json(unikernelType="plan9")),
                                    "unknown unikernel type 'plan9'"),
     "unknown-hypervisor": Case(with_config(hb.urunc_json(hypervisor="bhyve")), "unknown hypervisor 'bhyve'"),
+    # Solo5's tenders take `--net:NAME=IFACE` and `--block:NAME=PATH`: a name carrying "=" would let the image
+    # choose the host interface or file
+    "solo5-net-name-choosing-the-interface": Case(
+        with_config(hb.urunc_json(unikernelType="mirage", hypervisor="hvt", initrd="", solo5NetDev="service=eth0")),
+        "solo5NetDev='service=eth0' is not a Solo5 device name"),
+    "solo5-block-name-choosing-the-file": Case(
+        with_config(hb.urunc_json(unikernelType="mirage", hypervisor="hvt", initrd="",
+                                  solo5BlkDev="storage=/etc/shadow,data")),
+        "solo5BlkDev='storage=/etc/shadow,data' is not a comma-separated list of them"),
     "kernel-path-with-nul": Case(with_config(hb.urunc_json(binary=KERNEL + "\0/../../etc/shadow")),
                                  "com.urunc.unikernel.binary contains a control character (U+0000)"),
     "kernel-path-with-dotdot": Case(
