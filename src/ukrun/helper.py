@@ -20,6 +20,7 @@ What must stay true:
 
 from __future__ import annotations
 
+import _thread
 import array
 import contextlib
 import marshal
@@ -29,7 +30,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -243,7 +243,7 @@ def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.
     for std, fd in zip((0, 1, 2), fds[:3], strict=True):
         os.dup2(fd, std)
         os.close(fd)
-    threading.Thread(target=_orphaned, args=(conn,), daemon=True).start()
+    _watch_caller(conn)
     try:
         code = _verb(request, fds[3:])
     except HandToRunc as hand:
@@ -263,6 +263,12 @@ def _let_go_of_streams() -> None:
     for std in (0, 1, 2):
         os.dup2(null, std)
     os.close(null)
+
+
+def _watch_caller(conn: socket.socket) -> None:
+    """Kills this worker if its caller goes away before the answer. A bare thread: threading's would wait until
+    the thread runs (a hand-over of the interpreter's lock and back) before the call goes on."""
+    _thread.start_new_thread(_orphaned, (conn,))
 
 
 def _orphaned(conn: socket.socket) -> None:

@@ -1,14 +1,16 @@
 """The helper's pure parts: its record of ukrun's code on disk, and the relay's messages; and a worker letting go
-of its caller's streams before it answers."""
+of its caller's streams before it answers, and dying when its caller goes away."""
 
 import marshal
 import os
 import select
 import signal
+import socket
+import time
 from pathlib import Path
 
 from ukrun import relay
-from ukrun.helper import _let_go_of_streams, _stale
+from ukrun.helper import _let_go_of_streams, _stale, _watch_caller
 
 
 def test_a_worker_lets_go_of_its_callers_streams_before_it_answers() -> None:
@@ -35,6 +37,34 @@ def test_a_worker_lets_go_of_its_callers_streams_before_it_answers() -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(read)
+
+
+def test_a_worker_dies_when_its_caller_goes_away_and_works_on_while_it_stays() -> None:
+    """Nobody would hear the answer of a worker whose caller died (the shim's timeout killed it): a real socket
+    pair and a forked worker-to-be, at work (sleeping) when its caller's end closes."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            _watch_caller(theirs)
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    theirs.close()
+    done = (0, 0)
+    try:
+        time.sleep(0.2)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the worker died while its caller was there"
+        ours.close()
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done[0] == pid and os.WIFSIGNALED(done[1]) and os.WTERMSIG(done[1]) == signal.SIGKILL
+    finally:
+        if done == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def test_a_helper_is_stale_once_a_module_it_loaded_changes_or_goes(tmp_path: Path) -> None:
