@@ -53,12 +53,17 @@ def join(pid: int, cgroups_path: str, systemd: bool = False) -> list[str]:
     return made
 
 
-def remove(folders: list[str]) -> None:
+def remove(folders: list[str]) -> list[str]:
+    """Removes the folders that are empty (or gone already); returns those that are not."""
+    left = []
     for folder in folders:
         try:
             posix.rmdir(folder)
-        except OSError:
+        except FileNotFoundError:
             continue
+        except OSError:
+            left.append(folder)
+    return left
 
 
 def kill_all(folders: list[str], sig: int) -> None:
