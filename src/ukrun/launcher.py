@@ -1,18 +1,19 @@
 """The container's init, forked from `ukrun create` before it loads anything heavy (the gRPC client).
 
-`create` forks this "zygote" early and goes on gathering, acquiring and handing over the rootfs; the
-zygote waits on a socket. When `create` has written the launch configuration it sends "go" (with the
-terminal's pty as SCM_RIGHTS when the spec asks for one); end of file instead means `create` failed, and
-the zygote exits. Then the zygote joins the container's namespaces and forks again: the child is the
-init (PID 1 in a new PID namespace), the zygote reports the child's PID on the sync pipe and exits, so
-`create` never waits on the init itself and the shim (a subreaper) adopts it. The init joins the
-container's cgroups (`settle`: after its PID went out, since the kernel makes a first move into a new
-cgroup wait), then waits for `create` to commit (a byte on the commit pipe, written once the container's
-state is saved): end of file instead means `create` died before anyone could know the init, and the init
-exits, so a crashed create never leaves an orphan. Then it waits until `ukrun start` opens the exec FIFO
-(before which nothing of the container runs; an init that could not settle answers with an empty read
-and the reason in the state folder), runs the monitor and stays as its parent: it forwards signals,
-reaps, and exits with the guest's exit code.
+`create` forks this "zygote" early and goes on gathering, acquiring and handing over the rootfs; the zygote
+waits on a socket. Once `create` has read the spec, it names the new namespaces the zygote may make
+meanwhile (`early`: making them is most of the zygote's work after "go"). When `create` has written the
+launch configuration it sends "go" (with the terminal's pty as SCM_RIGHTS when the spec asks for one); end
+of file instead means `create` failed, and the zygote exits. Then the zygote joins the container's
+namespaces and forks again: the child is the init (PID 1 in a new PID namespace), the zygote reports the
+child's PID on the sync pipe and exits, so `create` never waits on the init itself and the shim (a
+subreaper) adopts it. The init joins the container's cgroups (`settle`: after its PID went out, since the
+kernel makes a first move into a new cgroup wait), then waits for `create` to commit (a byte on the commit
+pipe, written once the container's state is saved): end of file instead means `create` died before anyone
+could know the init, and the init exits, so a crashed create never leaves an orphan. Then it waits until
+`ukrun start` opens the exec FIFO (before which nothing of the container runs; an init that could not settle
+answers with an empty read and the reason in the state folder), runs the monitor and stays as its parent: it
+forwards signals, reaps, and exits with the guest's exit code.
 A virtio-fs rootfs's virtiofsd (runtime.shareplan) is the init's child too, started just before the
 monitor on a socket the init already listens on: it is in the container's cgroup and PID namespace, dies
 with the init (PR_SET_PDEATHSIG; its sandboxed child dies with it in turn), is killed when the monitor
@@ -36,8 +37,16 @@ from ukrun.mounttable import mount_points
 from ukrun.runtime.state import FIFO, INIT_ERROR
 from ukrun.timing import Timer
 
+TYPE_CHECKING = False  # not typing's (see launchconfig)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ukrun.launchconfig import Namespace
+
 FLAGS = {"mount": 0x00020000, "uts": 0x04000000, "ipc": 0x08000000, "network": 0x40000000,
          "pid": 0x20000000, "cgroup": 0x02000000}
+EARLY = ("uts", "ipc", "network", "pid")  # see early
+PREPARE = b"ns"  # then the flags, 4 bytes: the namespaces to make before "go" (see early)
 MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 PR_SET_PDEATHSIG = 1
 VIRTIOFSD_FD = 3  # runtime.shareplan.SOCKET_FD: the launcher imports no more than it must
@@ -94,10 +103,26 @@ def exit_code(status: int, decoding: str) -> int:
     return code
 
 
-def enter(conf: LaunchConfig, sync_fd: int) -> None:
+def early(namespaces: Iterable[Namespace]) -> int:
+    """The new namespaces the zygote may make before "go", while `create` plans: those no path names and
+    nothing of the launch configuration affects (a new network namespace alone costs 0.7 ms here). Not the
+    mount namespace: its copy of the host's mounts must be taken after the rootfs is handed over. Not the
+    cgroup namespace: it is made in the container's cgroups (settle)."""
+    flags = 0
+    for n in namespaces:
+        if n.type in EARLY and not n.path:
+            flags |= FLAGS[n.type]
+    return flags
+
+
+def enter(conf: LaunchConfig, sync_fd: int, made: int = 0) -> None:
     """Joins the container's namespaces and forks the init; the zygote reports the init's PID and exits. The
     init joins its cgroups afterwards (`settle`): the kernel's first move into a new cgroup waits for an RCU
-    grace period (6-15 ms here), which `create` no longer waits for; the init settles before it can run."""
+    grace period (6-15 ms here), which `create` no longer waits for; the init settles before it can run.
+    `made`: the namespaces the zygote already made (`early`); they must be among those the configuration asks
+    for, since the init would otherwise be in a namespace nobody asked for."""
+    if made & ~early(conf.namespaces):
+        raise OSError("the namespaces made before the launch are not the ones the container's configuration asks for")
     new_pid = False
     flags = 0
     for ns in conf.namespaces:
@@ -107,11 +132,11 @@ def enter(conf: LaunchConfig, sync_fd: int) -> None:
         if path:
             setns(path, kind)
         elif kind == "pid":
-            new_pid = True
+            new_pid = not made & FLAGS["pid"]
         elif kind != "cgroup":  # a new cgroup namespace is made once in the container's cgroups (settle)
             flags |= FLAGS[kind]
-    if flags:
-        unshare(flags)
+    if flags & ~made:
+        unshare(flags & ~made)
     if flags & FLAGS["mount"]:
         isolate_mounts(conf.views, conf.keep_mounts)
     if conf.hostname and flags & FLAGS["uts"]:
@@ -277,9 +302,23 @@ def zygote(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -
         os._exit(code)
 
 
+def _prepare(flags: int) -> int:
+    """The namespaces `create` named early, made now; none when the kernel refuses (`enter` tries again, and
+    reports why)."""
+    try:
+        unshare(flags)
+    except OSError:
+        return 0
+    return flags
+
+
 def _run(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> int:
     fds: list[int] = []
+    made = 0
     msg, ancdata, _flags, _addr = sock.recvmsg(16, _socket.CMSG_SPACE(4))
+    while msg.startswith(PREPARE) and len(msg) == len(PREPARE) + 4:  # one packet each (SOCK_SEQPACKET)
+        made |= _prepare(int.from_bytes(msg[len(PREPARE):], "big"))
+        msg, ancdata, _flags, _addr = sock.recvmsg(16, _socket.CMSG_SPACE(4))
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:  # C ints, native order
             fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)]
@@ -292,7 +331,7 @@ def _run(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -> 
         os.close(tty)
     conf = LaunchConfig.read(state_dir)
     try:
-        enter(conf, sync_fd)
+        enter(conf, sync_fd, made)
     except Exception as exc:  # reported to `create`, which fails with it
         os.write(sync_fd, f"error {exc}\n".encode())
         return 1

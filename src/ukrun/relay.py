@@ -144,7 +144,7 @@ class _Zygote:
     def __init__(self, state_dir: str) -> None:
         sync_r, sync_w = posix.pipe2(posix.O_CLOEXEC)
         commit_r, commit_w = posix.pipe2(posix.O_CLOEXEC)
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)  # as runtime.zygote's
         pid = posix.fork()
         if pid == 0:
             try:

@@ -77,3 +77,45 @@ def test_an_init_that_cannot_join_its_cgroup_fails_start_with_the_reason(tmp_pat
         time.sleep(0.01)
     assert not st.process_start(pid), "the init stayed"
     assert not ran.exists(), "the monitor ran"
+
+
+def _ns(pid: int | str, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def test_the_namespaces_named_early_are_made_before_go_and_are_the_inits(tmp_path: Path) -> None:
+    """A zygote told the spec's new namespaces (Zygote.prepare) makes them while `create` plans, and its init is
+    in those very namespaces: `enter` makes no second one at "go", and the mount namespace waits for "go"."""
+    from ukrun.launchconfig import Namespace
+    from ukrun.runtime.zygote import Zygote
+
+    d = tmp_path / "c1"
+    d.mkdir()
+    namespaces = (Namespace("network"), Namespace("uts"), Namespace("mount"), Namespace("pid"))
+    LaunchConfig(id="c1", monitor=("/bin/true",), env={}, namespaces=namespaces, hostname="c1").write(d)
+    zygote = Zygote(d)
+    try:
+        zygote.prepare(namespaces)
+        deadline = time.monotonic() + 10
+        while _ns(zygote.pid, "net") == _ns("self", "net") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        early = {kind: _ns(zygote.pid, kind) for kind in ("net", "uts", "mnt")}
+        assert early["net"] != _ns("self", "net") and early["uts"] != _ns("self", "uts")
+        assert early["mnt"] == _ns("self", "mnt"), "the mount namespace was made before go"
+        with pytest.raises(FileNotFoundError):  # a new PID namespace that has no process yet
+            _ns(zygote.pid, "pid_for_children")
+        init = zygote.start(False, "")
+        assert (_ns(init, "net"), _ns(init, "uts")) == (early["net"], early["uts"])
+        assert _ns(init, "mnt") != _ns("self", "mnt") and _ns(init, "pid") != _ns("self", "pid")
+    finally:
+        zygote.close()  # not committed: the init exits
+
+
+def test_namespaces_made_early_that_the_configuration_does_not_ask_for_are_refused() -> None:
+    from ukrun.launchconfig import Namespace
+
+    host_network = LaunchConfig(id="c1", monitor=("/bin/true",), env={}, namespaces=(Namespace("uts"),))
+    assert launcher.early(host_network.namespaces) == launcher.FLAGS["uts"]
+    assert launcher.early((Namespace("network", "/var/run/netns/pod"), Namespace("mount"))) == 0
+    with pytest.raises(OSError, match="not the ones the container's configuration asks for"):
+        launcher.enter(host_network, -1, launcher.FLAGS["network"])

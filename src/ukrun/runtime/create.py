@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ukrun.artifacts.source import Artifacts, Decision
     from ukrun.artifacts.store import ArtifactStore
     from ukrun.containerd.client import Client
+    from ukrun.launchconfig import Namespace
     from ukrun.runtime.plan import ArtifactPaths, Facts, JoinedInitrd, LaunchPlan
     from ukrun.runtime.spec import Spec
     from ukrun.unikernel import UnikernelConfig
@@ -60,6 +61,7 @@ def create(ctx: verbs.Context, container_id: str, bundle: Path, pid_file: Path |
             zygote.close()
             timer.flush()
             verbs.exec_runc(ctx)
+    zygote.prepare(_namespaces(spec))
     timer.mark("spec")
     try:
         if d.exists():
@@ -183,7 +185,7 @@ def plan_bundle(ctx: verbs.Context, bundle: Path, container_id: str) -> LaunchPl
 def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, record: st.ContainerState, d: Path,
            art: Artifacts, zygote: Zygote, pid_file: Path | None, console_socket: str, timer: Timer,
            late_network: bool) -> None:
-    from ukrun.launchconfig import LaunchConfig, Namespace
+    from ukrun.launchconfig import LaunchConfig
     from ukrun.runtime import rootfs as rootfsmod
     from ukrun.runtime.plan import FilesTarget
     from ukrun.unikernels.base import RootMode
@@ -227,7 +229,7 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
     vfsd = plan.virtiofsd
     LaunchConfig(
         id=record.id, monitor=plan.argv, env=MONITOR_ENV, cgroups=tuple(record.cgroups),
-        namespaces=tuple(Namespace(n.type, n.path) for n in spec.namespaces), hostname=spec.hostname,
+        namespaces=_namespaces(spec), hostname=spec.hostname,
         terminal=spec.process.terminal, exit_decoding=plan.exit_decoding.value, timing_log=record.timing_log,
         views=str(ctx.artifacts_root / "views"),
         keep_mounts=tuple(str(p) for p in (art.mount_point, *(s.path for s in plan.shares), vfsd and vfsd.shared_dir,
@@ -248,6 +250,12 @@ def _apply(ctx: verbs.Context, plan: LaunchPlan, facts: Facts, spec: Spec, recor
         tmp.write_text(str(record.pid))
         os.replace(tmp, pid_file)
     timer.mark("done")
+
+
+def _namespaces(spec: Spec) -> tuple[Namespace, ...]:
+    from ukrun.launchconfig import Namespace
+
+    return tuple(Namespace(n.type, n.path) for n in spec.namespaces)
 
 
 def _hand_over_volumes(ctx: verbs.Context, plan: LaunchPlan, record: st.ContainerState) -> None:

@@ -12,8 +12,12 @@ import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ukrun.errors import UkrunError
+
+if TYPE_CHECKING:
+    from ukrun.launchconfig import Namespace
 
 
 class Zygote:
@@ -25,7 +29,7 @@ class Zygote:
 
         sync_r, sync_w = os.pipe()
         commit_r, commit_w = os.pipe()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a message per packet
         pid = os.fork()
         if pid == 0:
             ours.close()
@@ -45,6 +49,16 @@ class Zygote:
         z.pid, z.sock, z.sync, z.commit_fd = pid, sock, sync_fd, commit_fd
         z.reaped = True  # not ours to wait for
         return z
+
+    def prepare(self, namespaces: tuple[Namespace, ...]) -> None:
+        """Names the new namespaces the zygote may make while `create` plans (ukrun.launcher.early). A zygote
+        already gone is found by `start`."""
+        from ukrun.launcher import PREPARE, early
+
+        flags = early(namespaces)
+        if flags:
+            with contextlib.suppress(OSError):
+                self.sock.send(PREPARE + flags.to_bytes(4, "big"))
 
     def start(self, terminal: bool, console_socket: str) -> int:
         """Sends "go" (and the terminal); returns the init's PID once the zygote has forked it."""
