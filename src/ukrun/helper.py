@@ -7,7 +7,7 @@ and standard streams, on behalf of the shim whose PID the caller names.
 What must stay true:
   * a worker serves only a caller of its own user (SO_PEERCRED), in its own mount, PID and user namespaces
     (the caller's ukrun runs the verb itself otherwise), and only while ukrun's code on disk is the code this
-    helper loaded: a helper that finds its code changed answers "fall back" and exits;
+    helper loaded (ukrun.sourcewatch): a helper that finds its code changed answers "fall back" and exits;
   * a worker whose caller dies (the shim's timeout killed it) dies too: nobody would hear its answer, and what
     it made is reclaimed like any crash's;
   * the helper holds no state between calls: each worker is a fresh fork, and reads the configuration, the
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from ukrun import relay
+from ukrun.sourcewatch import SourceWatch
 
 # What ukrun's modules import inside functions, on the create and delete paths: a worker imports nothing.
 STDLIB = ("pickle", "tomllib", "shutil", "json", "subprocess", "signal", "struct", "stat", "fcntl", "termios",
@@ -45,8 +46,8 @@ def serve(path: str, idle_exit: float = 0.0) -> int:
     """Serves until SIGTERM, or `idle_exit` seconds without a call (0: never)."""
     from ukrun.errors import UkrunError
 
+    watch = SourceWatch(_package_dir())  # before the imports: any later change is seen
     _preload()
-    sources = _sources()
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, mode=0o700, exist_ok=True)
     if os.path.exists(path):
@@ -71,7 +72,7 @@ def serve(path: str, idle_exit: float = 0.0) -> int:
         while not stop and not (idle_exit and time.monotonic() - last > idle_exit):
             _reap()
             if spare is None:
-                spare = _Spare.fork(server, alive_r, alive_w, sources)
+                spare = _Spare.fork(server, alive_r, alive_w, watch)
             try:
                 ready, _, _ = select.select([spare.took], [], [], 1.0)
             except InterruptedError:
@@ -87,6 +88,7 @@ def serve(path: str, idle_exit: float = 0.0) -> int:
                 os.unlink(path)
         server.close()
         os.close(alive_w)
+        watch.close()
     return 0
 
 
@@ -94,14 +96,13 @@ def _preload() -> None:
     """Every ukrun module and the standard modules they import late: a worker imports nothing."""
     import importlib
 
-    import ukrun
     from ukrun.hypervisors.base import REGISTRY, get
     from ukrun.unikernels.base import get as guest
 
     for name in STDLIB:
         importlib.import_module(name)
-    top = os.path.dirname(os.path.dirname(os.path.abspath(ukrun.__file__)))
-    for folder, _, files in os.walk(os.path.dirname(os.path.abspath(ukrun.__file__))):
+    top = os.path.dirname(_package_dir())
+    for folder, _, files in os.walk(_package_dir()):
         package = os.path.relpath(folder, top).replace(os.sep, ".")  # some are namespace packages
         for name in sorted(f.removesuffix(".py") for f in files if f.endswith(".py") and f != "__main__.py"):
             importlib.import_module(package if name == "__init__" else f"{package}.{name}")
@@ -119,7 +120,7 @@ class _Spare:
         self.pid, self.took = pid, took
 
     @classmethod
-    def fork(cls, server: socket.socket, alive_r: int, alive_w: int, sources: dict[str, int]) -> _Spare:
+    def fork(cls, server: socket.socket, alive_r: int, alive_w: int, watch: SourceWatch) -> _Spare:
         took_r, took_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -132,7 +133,7 @@ class _Spare:
                 os.close(alive_r)
             except BaseException:
                 os._exit(1)
-            _worker(conn, sources)
+            _worker(conn, watch)
         os.close(took_w)
         return cls(pid, took_r)
 
@@ -180,28 +181,13 @@ def _reap() -> None:
             pass
 
 
-def _sources() -> dict[str, int]:
-    """ukrun's modules as loaded: a change on disk (an upgrade) makes this helper stale."""
-    out = {}
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if name.startswith("ukrun") and file:
-            with contextlib.suppress(OSError):
-                out[file] = os.stat(file).st_mtime_ns
-    return out
+def _package_dir() -> str:
+    import ukrun
+
+    return os.path.dirname(os.path.abspath(ukrun.__file__))
 
 
-def _stale(sources: dict[str, int]) -> bool:
-    for file, mtime in sources.items():
-        try:
-            if os.stat(file).st_mtime_ns != mtime:
-                return True
-        except OSError:
-            return True
-    return False
-
-
-def _worker(conn: socket.socket, sources: dict[str, int]) -> None:
+def _worker(conn: socket.socket, watch: SourceWatch) -> None:
     """A forked worker: one call, then os._exit (its buffers and exit handlers are the helper's)."""
     try:
         _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
@@ -209,7 +195,7 @@ def _worker(conn: socket.socket, sources: dict[str, int]) -> None:
         if uid != os.getuid():
             os._exit(0)
         request, fds = _receive(conn)
-        reason = _refusal(request, sources)
+        reason = _refusal(request, watch)
         if reason:
             conn.sendall(relay.Reply(fallback=reason).pack())
             if reason == "stale":
@@ -221,14 +207,14 @@ def _worker(conn: socket.socket, sources: dict[str, int]) -> None:
     os._exit(0)
 
 
-def _refusal(request: relay.Request, sources: dict[str, int]) -> str:
+def _refusal(request: relay.Request, watch: SourceWatch) -> str:
     if request.version != relay.VERSION:
         return "version"
     if request.namespaces != relay.namespaces():
         return "namespaces"
     if request.verb not in ("create", "delete"):
         return "verb"
-    return "stale" if _stale(sources) else ""
+    return "stale" if watch.changed() else ""
 
 
 def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.Reply:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import ukrun
 from testbed import containerd as ctd
 from testbed import images
 from tests.integration.conftest import SNAPSHOTTER, arm_file, remove_containers, write_ukrun_config
@@ -29,13 +32,13 @@ SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
 
 
 class Helper:
-    def __init__(self, socket: Path, log: Path) -> None:
-        self.socket, self.log = socket, log
+    def __init__(self, socket: Path, log: Path, ukrun: tuple[str, ...] = (UKRUN,)) -> None:
+        self.socket, self.log, self.ukrun = socket, log, ukrun
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([UKRUN, "helper", "--socket", str(self.socket)], stdout=log,
+            self.proc = subprocess.Popen([*self.ukrun, "helper", "--socket", str(self.socket)], stdout=log,
                                          stderr=subprocess.STDOUT)
         # Its own word, not the socket's existence: a killed helper leaves its socket behind.
         serving = f"serving {self.socket} (pid {self.proc.pid})"
@@ -102,6 +105,30 @@ def test_without_a_helper_the_verbs_run_in_the_shims_ukrun(relayed: tuple[Runner
     r.assert_clean("f1")
     helper.start()  # a new helper takes over the socket a killed one left
     assert r.run("f2", *SLEEP, flags=("--detach",)).returncode == 0 and helper.served("create", "f2")
+
+
+def test_a_helper_whose_code_changed_serves_no_more(relayed: tuple[Runner, Helper], tmp_path: Path) -> None:
+    """An upgrade under a running helper: the next call runs in the shim's ukrun, and the helper exits. The helper
+    runs from a copy of ukrun's code, which the test edits."""
+    r, fixture_helper = relayed
+    fixture_helper.stop()
+    code = tmp_path / "code"
+    shutil.copytree(Path(ukrun.__file__).parent, code / "ukrun", ignore=shutil.ignore_patterns("__pycache__"))
+    launcher = f"import sys; sys.path.insert(0, {str(code)!r}); from ukrun.fast import main; main()"
+    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (sys.executable, "-I", "-S", "-c", launcher))
+    helper.start()
+    try:
+        proc = r.run("u1", "/bin/sh", "/app/run.sh", "exit", "before", "0", flags=("--rm",))
+        assert proc.returncode == 0 and helper.served("create", "u1"), proc.stderr + helper.log.read_text()
+        with open(code / "ukrun" / "runtime" / "create.py", "a") as f:
+            f.write("\n")
+        proc = r.run("u2", "/bin/sh", "/app/run.sh", "exit", "after", "0", flags=("--rm",))
+        assert proc.returncode == 0 and "guest says after" in proc.stdout, proc.stdout + proc.stderr
+        assert not helper.served("create", "u2"), helper.log.read_text()
+        assert helper.proc is not None and helper.proc.wait(timeout=30) == 0, "the stale helper went on serving"
+        r.assert_clean("u2")
+    finally:
+        helper.stop()
 
 
 def test_a_worker_killed_mid_create_fails_the_container_and_leaves_what_a_crash_leaves(

@@ -9,8 +9,11 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from ukrun import relay
-from ukrun.helper import _let_go_of_streams, _stale, _watch_caller
+from ukrun.helper import _let_go_of_streams, _watch_caller
+from ukrun.sourcewatch import SourceWatch
 
 
 def test_a_worker_lets_go_of_its_callers_streams_before_it_answers() -> None:
@@ -67,15 +70,62 @@ def test_a_worker_dies_when_its_caller_goes_away_and_works_on_while_it_stays() -
             os.waitpid(pid, 0)
 
 
-def test_a_helper_is_stale_once_a_module_it_loaded_changes_or_goes(tmp_path: Path) -> None:
-    module = tmp_path / "m.py"
-    module.write_text("x = 1\n")
-    sources = {str(module): os.stat(module).st_mtime_ns}
-    assert not _stale(sources)
-    os.utime(module, ns=(0, sources[str(module)] + 1))
-    assert _stale(sources)
-    module.unlink()
-    assert _stale({str(module): 0})
+def _package(tmp_path: Path) -> Path:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for name in ("pkg/__init__.py", "pkg/m.py", "pkg/sub/n.py"):
+        (tmp_path / name).write_text("x = 1\n")
+    return tmp_path / "pkg"
+
+
+@pytest.mark.parametrize("change", ["written", "touched", "removed", "replaced", "added", "in a subfolder",
+                                    "subfolder added", "subfolder removed", "package moved"])
+def test_a_helper_is_stale_once_its_code_may_have_changed(tmp_path: Path, change: str) -> None:
+    """Real inotify watches: every kind of change a module may see (an edit, an upgrade's rename over it, a new
+    module or subpackage, a package moved away) makes the helper stale."""
+    pkg = _package(tmp_path)
+    watch = SourceWatch(str(pkg))
+    try:
+        assert not watch.changed()
+        if change == "written":
+            with open(pkg / "m.py", "a") as f:
+                f.write("y = 2\n")
+        elif change == "touched":
+            os.utime(pkg / "m.py", ns=(0, 1))
+        elif change == "removed":
+            (pkg / "m.py").unlink()
+        elif change == "replaced":
+            (tmp_path / "new.py").write_text("x = 2\n")
+            os.replace(tmp_path / "new.py", pkg / "m.py")
+        elif change == "added":
+            (pkg / "o.py").write_text("")
+        elif change == "in a subfolder":
+            (pkg / "sub" / "n.py").write_text("x = 2\n")
+        elif change == "subfolder added":
+            (pkg / "newsub").mkdir()
+        elif change == "subfolder removed":
+            (pkg / "sub" / "n.py").unlink()
+            (pkg / "sub").rmdir()
+        else:
+            os.rename(pkg, tmp_path / "moved")
+        assert watch.changed()
+    finally:
+        watch.close()
+
+
+def test_what_changes_no_code_leaves_a_helper_fresh(tmp_path: Path) -> None:
+    """Bytecode caches (compiled by any interpreter at any time) and an editor's files that are not modules."""
+    pkg = _package(tmp_path)
+    watch = SourceWatch(str(pkg))
+    try:
+        (pkg / "__pycache__").mkdir()
+        (pkg / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0" * 16)
+        (pkg / ".m.py.swp").write_bytes(b"")
+        (pkg / "notes.txt").write_text("")
+        assert not watch.changed()
+        (pkg / "m.py").write_text("x = 3\n")  # the events above were read and dropped; this one counts
+        assert watch.changed()
+    finally:
+        watch.close()
 
 
 def test_requests_and_replies_cross_as_marshalled_tuples() -> None:
