@@ -43,6 +43,19 @@ def _running(r: Runner, cid: str) -> float:
     return time.monotonic() - t0
 
 
+def _not_started(bundle: Path, execs: list[subprocess.Popen[str]]) -> str:
+    """Which background execs have no pid file yet, and what those that ended said."""
+    told = []
+    for i, proc in enumerate(execs):
+        if (bundle / f"p{i}.pid").exists():
+            continue
+        if proc.poll() is None:
+            told.append(f"p{i}: no pid file, its ctr still waits")
+        else:
+            told.append(f"p{i}: no pid file, ctr ended with {proc.returncode}: {proc.communicate()[1].strip()}")
+    return "; ".join(told)
+
+
 def _guest_has(r: Runner, cid: str, args: str) -> bool:
     """Whether a process with those arguments runs in the guest (asked by an exec, whose own grep's
     arguments do not match: `[x]` is no x)."""
@@ -162,7 +175,8 @@ def test_execs_beyond_the_guests_ports_are_refused_and_a_killed_exec_leaves_noth
     sleepers = [_background(runner, "x7", f"p{i}", "/bin/busybox", "sleep", f"31{i}") for i in range(4)]
     # the shim's pid file of an exec exists once the guest has started its process
     bundle = runner.daemon.dir / "state" / "io.containerd.runtime.v2.task" / runner.ns / "x7"
-    assert ctd.wait_for(lambda: all((bundle / f"p{i}.pid").exists() for i in range(4)), timeout=120, interval=0.5)
+    started = ctd.wait_for(lambda: all((bundle / f"p{i}.pid").exists() for i in range(4)), timeout=120, interval=0.5)
+    assert started, _not_started(bundle, sleepers)
     fifth = _exec(runner, "x7", "p4", "/bin/true")
     assert fifth.returncode != 0
     assert "container x7 already runs 4 execs, as many as its guest serves at once: wait for one to end" in fifth.stderr
