@@ -83,6 +83,7 @@ def _ns(pid: int | str, kind: str) -> int:
     return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces are made as root")
 def test_the_namespaces_named_early_are_made_before_go_and_are_the_inits(tmp_path: Path) -> None:
     """A zygote told the spec's new namespaces (Zygote.prepare) makes them while `create` plans, and its init is
     in those very namespaces: `enter` makes no second one at "go", and the mount namespace waits for "go"."""
