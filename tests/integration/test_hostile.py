@@ -281,6 +281,30 @@ def test_hostile_image_through_ctr(runner: Runner, tmp_path: Path, bait: HostBai
     report.hostile.append(Hostile(name, "ctr", runner.daemon.version, bait.anonymous(sentence.strip())))
 
 
+@pytest.mark.reliability("hostile")
+def test_a_spec_naming_a_namespace_twice_is_refused_through_ctr(runner: Runner, tmp_path: Path,
+                                                               report: Report) -> None:
+    """`ctr run --config` hands over a whole spec: here a new network namespace, and the host's by path. Which
+    one the init would get would depend on the order ukrun makes them in; the OCI runtime specification
+    requires an error."""
+    spec = json.loads(runner.ctr("oci", "spec").stdout)
+    spec["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"})
+    spec["annotations"] = {f"{PREFIX}unikernelType": "linux", f"{PREFIX}hypervisor": "qemu",
+                           f"{PREFIX}binary": KERNEL}
+    (tmp_path / "rootfs").mkdir()
+    spec["root"] = {"path": str(tmp_path / "rootfs")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    cid = "h2"
+    proc = runner.ctr("run", "--runc-binary", UKRUN, "--runc-root", str(runner.runc_root), "--fifo-dir",
+                      str(runner.fifo_dir), "--rm", "--config", str(tmp_path / "spec.json"), cid)  # no image
+    assert proc.returncode != 0, f"the spec was accepted: {proc.stdout + proc.stderr}"
+    sentence = runtime_error(proc.stderr or f"(exit {proc.returncode}, no reason)")
+    assert "names the 'network' namespace more than once (linux.namespaces)" in sentence, sentence
+    runner.ctr("containers", "delete", cid)
+    runner.assert_clean(cid)
+    report.hostile.append(Hostile("spec-network-namespace-twice", "ctr", runner.daemon.version, sentence.strip()))
+
+
 # -- through ArtifactStore.acquire and `ukrun view acquire` ----------------------------------------------------
 def views(client: Client) -> list[str]:
     return [s.name for s in client.list_snapshots(SNAPSHOTTER, ["kind==view"])]

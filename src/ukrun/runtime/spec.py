@@ -96,10 +96,7 @@ def parse(bundle: Path, doc: dict[str, Any]) -> Spec:
                       tuple(str(o) for o in m.get("options") or ()))
             for m in doc.get("mounts") or () if isinstance(m, dict)
         ),
-        namespaces=tuple(
-            Namespace(str(n.get("type", "")), str(n.get("path") or ""))
-            for n in linux.get("namespaces") or () if isinstance(n, dict)
-        ),
+        namespaces=_namespaces(linux),
         cgroups_path=str(linux.get("cgroupsPath") or ""),
         memory_limit=int(_d(resources.get("memory")).get("limit") or 0),
         cpu_quota=int(cpu.get("quota") or 0),
@@ -107,3 +104,15 @@ def parse(bundle: Path, doc: dict[str, Any]) -> Spec:
         hostname=str(doc.get("hostname") or ""),
         seccomp=linux.get("seccomp") is not None,
     )
+
+
+def _namespaces(linux: dict[str, Any]) -> tuple[Namespace, ...]:
+    """The spec's namespaces; a type named twice is refused, as the OCI runtime specification requires: which of
+    the two the init would get would otherwise depend on the order ukrun makes them in."""
+    found = tuple(Namespace(str(n.get("type", "")), str(n.get("path") or ""))
+                  for n in linux.get("namespaces") or () if isinstance(n, dict))
+    for i, n in enumerate(found):
+        if any(m.type == n.type for m in found[:i]):
+            raise UkrunError(f"the spec names the {n.type!r} namespace more than once (linux.namespaces): each type "
+                             "may appear once; remove the extra entries")
+    return found
