@@ -5,9 +5,11 @@ cost here), nothing else: the worker runs the very same code, in the caller's en
 and standard streams, on behalf of the shim whose PID the caller names.
 
 What must stay true:
-  * a worker serves only a caller of its own user (SO_PEERCRED), in its own mount, PID and user namespaces
-    (the caller's ukrun runs the verb itself otherwise), and only while ukrun's code on disk is the code this
-    helper loaded (ukrun.sourcewatch): a helper that finds its code changed answers "fall back" and exits;
+  * a worker serves only a caller of its own user (SO_PEERCRED), in its own mount, PID and user namespaces,
+    whose ukrun is this helper's install (the same package folder: an upgrade to a new place, or a second
+    install beside it, never runs on this helper's code), and only while ukrun's code on disk is the code this
+    helper loaded (ukrun.sourcewatch): a helper that finds its code changed answers "fall back" and exits. The
+    caller's ukrun runs the verb itself otherwise, and the helper's log says why;
   * a worker whose caller dies (the shim's timeout killed it) dies too: nobody would hear its answer, and what
     it made is reclaimed like any crash's;
   * the helper holds no state between calls: each worker is a fresh fork, and reads the configuration, the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import _thread
 import array
 import contextlib
+import enum
 import marshal
 import os
 import select
@@ -32,6 +35,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ukrun import relay
 from ukrun.sourcewatch import SourceWatch
@@ -194,35 +198,66 @@ def _worker(conn: socket.socket, watch: SourceWatch) -> None:
                                                               struct.calcsize("3i")))
         if uid != os.getuid():
             os._exit(0)
-        request, fds = _receive(conn)
-        reason = _refusal(request, watch)
-        if reason:
-            conn.sendall(relay.Reply(fallback=reason).pack())
-            if reason == "stale":
-                os.kill(os.getppid(), signal.SIGTERM)  # a helper whose code changed serves no more
-            os._exit(0)
+        fields, fds = _receive(conn)
+        if fields[:1] != (relay.VERSION,):
+            _refuse(conn, Refusal.VERSION, None)
+        request = relay.Request(*fields)
+        refusal = _refusal(request, watch)
+        if refusal:
+            _refuse(conn, refusal, request)
         conn.sendall(_call(request, fds, conn).pack())
     except BaseException:  # anything: the caller reads end of file as a failed verb
         os._exit(1)
     os._exit(0)
 
 
-def _refusal(request: relay.Request, watch: SourceWatch) -> str:
-    if request.version != relay.VERSION:
-        return "version"
+class Refusal(enum.Enum):
+    """Why a worker does not serve a call; the value is the reply's `fallback`."""
+
+    VERSION = "version"
+    NAMESPACES = "namespaces"
+    VERB = "verb"
+    STALE = "stale"
+    FOREIGN = "foreign"
+
+
+def _refusal(request: relay.Request, watch: SourceWatch) -> Refusal | None:
     if request.namespaces != relay.namespaces():
-        return "namespaces"
+        return Refusal.NAMESPACES
     if request.verb not in ("create", "delete"):
-        return "verb"
-    return "stale" if watch.changed() else ""
+        return Refusal.VERB
+    if watch.changed():
+        return Refusal.STALE
+    return None if os.path.realpath(request.package) == os.path.realpath(_package_dir()) else Refusal.FOREIGN
+
+
+def _refuse(conn: socket.socket, refusal: Refusal, request: relay.Request | None) -> NoReturn:
+    _say(f"refused a call ({_why(refusal, request)}): its caller runs it itself")
+    conn.sendall(relay.Reply(fallback=refusal.value).pack())
+    if refusal is Refusal.STALE:
+        os.kill(os.getppid(), signal.SIGTERM)  # a helper whose code changed serves no more
+    os._exit(0)
+
+
+def _why(refusal: Refusal, request: relay.Request | None) -> str:
+    if refusal is Refusal.FOREIGN and request:
+        return f"its ukrun is {request.package}, this helper's {_package_dir()}"
+    return {Refusal.VERSION: "another version of the relay", Refusal.NAMESPACES: "other mount, PID or user namespaces",
+            Refusal.VERB: "not a verb the helper serves",
+            Refusal.STALE: "this helper's code changed on disk: it stops"}.get(refusal, refusal.value)
+
+
+def _say(what: str) -> None:
+    """A line of the helper's own log (its standard error, until the worker takes on the caller's)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"ukrun helper: worker {os.getpid()}: {what}\n".encode())
 
 
 def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.Reply:
     """Becomes the caller (environment, folder, streams) and runs its verb; the reply."""
     from ukrun.runtime.verbs import HandToRunc
 
-    with contextlib.suppress(OSError):  # the helper's own log: which call each worker served
-        os.write(2, f"ukrun helper: worker {os.getpid()}: {request.verb} {request.argv[-1]}\n".encode())
+    _say(f"{request.verb} {request.argv[-1]}")  # which call each worker served
     os.environ.clear()
     os.environ.update(request.env)
     os.chdir(request.cwd)
@@ -303,7 +338,8 @@ def _verb(request: relay.Request, zygote_fds: list[int]) -> int:
     return fast.guarded(g, delete)
 
 
-def _receive(conn: socket.socket) -> tuple[relay.Request, list[int]]:
+def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
+    """The request's fields, unchecked (their number and kinds are the version's, the first), and its fds."""
     fds = array.array("i")
     head, ancdata, _flags, _addr = conn.recvmsg(4, socket.CMSG_SPACE(16 * fds.itemsize))
     for level, kind, data in ancdata:
@@ -316,4 +352,7 @@ def _receive(conn: socket.socket) -> tuple[relay.Request, list[int]]:
         if not chunk:
             raise EOFError("the caller went away")
         body += chunk
-    return relay.Request(*marshal.loads(body)), list(fds)
+    fields = marshal.loads(body)
+    if not isinstance(fields, tuple):
+        raise ValueError("a request is a tuple")
+    return fields, list(fds)

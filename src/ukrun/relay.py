@@ -3,8 +3,9 @@
 Why: the shim starts ukrun for every verb, and most of what `create` and `delete` pay is importing ukrun
 (the containerd client, the planner, every guest type and monitor), not their work. A helper that has
 imported all of it once forks a worker per call; this process, which the shim started, only relays.
-It is a speed-up, never a requirement: with no helper, a helper of another mount or PID namespace, or
-one whose code is older than this ukrun, the verb runs here as before (None below).
+It is a speed-up, never a requirement: with no helper, a helper of another mount or PID namespace, of another
+install of ukrun (its package elsewhere on disk), or one whose code is older than this ukrun, the verb runs
+here as before (None below).
 
 What must stay true:
   * whatever must be the shim's descendant is made here: the container's init-to-be (the zygote) is
@@ -25,7 +26,7 @@ import sys
 
 ENV = "UKRUN_HELPER"  # the helper's socket; default DEFAULT
 DEFAULT = "/run/ukrun/helper.sock"
-VERSION = 1
+VERSION = 2  # the first field of every request: a worker checks it before it reads the others
 NAMESPACES = ("mnt", "pid", "user")  # the worker acts on the host as this process sees it
 
 
@@ -52,19 +53,27 @@ def namespaces() -> list[int]:
     return [posix.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES]
 
 
+def package() -> str:
+    """The folder of the caller's ukrun package: a helper serves only callers of its own install."""
+    import ukrun
+
+    return ukrun.__file__.rpartition("/")[0]
+
+
 class Request:
     """A relayed call: marshalled as a tuple of its fields, in this order (no typing on the client's path)."""
 
-    __slots__ = ("argv", "cwd", "env", "namespaces", "shim", "verb", "version", "zygote")
+    __slots__ = ("argv", "cwd", "env", "namespaces", "package", "shim", "verb", "version", "zygote")
 
     def __init__(self, version: int, verb: str, argv: list[str], env: dict[str, str], cwd: str, shim: int,
-                 namespaces: list[int], zygote: int) -> None:
+                 namespaces: list[int], zygote: int, package: str) -> None:
         self.version, self.verb, self.argv, self.env, self.cwd = version, verb, argv, env, cwd
         self.shim, self.namespaces, self.zygote = shim, namespaces, zygote  # the zygote's PID (create)
+        self.package = package  # relay.package() of the caller
 
     def pack(self) -> bytes:
         return frame((self.version, self.verb, self.argv, self.env, self.cwd, self.shim, self.namespaces,
-                      self.zygote))
+                      self.zygote, self.package))
 
 
 class Reply:
@@ -96,7 +105,7 @@ def run(verb: str, argv: list[str], state_dir: str, env: dict[str, str]) -> int 
         return None
     zygote = _Zygote(state_dir) if verb == "create" else None
     try:
-        request = Request(VERSION, verb, argv, env, cwd, posix.getppid(), ns, zygote.pid if zygote else 0)
+        request = Request(VERSION, verb, argv, env, cwd, posix.getppid(), ns, zygote.pid if zygote else 0, package())
         fds = [0, 1, 2, *(zygote.ends if zygote else ())]
         sock.sendmsg([request.pack()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
         if zygote:

@@ -32,9 +32,9 @@ class Runner:
         cmd = [str(self.daemon.bin_dir / "ctr"), "--address", self.daemon.address, "--namespace", self.ns, *args]
         return subprocess.run(cmd, capture_output=True, text=True, env=self.daemon.env(), timeout=timeout)
 
-    def run(self, cid: str, *args: str, image: str = IMAGE,
-            flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        return self.ctr("run", "--snapshotter", self.snapshotter, "--runc-binary", UKRUN,
+    def run(self, cid: str, *args: str, image: str = IMAGE, flags: tuple[str, ...] = (),
+            binary: str = UKRUN) -> subprocess.CompletedProcess[str]:
+        return self.ctr("run", "--snapshotter", self.snapshotter, "--runc-binary", binary,
                         "--runc-root", str(self.runc_root), "--fifo-dir", str(self.fifo_dir), *flags, image, cid, *args)
 
     def task_status(self, cid: str) -> str:

@@ -107,26 +107,59 @@ def test_without_a_helper_the_verbs_run_in_the_shims_ukrun(relayed: tuple[Runner
     assert r.run("f2", *SLEEP, flags=("--detach",)).returncode == 0 and helper.served("create", "f2")
 
 
+def _install_copy(where: Path) -> tuple[Path, str]:
+    """A second install of ukrun: a copy of its package, and a launcher (as scripts/setup writes one) that runs it."""
+    code = where / "code"
+    shutil.copytree(Path(ukrun.__file__).parent, code / "ukrun", ignore=shutil.ignore_patterns("__pycache__"))
+    launcher = where / "ukrun-copy"
+    launcher.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(code)!r})\n"
+                        "from ukrun.fast import main\nmain()\n")
+    launcher.chmod(0o755)
+    return code, str(launcher)
+
+
 def test_a_helper_whose_code_changed_serves_no_more(relayed: tuple[Runner, Helper], tmp_path: Path) -> None:
     """An upgrade under a running helper: the next call runs in the shim's ukrun, and the helper exits. The helper
-    runs from a copy of ukrun's code, which the test edits."""
+    and the shim's ukrun run from a copy of ukrun's code, which the test edits."""
     r, fixture_helper = relayed
     fixture_helper.stop()
-    code = tmp_path / "code"
-    shutil.copytree(Path(ukrun.__file__).parent, code / "ukrun", ignore=shutil.ignore_patterns("__pycache__"))
-    launcher = f"import sys; sys.path.insert(0, {str(code)!r}); from ukrun.fast import main; main()"
-    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (sys.executable, "-I", "-S", "-c", launcher))
+    code, launcher = _install_copy(tmp_path)
+    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (launcher,))
     helper.start()
     try:
-        proc = r.run("u1", "/bin/sh", "/app/run.sh", "exit", "before", "0", flags=("--rm",))
+        proc = r.run("u1", "/bin/sh", "/app/run.sh", "exit", "before", "0", flags=("--rm",), binary=launcher)
         assert proc.returncode == 0 and helper.served("create", "u1"), proc.stderr + helper.log.read_text()
         with open(code / "ukrun" / "runtime" / "create.py", "a") as f:
             f.write("\n")
-        proc = r.run("u2", "/bin/sh", "/app/run.sh", "exit", "after", "0", flags=("--rm",))
+        proc = r.run("u2", "/bin/sh", "/app/run.sh", "exit", "after", "0", flags=("--rm",), binary=launcher)
         assert proc.returncode == 0 and "guest says after" in proc.stdout, proc.stdout + proc.stderr
         assert not helper.served("create", "u2"), helper.log.read_text()
         assert helper.proc is not None and helper.proc.wait(timeout=30) == 0, "the stale helper went on serving"
         r.assert_clean("u2")
+    finally:
+        helper.stop()
+
+
+def test_a_helper_of_another_install_runs_none_of_this_ones_calls(relayed: tuple[Runner, Helper],
+                                                                 tmp_path: Path) -> None:
+    """ukrun installed a second time elsewhere (an upgrade to a new place) while the first install's helper
+    serves: that helper's code is not the caller's, so the calls run in the shim's ukrun, the helper's log says
+    why, and the helper goes on serving its own install's calls."""
+    r, fixture_helper = relayed
+    fixture_helper.stop()
+    _, launcher = _install_copy(tmp_path)
+    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (launcher,))
+    helper.start()
+    try:
+        proc = r.run("o1", "/bin/sh", "/app/run.sh", "exit", "elsewhere", "0", flags=("--rm",))
+        assert proc.returncode == 0 and "guest says elsewhere" in proc.stdout, proc.stdout + proc.stderr
+        log = helper.log.read_text()
+        assert not helper.served("create", "o1") and not helper.served("delete", "o1"), log
+        assert f"its ukrun is {Path(ukrun.__file__).parent}, this helper's {tmp_path / 'code' / 'ukrun'}" in log, log
+        r.assert_clean("o1")
+        proc = r.run("o2", "/bin/sh", "/app/run.sh", "exit", "home", "0", flags=("--rm",), binary=launcher)
+        assert proc.returncode == 0 and helper.served("create", "o2"), proc.stderr + helper.log.read_text()
+        r.assert_clean("o2")
     finally:
         helper.stop()
 
@@ -186,7 +219,8 @@ def test_callers_at_once_are_each_served_by_a_worker_of_their_own(tmp_path: Path
             assert ctd.wait_for(lambda: len(_children(helper.proc.pid)) == 2, 5)  # type: ignore[union-attr]
             second.connect(str(helper.socket))
             started = time.monotonic()
-            ask = relay.Request(relay.VERSION, "state", ["state", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0)
+            ask = relay.Request(relay.VERSION, "state", ["state", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0,
+                                relay.package())
             second.sendall(ask.pack())
             second.settimeout(10)
             answer = relay.Reply(*marshal.loads(second.recv(4096)[4:]))
@@ -194,3 +228,20 @@ def test_callers_at_once_are_each_served_by_a_worker_of_their_own(tmp_path: Path
     finally:
         helper.stop()
 
+
+
+def test_a_request_of_another_relay_version_is_refused_not_failed(tmp_path: Path) -> None:
+    """A caller of an older ukrun (the first version's request: eight fields) gets "run it yourself", not a dead
+    worker (which the caller would take for a failed verb)."""
+    helper = Helper(tmp_path / "helper.sock", tmp_path / "helper.log")
+    helper.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(helper.socket))
+            s.sendall(relay.frame((1, "create", ["create", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0)))
+            s.settimeout(10)
+            answer = relay.Reply(*marshal.loads(s.recv(4096)[4:]))
+        assert answer.fallback == "version", answer.fallback
+        assert "refused a call (another version of the relay)" in helper.log.read_text()
+    finally:
+        helper.stop()

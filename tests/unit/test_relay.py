@@ -129,11 +129,13 @@ def test_what_changes_no_code_leaves_a_helper_fresh(tmp_path: Path) -> None:
 
 
 def test_requests_and_replies_cross_as_marshalled_tuples() -> None:
-    req = relay.Request(relay.VERSION, "create", ["--root", "/r", "create", "c1"], {"A": "1"}, "/b", 42, [1, 2, 3], 7)
+    req = relay.Request(relay.VERSION, "create", ["--root", "/r", "create", "c1"], {"A": "1"}, "/b", 42, [1, 2, 3], 7,
+                        "/opt/ukrun")
     data = req.pack()
     back = relay.Request(*marshal.loads(data[4:]))
     assert int.from_bytes(data[:4], "big") == len(data) - 4
-    assert (back.verb, back.argv, back.env, back.shim, back.zygote) == ("create", req.argv, {"A": "1"}, 42, 7)
+    assert (back.verb, back.argv, back.env, back.shim, back.zygote, back.package) == (
+        "create", req.argv, {"A": "1"}, 42, 7, "/opt/ukrun")
     reply = relay.Reply(*marshal.loads(relay.Reply(runc="/usr/bin/runc").pack()[4:]))
     assert (reply.code, reply.runc, reply.fallback) == (1, "/usr/bin/runc", "")
 
