@@ -55,9 +55,10 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from ukrun.errors import ConfigError
+from ukrun.tuples import NamedTuple
 
 DEFAULT_PATH = Path("/etc/ukrun/config.toml")
 URUNC_PATH = Path("/etc/urunc/config.toml")

@@ -21,7 +21,8 @@ import ctypes
 import errno
 import os
 import struct
-from typing import NamedTuple
+
+from ukrun.tuples import NamedTuple
 
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER, PR_SET_NO_NEW_PRIVS = 22, 2, 38
 RET_ALLOW, RET_KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from ukrun.errors import HostError
 from ukrun.mounttable import unescape
+from ukrun.tuples import NamedTuple
 
 
 class MountEntry(NamedTuple):

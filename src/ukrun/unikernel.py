@@ -11,10 +11,10 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from ukrun.errors import ImageError
 from ukrun.image.oci import load_json
+from ukrun.tuples import NamedTuple
 
 PREFIX = "com.urunc.unikernel."
 TYPES = ("rumprun", "unikraft", "mirage", "mewz", "hermit", "linux", "freebsd")

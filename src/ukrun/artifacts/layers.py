@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator
 from posixpath import normpath
-from typing import IO, NamedTuple, Protocol
+from typing import IO, Protocol
 
 from ukrun.containerd.records import Descriptor
 from ukrun.errors import ImageError
 from ukrun.image import oci
+from ukrun.tuples import NamedTuple
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

@@ -33,9 +33,9 @@ import contextlib
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
 
 from ukrun.errors import ImageError, MissingInImage, UkrunError, UnsafePath
+from ukrun.tuples import NamedTuple
 
 MAX_LINKS = 40
 NAME_MAX = 255  # bytes in one path component, as Linux file systems allow

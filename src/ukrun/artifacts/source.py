@@ -27,11 +27,12 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ukrun import errors
 from ukrun.artifacts import paths
 from ukrun.containerd.records import ContainerRecord
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import URUNC_JSON, URUNC_JSON_LIMIT, UnikernelConfig, parse_urunc_json
 
 MODES = ("shared", "per-container", "copy")

@@ -19,11 +19,12 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ukrun import crashpoints, digest, errors, host, tree
 from ukrun.containerd.records import gc_ref_snapshot_label
 from ukrun.logs import log
+from ukrun.tuples import NamedTuple
 
 if TYPE_CHECKING:
     from ukrun.containerd.client import Client

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 from types import MappingProxyType
-from typing import NamedTuple
+
+from ukrun.tuples import NamedTuple
 
 EMPTY: Mapping[str, str] = MappingProxyType({})
 

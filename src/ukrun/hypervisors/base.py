@@ -18,9 +18,10 @@ from __future__ import annotations
 import enum
 import os
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from ukrun.errors import PlanError, UkrunError
+from ukrun.tuples import NamedTuple
 
 
 class BlockDevice(NamedTuple):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import NamedTuple
 
 from ukrun.digest import hexdigest
 from ukrun.errors import ImageError
+from ukrun.tuples import NamedTuple
 
 EMPTY: Mapping[str, str] = MappingProxyType({})  # the default mapping: shared, so unchangeable
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from typing import NamedTuple
 
 from ukrun import digest
+from ukrun.tuples import NamedTuple
 
 ALIAS_PREFIX = "ukrun:"
 

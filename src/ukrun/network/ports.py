@@ -32,7 +32,6 @@ import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network
-from typing import NamedTuple
 
 from ukrun import digest
 from ukrun.errors import PlanError
@@ -48,6 +47,7 @@ from ukrun.network.base import (
     UkrunLink,
     parse_publish,
 )
+from ukrun.tuples import NamedTuple
 
 PORTS_ANNOTATION = "io.ukrun.ports"
 KUBELET_PORTS = "io.kubernetes.container.ports"  # set by the kubelet on every container with `ports:`

@@ -23,9 +23,9 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from enum import IntEnum
-from typing import NamedTuple
 
 from ukrun.errors import HostError
+from ukrun.tuples import NamedTuple
 
 
 class RtnlError(HostError):

@@ -11,11 +11,10 @@ sentence `exec` answers with: which guest, and what to do instead. Pure: runtime
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ukrun.hypervisors.base import Hypervisor, SerialPort
 from ukrun.runtime.shareplan import SUN_PATH_MAX
 from ukrun.runtime.state import EXEC_FOLDER
+from ukrun.tuples import NamedTuple
 from ukrun.unikernels.base import GuestRequest, UnikernelType
 
 PORTS = 4

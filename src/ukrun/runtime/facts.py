@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ukrun import config as configmod
 from ukrun import host as hostmod
@@ -24,6 +24,7 @@ from ukrun.runtime.handoff import RootfsInfo, RootfsKind, SnapshotMount
 from ukrun.runtime.plan import ArtifactPaths, Facts, MonitorFacts, Resources
 from ukrun.runtime.shareplan import VirtiofsdFacts
 from ukrun.runtime.spec import Spec
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestProcess
 

@@ -16,7 +16,8 @@ decided, for `ukrun plan` and for errors.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+
+from ukrun.tuples import NamedTuple
 
 FileId = tuple[int, int]  # (st_dev, st_ino)
 

@@ -20,9 +20,9 @@ and CHANGELOG):
 from __future__ import annotations
 
 import posixpath
-from typing import NamedTuple
 
 from ukrun.errors import PlanError
+from ukrun.tuples import NamedTuple
 
 SUN_PATH = 108  # sockaddr_un's sun_path, with its terminating NUL
 VHOST_DEVICE = "/dev/vhost-net"

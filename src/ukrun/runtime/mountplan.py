@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from typing import NamedTuple
 
 from ukrun import cpio
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.runtime.handoff import RootDecision
 from ukrun.runtime.rootplan import ImageBlock
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestBlock, RootMode

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ukrun.artifacts.source import Source
 from ukrun.errors import PlanError
@@ -29,6 +29,7 @@ from ukrun.runtime.netplan import network_plan
 from ukrun.runtime.rootplan import image_block, no_rootfs_rule, root
 from ukrun.runtime.shareplan import VirtiofsdFacts, VirtiofsdPlan, virtiofsd
 from ukrun.runtime.solo5plan import address_note, checked_network, device_names
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import GuestProcess, GuestRequest, RootMode

@@ -16,12 +16,13 @@ read-only, and a note says so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
 from ukrun.runtime.handoff import Handoff, RootDecision, decide
 from ukrun.runtime.shareplan import choose
+from ukrun.tuples import NamedTuple
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import RootMode
 

@@ -30,10 +30,10 @@ Where fsguard does not know the machine's system calls, virtio-fs is not offered
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
 
 from ukrun.errors import PlanError
 from ukrun.hypervisors import base as hv
+from ukrun.tuples import NamedTuple
 from ukrun.unikernels import base as guests
 from ukrun.unikernels.base import RootMode
 

@@ -21,10 +21,11 @@ for the net device's name, which a MirageOS guest's address flags carry (`--<nam
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ukrun.errors import PlanError
 from ukrun.runtime.netplan import NetPlan
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import UnikernelConfig
 from ukrun.unikernels.base import GuestRequest, UnikernelType
 

@@ -6,9 +6,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from ukrun.errors import UkrunError
+from ukrun.tuples import NamedTuple
 
 SPEC_LIMIT = 4 * 1024 * 1024
 EMPTY: Mapping[str, str] = MappingProxyType({})

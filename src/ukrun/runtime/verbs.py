@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ukrun import config as configmod
 from ukrun import crashpoints, tree
@@ -22,6 +22,7 @@ from ukrun.logs import log
 from ukrun.runtime import hot
 from ukrun.runtime import state as st
 from ukrun.timing import Timer
+from ukrun.tuples import NamedTuple
 
 if TYPE_CHECKING:
     from ukrun.artifacts.idle import IdleViews

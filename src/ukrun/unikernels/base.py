@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from ukrun.errors import UkrunError
 from ukrun.hypervisors.base import ExitDecoding, ExitDevice
 from ukrun.network.base import GuestNetwork
+from ukrun.tuples import NamedTuple
 from ukrun.unikernel import UnikernelConfig
 
 

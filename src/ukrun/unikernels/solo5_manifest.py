@@ -20,9 +20,9 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
 
 from ukrun.errors import ImageError
+from ukrun.tuples import NamedTuple
 
 Reader = Callable[[int, int], bytes]  # (offset, length) -> the file's bytes there (up to length)
 
