@@ -55,10 +55,14 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
 
 from ukrun.errors import ConfigError
 from ukrun.tuples import NamedTuple
+
+TYPE_CHECKING = False  # not typing's, whose import costs a create without a helper about 2 ms
+if TYPE_CHECKING:
+    from typing import TypeVar
+    N = TypeVar("N", int, float)
 
 DEFAULT_PATH = Path("/etc/ukrun/config.toml")
 URUNC_PATH = Path("/etc/urunc/config.toml")
@@ -268,9 +272,6 @@ def _read(path: Path, cache_dir: Path | None, cache_name: str = CACHE_NAME) -> d
         tmp.write_text(json.dumps({"key": key, "data": data}))
         os.replace(tmp, cache)
     return data
-
-
-N = TypeVar("N", int, float)
 
 
 def _number(table: dict[str, object], key: str, default: N, path: Path, kind: type[N]) -> N:

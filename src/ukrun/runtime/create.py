@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ukrun import config as configmod
 from ukrun import crashpoints
@@ -21,6 +20,7 @@ from ukrun.runtime import state as st
 from ukrun.runtime.zygote import Zygote
 from ukrun.timing import Timer
 
+TYPE_CHECKING = False  # not typing's, whose import costs a create without a helper about 2 ms
 if TYPE_CHECKING:
     from ukrun.artifacts.source import Artifacts, Decision
     from ukrun.artifacts.store import ArtifactStore

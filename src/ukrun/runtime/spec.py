@@ -6,10 +6,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from ukrun.errors import UkrunError
 from ukrun.tuples import NamedTuple
+
+TYPE_CHECKING = False  # not typing's, whose import costs a create without a helper about 2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 SPEC_LIMIT = 4 * 1024 * 1024
 EMPTY: Mapping[str, str] = MappingProxyType({})

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ukrun.launchconfig import LaunchConfig
 from ukrun.runtime import state as st
 
+TYPE_CHECKING = False  # not typing's, whose import costs a create without a helper about 2 ms
 if TYPE_CHECKING:
     from ukrun.runtime.plan import Facts
 
