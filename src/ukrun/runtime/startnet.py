@@ -10,7 +10,9 @@ launch configuration; the init reads it again once `start` lets it go on (ukrun.
 What must stay true: all of this happens before `start` opens the exec FIFO, so the monitor never starts
 with the plan made without the network; the namespace is the container's own and dies with its holder,
 so `delete` has nothing to remove there (runtime.verbs); the facts file is written by `create` only, in
-the container's state folder under the runtime root, which nobody else writes.
+the container's state folder under the runtime root, which nobody else writes. It is written with
+`_pickle`, pickle's C half, which pickle itself re-exports: every `ctr run` container keeps its facts (a
+new namespace, no path), and pickle's own import cost a create without a helper 2.8 ms against 1.1.
 """
 
 from __future__ import annotations
@@ -35,17 +37,17 @@ def deferred(namespaces: tuple[tuple[str, str], ...]) -> bool:
 
 
 def keep(state_dir: Path, facts: Facts) -> None:
-    import pickle  # only for a container whose network may arrive late
+    import _pickle  # only for a container whose network may arrive late
 
     fd = os.open(state_dir / FACTS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        pickle.dump(facts, f)
+        _pickle.dump(facts, f)
 
 
 def connect(root: str, record: st.ContainerState) -> None:
     """Plans again with the network of the init's namespace, connects it, and rewrites what the init and
     the monitor read."""
-    import pickle
+    import _pickle
 
     from ukrun.runtime import create
     from ukrun.runtime import facts as gather
@@ -53,7 +55,7 @@ def connect(root: str, record: st.ContainerState) -> None:
 
     d = Path(st.container_dir(root, record.id))
     with open(d / FACTS, "rb") as f:
-        kept: Facts = pickle.load(f)  # written by this container's create (see the module's docstring)
+        kept: Facts = _pickle.load(f)  # written by this container's create (see the module's docstring)
     netns = f"/proc/{record.pid}/ns/net"
     found = gather.network(netns)
     if found.interface is None:
