@@ -9,6 +9,8 @@
 - cloud-hypervisor cannot run here: a recording stand-in, configured as its binary, keeps its argv, which
   is read back with cloud-hypervisor's own option grammar (tests/unit/test_monitor_args.py). A block path
   `/b,path=/dev/vda` stays one path, in the image; one with a double quote is refused.
+- Static mode names the pod's interface in nftables rules: a name with a quote (which would end the rule's
+  string) or a trailing * (a wildcard) is refused at create, and no tap or table is made.
 - A spec naming the node's own network namespace is refused at create, and nothing of that namespace's
   links or tc changes. The node here is a private containerd run inside a network namespace the test makes
   (so that a failure could only ever touch that namespace); `ukrun plan` is also asked, in the real host
@@ -201,6 +203,47 @@ def test_the_nodes_own_network_namespace_is_refused(node: tuple[Runner, netns.Po
         r.assert_clean(cid)
     report.hostile.append(Hostile("spec-names-the-nodes-network-namespace", "ctr", r.daemon.version,
                                   sentence.replace(pod.path, "/run/netns/<node>")))
+
+
+# -- a pod interface named for nftables --------------------------------------------------------------------------
+@pytest.fixture
+def pod(ns: str) -> Iterator[netns.Pod]:
+    made = netns.make(ns + "-up")
+    try:
+        yield made
+    finally:
+        netns.remove(made)
+
+
+def _rename_uplink(pod: netns.Pod, name: str) -> None:
+    """The pod's eth0 renamed (as a process of the pod with CAP_NET_ADMIN may), its default route put back."""
+    for args in (("link", "set", "eth0", "down"), ("link", "set", "eth0", "name", name), ("link", "set", name, "up"),
+                 ("route", "add", "default", "via", netns.CLIENT_IP)):
+        subprocess.run(["ip", "-n", pod.name, *args], check=True, capture_output=True)
+
+
+@pytest.mark.reliability("hostile")
+@pytest.mark.parametrize(("name", "what"), [('up"x', "quote"), ("up*", "wildcard")])
+def test_static_mode_refuses_an_uplink_whose_name_nftables_would_misread(
+        bare: Runner, pod: netns.Pod, guest_image: Path, report: Report, name: str, what: str) -> None:
+    """Static mode's nftables rules name the pod's interface between quotes: a quote in its name would end the
+    string there (what follows would be read as rules), a trailing * would make a wildcard of it (DNAT and
+    masquerading on every interface whose name it begins). Create refuses such a name; no tap, no table."""
+    bare.daemon.import_image(bare.ns, guest_image, SNAPSHOTTER)
+    _rename_uplink(pod, name)
+    cid = f"nft-{what}"
+    proc = bare.run(cid, "/bin/sh", "/app/run.sh", "exit", "x", "0",
+                    flags=("--rm", "--with-ns", f"network:{pod.path}", "--annotation", "io.ukrun.network=static"))
+    assert proc.returncode != 0, f"the interface was accepted: {proc.stdout[-2000:]}"
+    sentence = runtime_error(proc.stderr)
+    assert sentence.startswith(f"static network: the interface {name!r} of {pod.path}, which its rules would name, "
+                               "holds characters that nftables would not read as a name"), sentence
+    tables = pod.inside("nft", "list", "tables").stdout
+    assert "ukrun_" not in tables and "tapuk" not in pod.inside("ip", "-o", "link").stdout
+    bare.ctr("containers", "delete", cid)
+    bare.assert_clean(cid)
+    report.hostile.append(Hostile(f"static-network-uplink-named-with-a-{what}", "ctr", bare.daemon.version,
+                                  sentence.replace(pod.path, "/run/netns/<pod>")))
 
 
 def test_ukrun_plan_refuses_the_hosts_network_namespace(tmp_path: Path) -> None:

@@ -305,6 +305,17 @@ def test_static_mode_puts_the_guest_on_a_private_link_and_publishes_ports() -> N
     assert "netdev.ip=172.16.1.2/24:172.16.1.1:192.0.2.53" in unikraft.cmdline
 
 
+@pytest.mark.parametrize("name", ['e"x', "up*", "a\\b", "eth0;", "\u00e9th0"])
+def test_static_mode_refuses_an_uplink_nftables_would_read_as_something_else(name: str) -> None:
+    facts = annotated("linux", "qemu", {"io.ukrun.network": "static"}, rootfs=BLOCK_ROOT, mount_rootfs=True)
+    assert facts.interface is not None
+    hostile = facts._replace(interface=facts.interface._replace(name=name))
+    with pytest.raises(PlanError, match=r"static network: the interface .* rename it with letters, digits"):
+        plan(hostile)
+    for usual in ("eth0", "ens3.100", "veth-1_a@x"):
+        assert plan(facts._replace(interface=facts.interface._replace(name=usual))).link is not None
+
+
 def test_knatives_user_container_gets_static_mode_as_urunc_gives_it() -> None:
     knative = plan(annotated("linux", "qemu", {"io.kubernetes.cri.container-name": "user-container"}))
     assert knative.link is not None and knative.network is not None and knative.network.address == "172.16.1.2"

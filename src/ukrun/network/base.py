@@ -49,6 +49,18 @@ class GuestNetwork(NamedTuple):
         return f"{self.address}/{self.prefixlen}"
 
 
+# What an interface's name may hold to be written into an nftables rule, between double quotes, and read back as
+# that very name: a quote would end the string (and what follows would be rules), a trailing * makes a wildcard of
+# it, a backslash escapes. Linux allows any byte but '/', ':', whitespace and NUL in a name; a pod's processes with
+# CAP_NET_ADMIN, or whoever made the namespace, may name its interfaces.
+NFT_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
+
+
+def nft_name(name: str) -> bool:
+    """Whether nftables reads `name`, quoted, as that interface's name alone (see NFT_NAME)."""
+    return bool(name) and not set(name) - NFT_NAME
+
+
 def tap_name(container_id: str) -> str:
     return "tapuk" + digest.hexdigest(container_id.encode())[:10]
 
@@ -131,7 +143,8 @@ class StaticLink(NamedTuple):
         return NetworkMode.STATIC
 
     def ruleset(self) -> str:
-        """nftables input for the link's rules: one table, the container's, replaced as a whole."""
+        """nftables input for the link's rules: one table, the container's, replaced as a whole. The uplink's name
+        is one nftables reads as such (netplan refuses any other: see NFT_NAME)."""
         subnet = ipaddress.IPv4Network(f"{self.host}/{self.prefixlen}", strict=False)
         lines = [
             f"table ip {self.table}",  # made empty, then dropped: a table left by a crashed create is replaced

@@ -29,6 +29,7 @@ from ukrun.network.base import (
     UkrunLink,
     first_nameserver,
     nat_table,
+    nft_name,
     parse_publish,
     tap_name,
 )
@@ -64,7 +65,7 @@ def network_plan(container_id: str, netns: str, interface: Interface | None, lin
         guest_net = GuestNetwork(tap, iface.mac, iface.address, iface.prefixlen, iface.gateway, iface.mtu, dns)
         return guest_net, None, declared.notes
     if mode is NetworkMode.STATIC:
-        return _static(container_id, iface, given, dns)
+        return _static(container_id, netns, iface, given, dns)
     portsmod.check_label(container_id, declared.ports)
     net = portsmod.subnet(container_id, portsmod.busy(container_id, links, taken, (dns,)))
     host, guest = str(net.network_address + 1), str(net.network_address + 2)
@@ -77,7 +78,12 @@ def network_plan(container_id: str, netns: str, interface: Interface | None, lin
     return guest_net, link, (*declared.notes, note)
 
 
-def _static(container_id: str, iface: Interface, given: dict[str, str], dns: str) -> NetPlan:
+def _static(container_id: str, netns: str, iface: Interface, given: dict[str, str], dns: str) -> NetPlan:
+    if not nft_name(iface.name):
+        raise PlanError(f"static network: the interface {iface.name!r} of {netns}, which its rules would name, holds "
+                        "characters that nftables would not read as a name (a quote, *, a backslash, ...); rename it "
+                        "with letters, digits, '.', '_', '@' and '-' only, or give the guest another network mode "
+                        f"({MODE_ANNOTATION}=ports or dynamic)")
     try:
         publish = parse_publish(given.get(PUBLISH_ANNOTATION, ""))
     except ValueError as exc:
