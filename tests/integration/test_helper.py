@@ -107,26 +107,30 @@ def test_without_a_helper_the_verbs_run_in_the_shims_ukrun(relayed: tuple[Runner
     assert r.run("f2", *SLEEP, flags=("--detach",)).returncode == 0 and helper.served("create", "f2")
 
 
-def _install_copy(where: Path) -> tuple[Path, str]:
-    """A second install of ukrun: a copy of its package, and a launcher (as scripts/setup writes one) that runs it."""
+@contextlib.contextmanager
+def _copy_serving(fixture_helper: Helper, where: Path) -> Iterator[tuple[Path, str, Helper]]:
+    """A second install of ukrun (a copy of its package, and a launcher as scripts/setup writes one) whose helper
+    serves the fixture's socket in place of the fixture's own: (the copy's code, its launcher, its helper)."""
+    fixture_helper.stop()
     code = where / "code"
     shutil.copytree(Path(ukrun.__file__).parent, code / "ukrun", ignore=shutil.ignore_patterns("__pycache__"))
     launcher = where / "ukrun-copy"
     launcher.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(code)!r})\n"
                         "from ukrun.fast import main\nmain()\n")
     launcher.chmod(0o755)
-    return code, str(launcher)
+    helper = Helper(fixture_helper.socket, where / "copy.log", (str(launcher),))
+    helper.start()
+    try:
+        yield code, str(launcher), helper
+    finally:
+        helper.stop()
 
 
 def test_a_helper_whose_code_changed_serves_no_more(relayed: tuple[Runner, Helper], tmp_path: Path) -> None:
     """An upgrade under a running helper: the next call runs in the shim's ukrun, and the helper exits. The helper
     and the shim's ukrun run from a copy of ukrun's code, which the test edits."""
     r, fixture_helper = relayed
-    fixture_helper.stop()
-    code, launcher = _install_copy(tmp_path)
-    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (launcher,))
-    helper.start()
-    try:
+    with _copy_serving(fixture_helper, tmp_path) as (code, launcher, helper):
         proc = r.run("u1", "/bin/sh", "/app/run.sh", "exit", "before", "0", flags=("--rm",), binary=launcher)
         assert proc.returncode == 0 and helper.served("create", "u1"), proc.stderr + helper.log.read_text()
         with open(code / "ukrun" / "runtime" / "create.py", "a") as f:
@@ -136,8 +140,6 @@ def test_a_helper_whose_code_changed_serves_no_more(relayed: tuple[Runner, Helpe
         assert not helper.served("create", "u2"), helper.log.read_text()
         assert helper.proc is not None and helper.proc.wait(timeout=30) == 0, "the stale helper went on serving"
         r.assert_clean("u2")
-    finally:
-        helper.stop()
 
 
 def test_a_helper_of_another_install_runs_none_of_this_ones_calls(relayed: tuple[Runner, Helper],
@@ -146,11 +148,7 @@ def test_a_helper_of_another_install_runs_none_of_this_ones_calls(relayed: tuple
     serves: that helper's code is not the caller's, so the calls run in the shim's ukrun, the helper's log says
     why, and the helper goes on serving its own install's calls."""
     r, fixture_helper = relayed
-    fixture_helper.stop()
-    _, launcher = _install_copy(tmp_path)
-    helper = Helper(fixture_helper.socket, tmp_path / "copy.log", (launcher,))
-    helper.start()
-    try:
+    with _copy_serving(fixture_helper, tmp_path) as (_, launcher, helper):
         proc = r.run("o1", "/bin/sh", "/app/run.sh", "exit", "elsewhere", "0", flags=("--rm",))
         assert proc.returncode == 0 and "guest says elsewhere" in proc.stdout, proc.stdout + proc.stderr
         log = helper.log.read_text()
@@ -160,8 +158,6 @@ def test_a_helper_of_another_install_runs_none_of_this_ones_calls(relayed: tuple
         proc = r.run("o2", "/bin/sh", "/app/run.sh", "exit", "home", "0", flags=("--rm",), binary=launcher)
         assert proc.returncode == 0 and helper.served("create", "o2"), proc.stderr + helper.log.read_text()
         r.assert_clean("o2")
-    finally:
-        helper.stop()
 
 
 def test_a_worker_killed_mid_create_fails_the_container_and_leaves_what_a_crash_leaves(
