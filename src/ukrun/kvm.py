@@ -21,8 +21,9 @@ from pathlib import Path
 
 TURNS = 1 << 24
 # mov ecx, TURNS; turn: dec ecx; jnz turn; mov al, 0x2a; out 0xf4, al; halt: hlt; jmp halt
-BOOT_SECTOR = (bytes([0x66, 0xB9]) + TURNS.to_bytes(4, "little")
-               + bytes([0x66, 0x49, 0x75, 0xFC, 0xB0, 0x2A, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])).ljust(510, b"\0") + b"\x55\xaa"
+CODE = (bytes([0x66, 0xB9]) + TURNS.to_bytes(4, "little")
+        + bytes([0x66, 0x49, 0x75, 0xFC, 0xB0, 0x2A, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]))
+BOOT_SECTOR = CODE.ljust(510, b"\0") + b"\x55\xaa"
 EXPECTED = (0x2A << 1) | 1
 DEADLINE_S = 2.0
 
