@@ -110,10 +110,14 @@ def _monitors(cfg: configmod.Config, state_root: Path) -> list[Check]:
             out.append(Check("kvm", "warn", "no /dev/kvm: guests run under TCG, 10-50x slower",
                              "enable virtualisation (nested, if this is a VM) and load kvm_intel or kvm_amd"))
         elif kvm.kvm_works(binary, probe, state_root):
-            out.append(Check("kvm", "ok", "a guest really runs under KVM with the launch's CPU flags"))
+            out.append(Check("kvm", "ok",
+                             "a guest really runs under KVM, at the hardware's speed, with the launch's CPU flags"))
         else:
-            out.append(Check("kvm", "warn", "/dev/kvm exists but cannot run a guest with the launch's CPU flags: "
-                             "guests run under TCG", "check the host's KVM (a PVM or nested setup may lack features)"))
+            out.append(Check("kvm", "warn",
+                             "/dev/kvm exists but does not run a guest with the launch's CPU flags at the hardware's "
+                             "speed: guests run under TCG",
+                             "check the host's KVM (a PVM or nested setup may lack features or emulate the guest); "
+                             '`accel = "tcg"` spares each boot the probe'))
     return out
 
 
