@@ -10,8 +10,8 @@ Both halves are needed:
   only writes the port, and 7 s for the count, where qemu's own TCG takes 0.06 and 0.09 s; a Linux kernel
   booted under it hangs after "Probing EDD"). The count takes about 10 ms on hardware and 0.1 s under TCG, so
   the deadline tells the two apart with ten times TCG's time to spare for a loaded machine, and costs such a host
-  DEADLINE_S once per boot: the first qemu container's create (2 s at first; the plain sector took 1.2 s there).
-The answer is cached per boot and qemu binary.
+  DEADLINE_S once per boot, in the first qemu container's create (the sector that only exited took 1.2 s there).
+The answer is cached per boot, qemu binary and probe.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def kvm_works(qemu: str, accel_args: list[str], cache_dir: Path) -> bool:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     cache = cache_dir / "kvm-probe.json"
-    key = f"{_boot_id()} {qemu} {' '.join(accel_args)}"
+    # The question asked is part of the key: an answer an earlier ukrun cached this boot to a weaker probe (the
+    # sector that only exited said yes on an emulating KVM) must not outlive an upgrade.
+    key = f"{_boot_id()} {qemu} {' '.join(accel_args)} count={TURNS} within={DEADLINE_S}s"
     try:
         data = json.loads(cache.read_text())
         if data.get("key") == key:
