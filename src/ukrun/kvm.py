@@ -8,7 +8,8 @@ Both halves are needed:
   with qemu's default CPU can still abort on `-cpu host` (seen: "failed to set MSR 0x10a").
 - A KVM can run a guest by emulating its instructions (seen: a nested host's KVM took 1.2 s for a sector that
   only writes the port, and 7 s for the count, where qemu's own TCG takes 0.06 and 0.09 s; a Linux kernel
-  booted under it hangs after "Probing EDD"). The count takes about 10 ms on hardware and 0.1 s under TCG, so
+  booted under it hangs after "Probing EDD"). The count should take about 10 ms on hardware (2**24 turns of about a
+  cycle: an estimate, no hardware KVM was at hand) and took 0.09 s under TCG, so
   the deadline tells the two apart with ten times TCG's time to spare for a loaded machine, and costs such a host
   DEADLINE_S once per boot, in the first qemu container's create (the sector that only exited took 1.2 s there).
 The answer is cached per boot, qemu binary and probe.
