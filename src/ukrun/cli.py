@@ -162,7 +162,7 @@ def _operator(args: argparse.Namespace, cfg: configmod.Config) -> int:
     if args.verb == "helper":
         from ukrun import helper, relay
 
-        return helper.serve(args.socket or relay.socket_path(dict(os.environ)), args.idle_exit)
+        return helper.serve(args.socket or relay.socket_path(), args.idle_exit)
     if args.verb == "doctor":
         from ukrun import doctor
 

@@ -128,26 +128,31 @@ def run(argv: list[str]) -> int | None:
             return None
         if deleting[0] and gone(g.root, deleting[1]):
             return 0
-        code = _bare_delete(g, *deleting)
+        code = bare_delete(g, *deleting)
         if code is None:
             code = _relayed("delete", argv, g.root, deleting[1])
-        return _delete(g, *deleting, argv) if code is None else code
+        return full_delete(g, *deleting, lambda: context(g, argv)) if code is None else code
     if verb in RUNC_VERBS:
         from ukrun import verbargs
 
         return verbargs.run(g, verb, rest, argv)
-    all_processes = False
-    if verb == "kill" and rest and rest[0] in ("--all", "-a"):
-        all_processes, rest = True, rest[1:]
-    if not rest or any(a.startswith("-") for a in rest) or len(rest) > (2 if verb == "kill" else 1):
+    return hot(g, verb, rest, argv)
+
+
+def hot(g: Globals, verb: str, rest: list[str], argv: list[str],
+        make: "Callable[[], Context] | None" = None) -> int | None:
+    """`state`, `start` or `kill` (a helper's worker too: `make` its context, for a container to hand to runc);
+    None, before anything is done, for arguments these do not take."""
+    call = hot_call(verb, rest)
+    if call is None:
         return None
-    container_id = rest[0]
+    container_id, signal, all_processes = call
     from ukrun.errors import UkrunError
     from ukrun.runtime import state as st
 
     try:
         if not st.is_ours(g.root, container_id):
-            return _runc(g, argv)
+            return _runc(g, argv, make)
         from ukrun.runtime import hot
 
         if verb == "state":
@@ -157,14 +162,24 @@ def run(argv: list[str]) -> int | None:
         elif verb == "start":
             hot.start(g.root, container_id)
         else:
-            hot.kill(g.root, container_id, hot.parse_signal(rest[1] if len(rest) > 1 else "SIGTERM"), all_processes)
+            hot.kill(g.root, container_id, hot.parse_signal(signal), all_processes)
     except UkrunError as exc:
         _error(g, str(exc))
         return 1
     return 0
 
 
-def _bare_delete(g: Globals, force: bool, container_id: str) -> int | None:
+def hot_call(verb: str, rest: list[str]) -> tuple[str, str, bool] | None:
+    """(container ID, kill's signal, kill's --all) from the arguments of `state`, `start` or `kill`."""
+    all_processes = False
+    if verb == "kill" and rest and rest[0] in ("--all", "-a"):
+        all_processes, rest = True, rest[1:]
+    if not rest or any(a.startswith("-") for a in rest) or len(rest) > (2 if verb == "kill" else 1):
+        return None
+    return rest[0], rest[1] if len(rest) > 1 else "SIGTERM", all_processes
+
+
+def bare_delete(g: Globals, force: bool, container_id: str) -> int | None:
     """The delete of a container of ukrun's that holds nothing but its processes, cgroups and state folder
     (runtime.hot.bare), here and with the standard library's basics; None for any other: a helper's worker
     or the full delete does it."""
@@ -185,13 +200,15 @@ def _relayed(verb: str, argv: list[str], root: str, container_id: str) -> int | 
     """The verb's exit code from a resident helper (ukrun.relay), or None: no helper, run it here."""
     from ukrun import relay
 
-    if not container_id or "/" in container_id or container_id in (".", ".."):
-        return None
-    env = relay.environ()
-    return relay.run(verb, argv, _join(root, container_id), env) if relay.answering(env) else None
+    return relay.run(verb, argv, join(root, container_id)) if valid_id(container_id) and relay.answering() else None
 
 
-def _join(root: str, name: str) -> str:
+def valid_id(container_id: str) -> bool:
+    """An ID that names a folder in the root (runc's own rule, and the compiled front's)."""
+    return bool(container_id) and "/" not in container_id and container_id not in (".", "..")
+
+
+def join(root: str, name: str) -> str:
     return root + name if root.endswith("/") else f"{root}/{name}"
 
 
@@ -199,10 +216,10 @@ def gone(root: str, container_id: str) -> bool:
     """Whether neither ukrun nor runc (they share the shim's --root) has anything of the container: a forced
     delete of it is then a no-op that succeeds, as runc's is. The shim's clean-up runs one after every
     delete, and answering it here spares it the configuration and an exec of runc."""
-    if not container_id or "/" in container_id or container_id in (".", ".."):
+    if not valid_id(container_id):
         return False  # runc's error, through the usual path
     try:
-        posix.lstat(_join(root, container_id))
+        posix.lstat(join(root, container_id))
     except OSError:
         return True
     return False
@@ -255,12 +272,12 @@ def _create(g: Globals, args: CreateArgs, argv: list[str]) -> int:
     return guarded(g, work)
 
 
-def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
+def full_delete(g: Globals, force: bool, container_id: str, make: "Callable[[], Context]") -> int:
     def work() -> None:
         from ukrun.runtime import state as st
         from ukrun.runtime import verbs
 
-        ctx = context(g, argv)
+        ctx = make()
         if not st.is_ours(g.root, container_id):
             verbs.exec_runc(ctx)
         verbs.delete(ctx, container_id, force)
@@ -268,11 +285,12 @@ def _delete(g: Globals, force: bool, container_id: str, argv: list[str]) -> int:
     return guarded(g, work)
 
 
-def _runc(g: Globals, argv: list[str]) -> int:
-    """A container that is not ukrun's: the whole invocation goes to runc (never returns on success)."""
+def _runc(g: Globals, argv: list[str], make: "Callable[[], Context] | None" = None) -> int:
+    """A container that is not ukrun's: the whole invocation goes to runc (never returns on success; a helper's
+    worker hands it back to its caller instead)."""
     from ukrun.runtime import verbs
 
-    return guarded(g, lambda: verbs.exec_runc(context(g, argv)))
+    return guarded(g, lambda: verbs.exec_runc(make() if make else context(g, argv)))
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
-from ukrun import relay
+from ukrun import fast, relay
 from ukrun.sourcewatch import SourceWatch
 
 # What ukrun's modules import inside functions, on the create and delete paths: a worker imports nothing.
@@ -217,6 +217,7 @@ class Refusal(enum.Enum):
     VERSION = "version"
     NAMESPACES = "namespaces"
     VERB = "verb"
+    ARGUMENTS = "arguments"
     STALE = "stale"
     FOREIGN = "foreign"
 
@@ -224,16 +225,16 @@ class Refusal(enum.Enum):
 def _refusal(request: relay.Request, watch: SourceWatch) -> Refusal | None:
     if request.namespaces != relay.namespaces():
         return Refusal.NAMESPACES
-    if request.verb not in ("create", "delete"):
+    if request.verb not in (b"create", b"delete", *relay.HOT):
         return Refusal.VERB
     if watch.changed():
         return Refusal.STALE
-    return None if os.path.realpath(request.package) == os.path.realpath(_package_dir()) else Refusal.FOREIGN
+    return None if os.path.realpath(request.package) == os.path.realpath(_package_dir()).encode() else Refusal.FOREIGN
 
 
 def _refuse(conn: socket.socket, refusal: Refusal, request: relay.Request | None) -> NoReturn:
     _say(f"refused a call ({_why(refusal, request)}): its caller runs it itself")
-    conn.sendall(relay.Reply(fallback=refusal.value).pack())
+    conn.sendall(relay.Reply(fallback=refusal.value.encode()).pack())
     if refusal is Refusal.STALE:
         os.kill(os.getppid(), signal.SIGTERM)  # a helper whose code changed serves no more
     os._exit(0)
@@ -241,9 +242,9 @@ def _refuse(conn: socket.socket, refusal: Refusal, request: relay.Request | None
 
 def _why(refusal: Refusal, request: relay.Request | None) -> str:
     if refusal is Refusal.FOREIGN and request:
-        return f"its ukrun is {request.package}, this helper's {_package_dir()}"
+        return f"its ukrun is {os.fsdecode(request.package)}, this helper's {_package_dir()}"
     return {Refusal.VERSION: "another version of the relay", Refusal.NAMESPACES: "other mount, PID or user namespaces",
-            Refusal.VERB: "not a verb the helper serves",
+            Refusal.VERB: "not a verb the helper serves", Refusal.ARGUMENTS: "arguments the helper does not parse",
             Refusal.STALE: "this helper's code changed on disk: it stops"}.get(refusal, refusal.value)
 
 
@@ -257,20 +258,24 @@ def _call(request: relay.Request, fds: list[int], conn: socket.socket) -> relay.
     """Becomes the caller (environment, folder, streams) and runs its verb; the reply."""
     from ukrun.runtime.verbs import HandToRunc
 
-    _say(f"{request.verb} {request.argv[-1]}")  # which call each worker served
+    argv = [os.fsdecode(a) for a in request.argv]
+    call = _parse(request, argv)
+    if call is None:
+        _refuse(conn, Refusal.ARGUMENTS, request)
+    _say(f"{call.verb} {call.container_id}")  # which call each worker served
     os.environ.clear()
-    os.environ.update(request.env)
+    os.environb.update(entry.partition(b"=")[::2] for entry in request.env)
     os.chdir(request.cwd)
     for std, fd in zip((0, 1, 2), fds[:3], strict=True):
         os.dup2(fd, std)
         os.close(fd)
     _watch_caller(conn)
     try:
-        code = _verb(request, fds[3:])
+        code = _verb(request, call, argv, fds[3:])
     except HandToRunc as hand:
-        code, runc = 0, hand.runc
+        code, runc = 0, os.fsencode(hand.runc)
     else:
-        runc = ""
+        runc = b""
     _let_go_of_streams()
     return relay.Reply(code, runc)
 
@@ -299,15 +304,39 @@ def _orphaned(conn: socket.socket) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _verb(request: relay.Request, zygote_fds: list[int]) -> int:
-    from ukrun import fast
+class Call(NamedTuple):
+    """A relayed call, parsed as the shim's ukrun parses it."""
+
+    globals: fast.Globals
+    verb: str
+    rest: list[str]
+    container_id: str
+
+
+def _parse(request: relay.Request, argv: list[str]) -> Call | None:
+    """The call, or None: arguments the shim's ukrun would not take, another verb than the request's, or a zygote
+    given another state folder than the container's (a compiled front parses less)."""
+    parsed = fast.parse(argv)
+    if parsed is None or parsed[1].encode() != request.verb:
+        return None
+    g, verb, rest = parsed
+    if verb == "create":
+        args = fast.parse_create(rest)
+        if args is None or not fast.valid_id(args.id) or os.fsencode(fast.join(g.root, args.id)) != request.zygote_dir:
+            return None
+        return Call(g, verb, rest, args.id)
+    if verb == "delete":
+        deleting = fast.parse_delete(rest)
+        return None if deleting is None else Call(g, verb, rest, deleting[1])
+    hot = fast.hot_call(verb, rest)
+    return None if hot is None else Call(g, verb, rest, hot[0])
+
+
+def _verb(request: relay.Request, call: Call, argv: list[str], zygote_fds: list[int]) -> int:
     from ukrun.runtime import verbs
     from ukrun.runtime.zygote import Zygote
 
-    argv = request.argv
-    parsed = fast.parse(argv)
-    assert parsed is not None
-    g, verb, rest = parsed
+    g, verb, rest, _ = call
 
     def context() -> verbs.Context:
         return fast.context(g, argv)._replace(shim=request.shim, relayed=True)
@@ -324,18 +353,14 @@ def _verb(request: relay.Request, zygote_fds: list[int]) -> int:
                 args.console_socket, zygote)
 
         return fast.guarded(g, create)
-    deleting = fast.parse_delete(rest)
-    assert deleting is not None
-
-    def delete() -> None:
-        from ukrun.runtime import state as st
-
-        ctx = context()
-        if not st.is_ours(g.root, deleting[1]):
-            verbs.exec_runc(ctx)
-        verbs.delete(ctx, deleting[1], deleting[0])
-
-    return fast.guarded(g, delete)
+    if verb == "delete":
+        deleting = fast.parse_delete(rest)
+        assert deleting is not None
+        code = fast.bare_delete(g, *deleting)
+        return fast.full_delete(g, *deleting, context) if code is None else code
+    code = fast.hot(g, verb, rest, argv, context)
+    assert code is not None  # its arguments were parsed before anything was done (_parse)
+    return code
 
 
 def _receive(conn: socket.socket) -> tuple[tuple[Any, ...], list[int]]:

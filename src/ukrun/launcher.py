@@ -302,6 +302,19 @@ def zygote(state_dir: str, sock: _socket.socket, sync_fd: int, commit_fd: int) -
         os._exit(code)
 
 
+def main(args: list[str]) -> None:
+    """The zygote of a `create` that ukrun's compiled front (src/front/front.c) relayed: the front forks and
+    execs the interpreter on this, with the state folder and the zygote's three ends (the socket, the sync pipe's
+    write end, the commit pipe's read end) as arguments; never returns."""
+    import gc
+
+    from ukrun.fast import GC_ALLOCATIONS
+
+    gc.set_threshold(GC_ALLOCATIONS)  # as the shim's ukrun runs, which the init outlives
+    state_dir, sock, sync_fd, commit_fd = args
+    zygote(state_dir, _socket.socket(fileno=int(sock)), int(sync_fd), int(commit_fd))
+
+
 def _prepare(flags: int) -> int:
     """The namespaces `create` named early, made now; none when the kernel refuses (`enter` tries again, and
     reports why)."""

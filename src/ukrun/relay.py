@@ -1,4 +1,5 @@
-"""The shim's `create` and `delete`, handed to a resident helper (ukrun.helper) when one answers.
+"""The shim's `create` and `delete`, handed to a resident helper (ukrun.helper) when one answers. ukrun's compiled
+front (src/front/front.c), when installed, speaks the same protocol for `state`, `start` and `kill` too.
 
 Why: the shim starts ukrun for every verb, and most of what `create` and `delete` pay is importing ukrun
 (the containerd client, the planner, every guest type and monitor), not their work. A helper that has
@@ -13,8 +14,8 @@ What must stay true:
     container that is not a unikernel is handed to runc by this process's exec;
   * this process imports posix, marshal and `_socket` alone, all built into the interpreter: `socket` would
     bring enum and selectors (5-10 ms on every relayed call), and os brings `_collections_abc` and posixpath
-    (1.2 ms); marshal, not JSON, between two processes of the same interpreter. The environment is posix's
-    (the very dict os.environ keeps up to date), passed in by the caller;
+    (1.2 ms); marshal, not JSON, in its format 0, which a dozen lines of C write and read. The environment is
+    posix's, as bytes (the very dict os.environ keeps up to date);
   * once a request is sent, there is no falling back: a worker that dies is a verb that failed, and
     what it made is reclaimed as after any crash (`delete`, `ukrun gc`).
 """
@@ -24,88 +25,90 @@ import marshal
 import posix
 import sys
 
-ENV = "UKRUN_HELPER"  # the helper's socket; default DEFAULT
+ENV = b"UKRUN_HELPER"  # the helper's socket; default DEFAULT
 DEFAULT = "/run/ukrun/helper.sock"
-VERSION = 2  # the first field of every request: a worker checks it before it reads the others
+VERSION = 3  # the first field of every request: a worker checks it before it reads the others
 NAMESPACES = ("mnt", "pid", "user")  # the worker acts on the host as this process sees it
+HOT = (b"state", b"start", b"kill")  # what the compiled front relays beside create and delete (see helper)
 
 
-def environ() -> dict[str, str]:
-    """This process's environment (posix's, which os.environ updates), decoded as os.environ decodes it."""
-    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-            for k, v in posix.environ.items()}
+def socket_path() -> str:
+    return (posix.environ.get(ENV) or DEFAULT.encode()).decode("utf-8", "surrogateescape")
 
 
-def socket_path(env: dict[str, str]) -> str:
-    return env.get(ENV) or DEFAULT
-
-
-def answering(env: dict[str, str]) -> bool:
+def answering() -> bool:
     """Whether a helper may be there (its socket exists): the only cost the verbs pay without one."""
     try:
-        posix.stat(socket_path(env))
+        posix.stat(socket_path())
     except OSError:
         return False
     return True
 
 
-def namespaces() -> list[int]:
-    return [posix.stat(f"/proc/self/ns/{ns}").st_ino for ns in NAMESPACES]
+def namespaces() -> list[bytes]:
+    """The inode numbers of this process's namespaces, in decimal (they pass 32 bits)."""
+    return [str(posix.stat(f"/proc/self/ns/{ns}").st_ino).encode() for ns in NAMESPACES]
 
 
-def package() -> str:
+def package() -> bytes:
     """The folder of the caller's ukrun package: a helper serves only callers of its own install."""
     import ukrun
 
-    return ukrun.__file__.rpartition("/")[0]
+    return ukrun.__file__.rpartition("/")[0].encode("utf-8", "surrogateescape")
 
 
 class Request:
-    """A relayed call: marshalled as a tuple of its fields, in this order (no typing on the client's path)."""
+    """A relayed call, marshalled (format 0: tuples, lists, 32-bit ints and bytes only, which the compiled front
+    writes too) as a tuple of its fields, in this order. Every text is bytes as the kernel gave it to the caller
+    (its arguments, environment entries `NAME=value`, folder), so a caller in C passes them on untouched and the
+    worker decodes them as Python decodes its own (no typing on the client's path)."""
 
-    __slots__ = ("argv", "cwd", "env", "namespaces", "package", "shim", "verb", "version", "zygote")
+    __slots__ = ("argv", "cwd", "env", "namespaces", "package", "shim", "verb", "version", "zygote", "zygote_dir")
 
-    def __init__(self, version: int, verb: str, argv: list[str], env: dict[str, str], cwd: str, shim: int,
-                 namespaces: list[int], zygote: int, package: str) -> None:
+    def __init__(self, version: int, verb: bytes, argv: list[bytes], env: list[bytes], cwd: bytes, shim: int,
+                 namespaces: list[bytes], zygote: int, package: bytes, zygote_dir: bytes) -> None:
         self.version, self.verb, self.argv, self.env, self.cwd = version, verb, argv, env, cwd
         self.shim, self.namespaces, self.zygote = shim, namespaces, zygote  # the zygote's PID (create)
         self.package = package  # relay.package() of the caller
+        self.zygote_dir = zygote_dir  # the state folder the caller gave its zygote (create)
 
     def pack(self) -> bytes:
         return frame((self.version, self.verb, self.argv, self.env, self.cwd, self.shim, self.namespaces,
-                      self.zygote, self.package))
+                      self.zygote, self.package, self.zygote_dir))
 
 
 class Reply:
-    """The worker's answer: an exit code, or runc to exec (not a unikernel), or why to run the verb here."""
+    """The worker's answer: an exit code, or runc to exec (not a unikernel), or why to run the verb here. A helper
+    of an older relay answers a request of this version with its own refusal, whose texts are str."""
 
     __slots__ = ("code", "fallback", "runc")
 
-    def __init__(self, code: int = 1, runc: str = "", fallback: str = "") -> None:
+    def __init__(self, code: int = 1, runc: bytes | str = b"", fallback: bytes | str = b"") -> None:
         self.code, self.runc, self.fallback = code, runc, fallback
 
     def pack(self) -> bytes:
         return frame((self.code, self.runc, self.fallback))
 
 
-def frame(value: tuple[int | str | list[str] | list[int] | dict[str, str], ...]) -> bytes:
-    data = marshal.dumps(value)
+def frame(value: tuple[int | bytes | str | list[bytes] | dict[str, str], ...]) -> bytes:
+    data = marshal.dumps(value, 0)
     return len(data).to_bytes(4, "big") + data
 
 
-def run(verb: str, argv: list[str], state_dir: str, env: dict[str, str]) -> int | None:
-    """Relays `create` or `delete` (argv: ukrun's own arguments; env: this process's environment); the exit
-    code, or None to run it here."""
+def run(verb: str, argv: list[str], state_dir: str) -> int | None:
+    """Relays `create` or `delete` (argv: ukrun's own arguments); the exit code, or None to run it here."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        sock.connect(socket_path(env))
-        cwd, ns = posix.getcwd(), namespaces()
+        sock.connect(socket_path())
+        cwd, ns = posix.getcwdb(), namespaces()
     except OSError:  # nothing sent yet: run it here
         sock.close()
         return None
     zygote = _Zygote(state_dir) if verb == "create" else None
     try:
-        request = Request(VERSION, verb, argv, env, cwd, posix.getppid(), ns, zygote.pid if zygote else 0, package())
+        request = Request(VERSION, verb.encode(), [_bytes(a) for a in argv],
+                          [k + b"=" + v for k, v in posix.environ.items()], cwd, posix.getppid(), ns,
+                          zygote.pid if zygote else 0, package(), _bytes(state_dir) if zygote else b"")
         fds = [0, 1, 2, *(zygote.ends if zygote else ())]
         sock.sendmsg([request.pack()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
         if zygote:
@@ -123,6 +126,11 @@ def run(verb: str, argv: list[str], state_dir: str, env: dict[str, str]) -> int 
     if reply.runc:  # not a unikernel: runc, as the shim's child, with the same arguments
         posix.execv(reply.runc, [reply.runc, *argv])
     return reply.code
+
+
+def _bytes(text: str) -> bytes:
+    """An argument or path as the kernel gave it (Python decoded it with surrogateescape)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def pack_fds(fds: list[int]) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ukrun import relay
-from ukrun.helper import _let_go_of_streams, _watch_caller
+from ukrun.helper import _let_go_of_streams, _parse, _watch_caller
 from ukrun.sourcewatch import SourceWatch
 
 
@@ -128,27 +128,27 @@ def test_what_changes_no_code_leaves_a_helper_fresh(tmp_path: Path) -> None:
         watch.close()
 
 
-def test_requests_and_replies_cross_as_marshalled_tuples() -> None:
-    req = relay.Request(relay.VERSION, "create", ["--root", "/r", "create", "c1"], {"A": "1"}, "/b", 42, [1, 2, 3], 7,
-                        "/opt/ukrun")
+def test_requests_and_replies_cross_in_marshals_format_0() -> None:
+    """Tuples, lists, 32-bit ints and bytes, each with a 32-bit count: what the compiled front writes and reads."""
+    req = relay.Request(relay.VERSION, b"create", [b"--root", b"/r", b"create", b"c\xff1"], [b"A=1"], b"/b", 42,
+                        [b"4026531840", b"2", b"3"], 7, b"/opt/ukrun", b"/r/c\xff1")
     data = req.pack()
-    back = relay.Request(*marshal.loads(data[4:]))
     assert int.from_bytes(data[:4], "big") == len(data) - 4
-    assert (back.verb, back.argv, back.env, back.shim, back.zygote, back.package) == (
-        "create", req.argv, {"A": "1"}, 42, 7, "/opt/ukrun")
-    reply = relay.Reply(*marshal.loads(relay.Reply(runc="/usr/bin/runc").pack()[4:]))
-    assert (reply.code, reply.runc, reply.fallback) == (1, "/usr/bin/runc", "")
+    assert data[4:14] == b"(\x0a\x00\x00\x00i\x03\x00\x00\x00"  # ten fields; the version first
+    back = relay.Request(*marshal.loads(data[4:]))
+    assert (back.verb, back.argv, back.env, back.shim, back.namespaces, back.zygote, back.package,
+            back.zygote_dir) == (b"create", req.argv, [b"A=1"], 42, req.namespaces, 7, b"/opt/ukrun", b"/r/c\xff1")
+    packed = relay.Reply(runc=b"/usr/bin/runc").pack()
+    assert packed[4:] == b"(\x03\x00\x00\x00i\x01\x00\x00\x00s\x0d\x00\x00\x00/usr/bin/runcs\x00\x00\x00\x00"
+    reply = relay.Reply(*marshal.loads(packed[4:]))
+    assert (reply.code, reply.runc, reply.fallback) == (1, b"/usr/bin/runc", b"")
 
 
-def test_with_no_helper_nothing_is_relayed(tmp_path: Path) -> None:
-    env = {relay.ENV: str(tmp_path / "none.sock")}
-    assert not relay.answering(env)
+def test_with_no_helper_nothing_is_relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UKRUN_HELPER", str(tmp_path / "none.sock"))
+    assert not relay.answering()
     (tmp_path / "none.sock").touch()  # a socket file nobody listens on: a killed helper's
-    assert relay.answering(env) and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1"), env) is None
-
-
-def test_the_relay_reads_this_processs_environment_as_os_environ_decodes_it() -> None:
-    assert relay.environ() == dict(os.environ)
+    assert relay.answering() and relay.run("delete", ["delete", "c1"], str(tmp_path / "c1")) is None
 
 
 def test_the_helper_has_imported_every_module_of_ukrun_before_its_first_worker() -> None:
@@ -165,3 +165,26 @@ def test_the_helper_has_imported_every_module_of_ukrun_before_its_first_worker()
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(src.parent)}).stdout
     assert files - {str(Path(f).resolve()) for f in out.split() if f} == set()
+
+
+def _call(verb: bytes, *argv: str, zygote_dir: bytes = b"") -> relay.Request:
+    return relay.Request(relay.VERSION, verb, [a.encode() for a in argv], [], b"/", 1, relay.namespaces(), 0,
+                         relay.package(), zygote_dir)
+
+
+@pytest.mark.parametrize(("request_", "container"), [
+    (_call(b"create", "--root", "/r", "create", "--bundle", "/b", "c1", zygote_dir=b"/r/c1"), "c1"),
+    (_call(b"create", "--root", "/r", "create", "--bundle", "/b", "c1", zygote_dir=b"/r/c2"), None),
+    (_call(b"create", "--root", "/r", "create", "--bundle", "/b", "..", zygote_dir=b"/r/.."), None),
+    (_call(b"kill", "--root=/r", "kill", "--all", "c1", "9"), "c1"),
+    (_call(b"kill", "--root", "/r", "kill", "--bogus", "c1"), None),
+    (_call(b"start", "--root", "/r", "delete", "c1"), None),
+    (_call(b"delete", "--root", "/r", "delete", "--now", "c1"), None),
+    (_call(b"state", "--root", "/r", "--bogus", "state", "c1"), None),
+], ids=["create", "a zygote of another folder", "an ID of no folder", "kill", "kill's unknown flag",
+        "another verb than the request's", "delete's unknown flag", "an unknown global flag"])
+def test_a_worker_takes_only_what_the_shims_ukrun_would(request_: relay.Request, container: str | None) -> None:
+    """A compiled front parses less than ukrun.fast: the worker parses again, and refuses (the caller then runs the
+    call in Python) what the shim's ukrun would not take, and a zygote given another folder than the container's."""
+    call = _parse(request_, [a.decode() for a in request_.argv])
+    assert (call.container_id if call else None) == container
