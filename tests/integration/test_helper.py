@@ -29,6 +29,7 @@ from ukrun.helper import SETTLE_S
 from ukrun.image.build import Entry
 
 SLEEP = ("/bin/sh", "/app/run.sh", "sleep")
+COMPILED = Path(UKRUN).read_bytes()[:4] == b"\x7fELF"  # the compiled front (src/front), not the Python launcher
 
 
 class Helper:
@@ -74,11 +75,27 @@ def relayed(daemon: ctd.Daemon, ns: str, tmp_path: Path, guest_image: Path) -> I
 
 
 def test_the_helper_serves_create_and_delete_with_the_same_results(relayed: tuple[Runner, Helper]) -> None:
+    """And `start` too when the shim's ukrun is the compiled front (src/front), which relays it."""
     r, helper = relayed
     proc = r.run("h1", "/bin/sh", "/app/run.sh", "exit", "hi", "7", flags=("--rm", "--env", "GREETING=hello"))
     assert proc.returncode == 7 and "guest says hi, GREETING=hello" in proc.stdout, proc.stdout + proc.stderr
     assert helper.served("create", "h1") and helper.served("delete", "h1"), helper.log.read_text()
+    assert helper.served("start", "h1") == COMPILED, helper.log.read_text()
     r.assert_clean("h1")
+
+
+def test_the_compiled_front_relays_kill(relayed: tuple[Runner, Helper]) -> None:
+    if not COMPILED:
+        pytest.skip("scripts/setup installed the Python launcher as ukrun: it runs kill itself")
+    r, helper = relayed
+    assert r.run("s1", *SLEEP, flags=("--detach",)).returncode == 0
+    assert ctd.wait_for(lambda: r.task_status("s1") == "RUNNING", 60)
+    proc = r.ctr("task", "kill", "--signal", "SIGKILL", "s1")
+    assert proc.returncode == 0, proc.stderr
+    assert ctd.wait_for(lambda: r.task_status("s1") == "STOPPED", 60), r.task_status("s1")
+    assert helper.served("kill", "s1"), helper.log.read_text()
+    assert r.ctr("task", "delete", "s1").returncode == 0 and r.ctr("containers", "delete", "s1").returncode == 0
+    r.assert_clean("s1")
 
 
 def test_a_container_that_is_no_unikernel_goes_to_runc_from_the_shims_child(relayed: tuple[Runner, Helper],
@@ -215,12 +232,12 @@ def test_callers_at_once_are_each_served_by_a_worker_of_their_own(tmp_path: Path
             assert ctd.wait_for(lambda: len(_children(helper.proc.pid)) == 2, 5)  # type: ignore[union-attr]
             second.connect(str(helper.socket))
             started = time.monotonic()
-            ask = relay.Request(relay.VERSION, "state", ["state", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0,
-                                relay.package())
+            ask = relay.Request(relay.VERSION, b"pause", [b"pause", b"c1"], [], b"/", os.getpid(), relay.namespaces(),
+                                0, relay.package(), b"")
             second.sendall(ask.pack())
             second.settimeout(10)
             answer = relay.Reply(*marshal.loads(second.recv(4096)[4:]))
-            assert answer.fallback == "verb" and time.monotonic() - started < SETTLE_S
+            assert answer.fallback == b"verb" and time.monotonic() - started < SETTLE_S
     finally:
         helper.stop()
 
@@ -234,10 +251,11 @@ def test_a_request_of_another_relay_version_is_refused_not_failed(tmp_path: Path
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(helper.socket))
-            s.sendall(relay.frame((1, "create", ["create", "c1"], {}, "/", os.getpid(), relay.namespaces(), 0)))
+            first = marshal.dumps((1, "create", ["create", "c1"], {}, "/", os.getpid(), [1, 2, 3], 0))
+            s.sendall(len(first).to_bytes(4, "big") + first)
             s.settimeout(10)
             answer = relay.Reply(*marshal.loads(s.recv(4096)[4:]))
-        assert answer.fallback == "version", answer.fallback
+        assert answer.fallback == b"version", answer.fallback
         assert "refused a call (another version of the relay)" in helper.log.read_text()
     finally:
         helper.stop()

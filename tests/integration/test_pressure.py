@@ -96,8 +96,9 @@ def _ukrun_verb(cid: str, verb: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        # [python, -IS, .../ukrun, ...] as scripts/setup's launcher runs, [python, .../ukrun, ...] as pip's does
-        if any(a.endswith(b"/ukrun") for a in argv[:3]) and verb.encode() in argv:
+        # [.../ukrun, ...] as the compiled front runs, [python, -IS, .../ukrun-python, ...] once it has handed the call
+        # to scripts/setup's Python launcher, [python, .../ukrun, ...] as pip's launcher runs
+        if any(a.endswith((b"/ukrun", b"/ukrun-python")) for a in argv[:3]) and verb.encode() in argv:
             found.append(pid)
     return found
 

@@ -101,7 +101,7 @@ def test_the_exec_agent_builds_to_the_same_bytes(tmp_path: Path) -> None:
     if shutil.which("musl-gcc") is None or not EXEC_AGENT.is_file():
         pytest.skip("musl-gcc or the built agent is missing: run scripts/setup")
     setup = (Path(__file__).resolve().parents[2] / "scripts" / "setup").read_text().replace("\\\n", " ")
-    line = next(line for line in setup.splitlines() if "musl-gcc" in line)
+    line = next(line for line in setup.splitlines() if "musl-gcc" in line and "exec-agent.tmp" in line)
     flags, sources = line.split("musl-gcc", 1)[1].split("&&")[0].split("-o exec-agent.tmp")
     for name in (*sources.split(), "exec-agent.h"):
         shutil.copy(EXEC_AGENT.parent / name, tmp_path / name)
