@@ -42,6 +42,8 @@ from testbed import peer
 from testbed.events import EventLog, intervals
 
 UKRUN = str(Path(sys.executable).parent / "ukrun")
+# What the compiled front (src/front) execs when no helper serves a call; with no compiled front, ukrun itself.
+PYTHON_LAUNCHER = UKRUN + "-python" if Path(UKRUN + "-python").exists() else UKRUN
 NS = "peer"
 ENV = "UKRUN_BENCH_URUNC"
 SKIP = (f"Not run: no urunc binary named. Name one with `{ENV}=/path/to/urunc make bench` (or "
@@ -154,12 +156,11 @@ def ukrun_phases(timing: Path | None, cid: str) -> dict[str, float]:
     return {verb: (max(ns) - min(ns)) / 1e6 for verb, ns in spans.items() if verb != "init"}
 
 
-def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: bool,
-               helper: str = "/nonexistent") -> tuple[Lane, Path]:
+def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: bool) -> tuple[Lane, Path]:
     """A ukrun lane and its configuration: the real qemu (not the wrapper on containerd's PATH) and the
     tenders, with urunc's default memory (256 MiB) on every monitor; its own state root. With `wrap`, the
-    shim runs a launcher that names its configuration (two ukrun lanes cannot share containerd's) and its
-    helper's socket (none by default: the verbs run in the shim's ukrun)."""
+    shim runs a launcher that names its configuration (two ukrun lanes cannot share containerd's) and no
+    helper: the verbs run in the shim's ukrun. Without, the lane's settings must be containerd's."""
     from testbed.unikernels import SOLO5
 
     state = work / name
@@ -172,7 +173,7 @@ def ukrun_lane(work: Path, name: str, binary: str, qemu: str, ns: str, wrap: boo
     config.write_text(text)
     if wrap:
         wrapper = state / "ukrun"
-        wrapper.write_text(lane_launcher(binary, {"UKRUN_CONFIG": str(config), "UKRUN_HELPER": helper}))
+        wrapper.write_text(lane_launcher(binary, {"UKRUN_CONFIG": str(config), "UKRUN_HELPER": "/nonexistent"}))
         wrapper.chmod(0o755)
         binary = str(wrapper)
     return Lane(name, binary, ns, state / "timing.jsonl"), config
@@ -209,17 +210,18 @@ def bench_daemon(version: str, work: Path, opts: argparse.Namespace) -> list[Pee
     bins = peer.monitor_dir(work / "bin", qemu)
     builds = [b.partition("=")[::2] for b in opts.build]
     wrap = bool(builds) or opts.helper
-    main_lane, config = ukrun_lane(work, "ukrun", UKRUN, qemu, NS, wrap)
+    main_lane, config = ukrun_lane(work, "ukrun", PYTHON_LAUNCHER if wrap else UKRUN, qemu, NS, wrap)
     lanes = [main_lane, *(ukrun_lane(work, name, str(Path(path).resolve()), qemu, f"{NS}-{name}", True)[0]
                           for name, path in builds)]
-    helper = None
-    if opts.helper:  # the same ukrun, its create and delete served by its resident helper
-        sock = work / "helper" / "helper.sock"
-        lanes.append(ukrun_lane(work, HELPED, UKRUN, qemu, f"{NS}-helper", True, str(sock))[0])
-        helper = start_helper(sock, work / "helper.log")
+    helper, env = None, {}
+    if opts.helper:  # the same ukrun, its verbs served by its resident helper, as deployed: the settings are
+        sock = work / "helper" / "helper.sock"  # containerd's, so the shim runs ukrun itself, not a wrapper
+        helped, config = ukrun_lane(work, HELPED, UKRUN, qemu, f"{NS}-helper", False)
+        lanes.append(helped)
+        helper, env = start_helper(sock, work / "helper.log"), {"UKRUN_HELPER": str(sock)}
     lanes += [Lane("urunc", opts.urunc), Lane("runc", "runc")]
     path = f"{bins}:{Path(opts.urunc).parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
-    daemon = ctd.start(version, work / "d", env={"PATH": path, "UKRUN_CONFIG": str(config)})
+    daemon = ctd.start(version, work / "d", env={"PATH": path, "UKRUN_CONFIG": str(config), **env})
     bench = Bench(daemon, work)
     namespaces = sorted({lane.namespace for lane in lanes})
     try:
