@@ -6,8 +6,8 @@
  * helper (ukrun.helper) answering, this front relays create, delete, state, start and kill to it as ukrun.relay
  * does, in the same protocol, and runs no interpreter for them; and it answers the shim's forced delete of a
  * container that is gone as ukrun.fast.gone does. Everything else, and everything when no helper answers or the
- * helper refuses a call, is exec'ed into the Python launcher with the same arguments: the behaviour is ukrun's,
- * this file only carries calls.
+ * helper refuses a call, is exec'ed into the interpreter on ukrun.fast, as the Python launcher runs it, with the
+ * same arguments: the behaviour is ukrun's, this file only carries calls.
  *
  * What must stay true:
  *   - it decides nothing about containers: the worker parses the arguments again and refuses what the shim's
@@ -20,8 +20,8 @@
  *   - texts go as the kernel gave them (bytes), whole: a working folder longer than the buffer for it, or a
  *     reply too large, is a call for Python (or, once sent, a failed one), never a text cut short.
  *
- * Built by scripts/setup with UKRUN_LAUNCHER (the Python launcher), UKRUN_PYTHON (its interpreter) and
- * UKRUN_SRC (the folder holding the ukrun package) defined.
+ * Built by scripts/setup with UKRUN_PYTHON (the interpreter) and UKRUN_SRC (the folder holding the ukrun
+ * package) defined.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,8 +36,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if !defined(UKRUN_LAUNCHER) || !defined(UKRUN_PYTHON) || !defined(UKRUN_SRC)
-#error "define UKRUN_LAUNCHER, UKRUN_PYTHON and UKRUN_SRC (scripts/setup does)"
+#if !defined(UKRUN_PYTHON) || !defined(UKRUN_SRC)
+#error "define UKRUN_PYTHON and UKRUN_SRC (scripts/setup does)"
 #endif
 
 extern char **environ;
@@ -47,16 +47,31 @@ static const char DEFAULT_SOCKET[] = "/run/ukrun/helper.sock";
 static const char DEFAULT_ROOT[] = "/run/ukrun/runtime";
 static const char ZYGOTE[] = "import sys\nsys.path.insert(0, sys.argv[1])\n"
                              "from ukrun.launcher import main\nmain(sys.argv[2:])\n";
+static const char LAUNCH[] = "import sys\nsys.path.insert(0, sys.argv.pop(1))\nsys.argv[0] = sys.argv.pop(1)\n"
+                             "from ukrun.fast import main\nmain()\n";
 static const char *const VALUED[] = {"--root", "--log", "--log-format", "--criu", "--rootless", NULL};
 static const char *const SWITCHES[] = {"--debug", "--systemd-cgroup", NULL};
 static const char *const RELAYED[] = {"create", "delete", "state", "start", "kill", NULL};
 
-/* The shim's ukrun in Python, with this call's arguments. */
-static _Noreturn void python(char **argv)
+/* The shim's ukrun in Python, with this call's arguments, and this file as its sys.argv[0]: ukrun never takes
+ * the file the shim ran for runc (a node may install ukrun as `runc`; see ukrun.runtime.verbs.exec_runc). */
+static _Noreturn void python(int argc, char **argv)
 {
-    argv[0] = (char *)UKRUN_LAUNCHER;
-    execv(UKRUN_LAUNCHER, argv);
-    fprintf(stderr, "ukrun: cannot run %s: %s; run scripts/setup again\n", UKRUN_LAUNCHER, strerror(errno));
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char **args = malloc(((size_t)argc + 6) * sizeof *args);
+    if (n > 0 && args) {
+        self[n] = 0;
+        args[0] = (char *)UKRUN_PYTHON;
+        args[1] = (char *)"-IS";
+        args[2] = (char *)"-c";
+        args[3] = (char *)LAUNCH;
+        args[4] = (char *)UKRUN_SRC;
+        args[5] = self;
+        memcpy(args + 6, argv + 1, (size_t)argc * sizeof *args); /* argv[argc] is NULL */
+        execv(UKRUN_PYTHON, args);
+    }
+    fprintf(stderr, "ukrun: cannot run %s: %s; run scripts/setup again\n", UKRUN_PYTHON, strerror(errno));
     _exit(1);
 }
 
@@ -349,7 +364,7 @@ int main(int argc, char **argv)
     const char *root = DEFAULT_ROOT;
     int verb = globals(argc, argv, &root);
     if (!verb || !one_of(argv[verb], strlen(argv[verb]), RELAYED))
-        python(argv);
+        python(argc, argv);
     int create = strcmp(argv[verb], "create") == 0;
     char *id = argv[argc - 1];
     if (strcmp(argv[verb], "delete") == 0 && forced_delete(argc, argv, verb) && valid_id(id)) {
@@ -361,16 +376,16 @@ int main(int argc, char **argv)
     char *dir = create ? (valid_id(id) ? join(root, id) : NULL) : (char *)"";
     int sock = dir ? connected() : -1;
     if (sock < 0)
-        python(argv);
+        python(argc, argv);
     struct zygote z = {0, -1, -1, -1};
     if (create && (z = fork_zygote(dir)).pid < 0)
-        python(argv);
+        python(argc, argv);
     struct buf b = {0};
     int fds[6] = {0, 1, 2, z.ours, z.sync_r, z.commit_w};
     if (request(&b, argv[verb], argc, argv, z.pid, dir) != 0 || send_request(sock, &b, fds, create ? 6 : 3) != 0) {
         close(sock);
         reap(&z);
-        python(argv); /* nothing reached a worker */
+        python(argc, argv); /* nothing reached a worker */
     }
     let_go(&z); /* the worker holds the zygote's ends now: it alone decides its fate */
     int code = 1;
@@ -382,7 +397,7 @@ int main(int argc, char **argv)
     case DIED:
         return 1; /* a failed verb, reclaimed like any crash */
     case FALLBACK:
-        python(argv);
+        python(argc, argv);
     case RUNC:
         argv[0] = runc;
         execv(runc, argv);

@@ -66,8 +66,9 @@ def test_unikernels_keep_running_through_a_containerd_restart(daemon: ctd.Daemon
         for cid in ("r1", "r2"):
             assert r.run(cid, "/bin/sh", "/app/run.sh", "sleep", flags=("--detach",)).returncode == 0
             r.wait_status(cid, "RUNNING")
+        # RUNNING once start has returned: the init execs the monitor just after
+        assert ctd.wait_for(lambda: len(r.monitors()) == 2, 30), r.monitors()
         monitors = sorted(r.monitors())
-        assert len(monitors) == 2
         private = ctd.restart(private, env)
         r.daemon = private
         for cid in ("r1", "r2"):
@@ -96,9 +97,9 @@ def _ukrun_verb(cid: str, verb: str) -> list[int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        # [.../ukrun, ...] as the compiled front runs, [python, -IS, .../ukrun-python, ...] once it has handed the call
-        # to scripts/setup's Python launcher, [python, .../ukrun, ...] as pip's launcher runs
-        if any(a.endswith((b"/ukrun", b"/ukrun-python")) for a in argv[:3]) and verb.encode() in argv:
+        # [.../ukrun, ...] as the compiled front runs, [python, -IS, -c, code, src, .../ukrun, ...] once it has handed
+        # the call to the interpreter, [python, -IS, .../ukrun, ...] as scripts/setup's Python launcher runs
+        if any(a.endswith(b"/ukrun") for a in argv[:6]) and verb.encode() in argv:
             found.append(pid)
     return found
 

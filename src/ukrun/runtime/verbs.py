@@ -88,7 +88,9 @@ class HandToRunc(BaseException):
 
 
 def exec_runc(ctx: Context) -> NoReturn:
-    """Hands the whole invocation to runc: for containers that are not unikernels."""
+    """Hands the whole invocation to runc: for containers that are not unikernels. Never to ukrun itself (a node
+    may install it as `runc`): the file this process was started as, which the compiled front, when it hands a
+    call to the interpreter, makes its own (sys.argv[0]), as a helper started through it does."""
     me = os.path.realpath(sys.argv[0]) if sys.argv else ""
     search = os.environ.get("PATH") or DEFAULT_PATH  # Podman runs kill and delete with no PATH
     runc = ctx.config.runc or next(
