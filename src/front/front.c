@@ -62,12 +62,8 @@ static _Noreturn void python(int argc, char **argv)
     char **args = malloc(((size_t)argc + 6) * sizeof *args);
     if (n > 0 && args) {
         self[n] = 0;
-        args[0] = (char *)UKRUN_PYTHON;
-        args[1] = (char *)"-IS";
-        args[2] = (char *)"-c";
-        args[3] = (char *)LAUNCH;
-        args[4] = (char *)UKRUN_SRC;
-        args[5] = self;
+        const char *head[6] = {UKRUN_PYTHON, "-IS", "-c", LAUNCH, UKRUN_SRC, self};
+        memcpy(args, head, sizeof head);
         memcpy(args + 6, argv + 1, (size_t)argc * sizeof *args); /* argv[argc] is NULL */
         execv(UKRUN_PYTHON, args);
     }
@@ -206,15 +202,11 @@ static struct zygote fork_zygote(const char *dir)
     close(pair[1]);
     close(sync[1]);
     close(commit[0]);
-    z.pid = pid;
-    z.ours = pair[0];
-    z.sync_r = sync[0];
-    z.commit_w = commit[1];
-    if (pid < 0) {
-        close(z.ours);
-        close(z.sync_r);
-        close(z.commit_w);
-    }
+    if (pid > 0)
+        return (struct zygote){pid, pair[0], sync[0], commit[1]};
+    close(pair[0]);
+    close(sync[0]);
+    close(commit[1]);
     return z;
 }
 
@@ -329,11 +321,9 @@ static enum answer reply(int sock, int *code, char **runc)
     body[n] = 0;
     if (n < 20 || memcmp(body, "(\3\0\0\0i", 6) != 0 || body[10] != 's')
         return FALLBACK;
-    uint32_t runc_n = u32le(body + 11);
-    if (runc_n > n - 20 || body[15 + runc_n] != 's' || u32le(body + 16 + runc_n) != n - 20 - runc_n)
+    uint32_t runc_n = u32le(body + 11); /* then a fallback, empty unless the worker refused the call */
+    if (runc_n > n - 20 || body[15 + runc_n] != 's' || u32le(body + 16 + runc_n) != 0 || n - 20 != runc_n)
         return FALLBACK;
-    if (n - 20 - runc_n > 0)
-        return FALLBACK; /* the worker refused the call */
     *code = (int)u32le(body + 6);
     if (runc_n == 0)
         return CODE;
@@ -344,10 +334,8 @@ static enum answer reply(int sock, int *code, char **runc)
 
 static int connected(void)
 {
-    const char *path = getenv("UKRUN_HELPER");
+    const char *env = getenv("UKRUN_HELPER"), *path = env && *env ? env : DEFAULT_SOCKET;
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (!path || !*path)
-        path = DEFAULT_SOCKET;
     if (strlen(path) >= sizeof addr.sun_path)
         return -1;
     strcpy(addr.sun_path, path);

@@ -1,8 +1,9 @@
 """`ukrun helper`: an optional resident process that has imported all that `create` and `delete` need, and forks a
-worker for each call that the shim's ukrun relays to it (ukrun.relay). Nothing requires it: with no helper the
-verbs run in the shim's ukrun as before. It saves each create and delete the import of ukrun (most of their
-cost here), nothing else: the worker runs the very same code, in the caller's environment, working folder
-and standard streams, on behalf of the shim whose PID the caller names.
+worker for each call that the shim's ukrun relays to it (ukrun.relay: create and delete; the compiled front,
+src/front, relays state, start and kill too). Nothing requires it: with no helper the verbs run in the shim's
+ukrun as before. It saves each call the import of ukrun (most of create's and delete's cost here), and with the
+front the interpreter's start, nothing else: the worker runs the very same code, in the caller's environment,
+working folder and standard streams, on behalf of the shim whose PID the caller names.
 
 What must stay true:
   * a worker serves only a caller of its own user (SO_PEERCRED), in its own mount, PID and user namespaces,
