@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: signal imports enum, 2.5 ms of every init
 import _socket
-import ctypes
 import fcntl
 import os
 import sys
 
-from ukrun import crashpoints
+from ukrun import crashpoints, libc
 from ukrun.launchconfig import LaunchConfig
 from ukrun.mounttable import mount_points
 from ukrun.runtime.state import FIFO, INIT_ERROR
@@ -51,23 +50,24 @@ MS_REC, MS_SLAVE, MNT_DETACH = 0x4000, 0x80000, 2
 PR_SET_PDEATHSIG = 1
 VIRTIOFSD_FD = 3  # runtime.shareplan.SOCKET_FD: the launcher imports no more than it must
 SIGKILL = 9  # Linux's
-_libc = ctypes.CDLL(None, use_errno=True)
+_unshare, _setns, _mount, _umount2, _sethostname, _prctl = (libc.function(name) for name in (
+    "unshare", "setns", "mount", "umount2", "sethostname", "prctl"))
 
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
-        err = ctypes.get_errno()
+        err = libc.errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(path: str, kind: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_libc.setns(fd, FLAGS[kind]), f"setns {kind} {path}")
+        _check(_setns(fd, FLAGS[kind]), f"setns {kind} {path}")
     finally:
         os.close(fd)
 
@@ -76,14 +76,14 @@ def isolate_mounts(views: str, keep: tuple[str, ...]) -> None:
     """In a new mount namespace: become a slave of the host's (nothing done here propagates out), then
     detach what this container must not hold: other containers' rootfs (a mount at <dir>/rootfs beside a
     <dir>/config.json: a concurrent create would find its device still in use) and other views."""
-    _check(_libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
+    _check(_mount(None, b"/", None, MS_REC | MS_SLAVE, None), "mount --make-rslave /")
     for point in sorted(set(mount_points()), key=len, reverse=True):
         if any(point == k or k.startswith(point + "/") or point.startswith(k + "/") for k in keep):
             continue
         bundle = os.path.dirname(point)
         bundle_rootfs = point.endswith("/rootfs") and os.path.exists(os.path.join(bundle, "config.json"))
         if bundle_rootfs or (views and point.startswith(views.rstrip("/") + "/")):
-            _libc.umount2(point.encode(), MNT_DETACH)  # a mount already gone with its parent is fine
+            _umount2(point.encode(), MNT_DETACH)  # a mount already gone with its parent is fine
 
 
 UNIKRAFT_EXITS = {83: 0, 85: 1}  # Unikraft writes 41 to isa-debug-exit at a clean halt, 42 at a crash
@@ -141,7 +141,7 @@ def enter(conf: LaunchConfig, sync_fd: int, made: int = 0) -> None:
         isolate_mounts(conf.views, conf.keep_mounts)
     if conf.hostname and flags & FLAGS["uts"]:
         name = conf.hostname.encode()
-        _check(_libc.sethostname(name, len(name)), "sethostname")
+        _check(_sethostname(name, len(name)), "sethostname")
     if conf.terminal:
         import fcntl
         import termios
@@ -269,7 +269,7 @@ def start_virtiofsd(conf: LaunchConfig) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            _check(_libc.prctl(PR_SET_PDEATHSIG, SIGKILL), "prctl")
+            _check(_prctl(PR_SET_PDEATHSIG, SIGKILL), "prctl")
             if os.getppid() != parent:  # the init died before the line above
                 os._exit(1)
             from ukrun import fsguard

@@ -80,13 +80,14 @@ def test_start_and_kill_load_no_json_signal_or_re(tmp_path: Path) -> None:
     assert '"phase": "x"' in log.read_text()
 
 
-def test_the_relayed_zygote_loads_no_json_typing_pathlib_or_socket() -> None:
-    """With a helper, the zygote forked by the shim's ukrun imports the launcher while the worker works, and
-    create waits for it at "go": these were 20-25 ms of a 35 ms create. The init it becomes forwards signals
-    through signal's C half: signal itself imports enum (2.5 ms), and collections cost it 1.4 ms."""
+def test_the_relayed_zygote_loads_no_json_typing_pathlib_socket_or_ctypes() -> None:
+    """With a helper, the zygote (forked by the shim's ukrun, or started by the compiled front) imports the launcher
+    while the worker works, and create waits for it at "go": these were 20-25 ms of a 35 ms create, and ctypes' Python
+    half 3 ms of the front's zygote. The init it becomes forwards signals through signal's C half: signal itself
+    imports enum (2.5 ms), and collections cost it 1.4 ms."""
     loaded = _loaded("from ukrun import fast, relay, launcher\nlauncher.forwarded()")
     assert _hits(loaded, ("json", "typing", "pathlib", "socket", "signal", "re", "dataclasses", "enum",
-                          "collections")) == []
+                          "collections", "ctypes")) == []
 
 
 def test_a_relayed_call_and_a_forced_delete_of_a_container_gone_import_no_os(tmp_path: Path) -> None:

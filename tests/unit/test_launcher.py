@@ -120,3 +120,15 @@ def test_namespaces_made_early_that_the_configuration_does_not_ask_for_are_refus
     assert launcher.early((Namespace("network", "/var/run/netns/pod"), Namespace("mount"))) == 0
     with pytest.raises(OSError, match="not the ones the container's configuration asks for"):
         launcher.enter(host_network, -1, launcher.FLAGS["network"])
+
+
+def test_the_c_librarys_calls_return_its_int_and_keep_its_errno() -> None:
+    """ukrun.libc, the launcher's way to unshare, setns and mount without ctypes' Python half."""
+    import errno
+
+    from ukrun import libc
+
+    assert libc.function("getpid")() == os.getpid()
+    assert libc.function("setns")(-1, 0) == -1 and libc.errno() == errno.EBADF
+    assert libc.function("mount")(None, b"/nonexistent/ukrun-test", None, 0, None) == -1
+    assert libc.errno() == errno.ENOENT
