@@ -105,11 +105,10 @@ def mount(source: str, target: str | Path, fstype: str, options: list[str]) -> N
 def umount(target: str | Path) -> None:
     """umount(2) itself: util-linux's umount would add a fork and exec (about 10 ms on `create`) and
     nothing else, since a loop device that `mount` set up clears itself when its filesystem goes."""
-    import ctypes
+    from ukrun import libc
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(os.fsencode(target), 0) != 0:
-        err = ctypes.get_errno()
+    if libc.function("umount2")(os.fsencode(target), 0) != 0:
+        err = libc.errno()
         raise HostError(
             f"cannot unmount {target}: {os.strerror(err)}; find who still uses it with `fuser -vm {target}`"
         )

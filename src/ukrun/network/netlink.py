@@ -13,7 +13,6 @@ when ukrun's filter was its last one. Only creates and deletes of networked cont
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -21,6 +20,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 
+from ukrun import libc
 from ukrun.errors import HostError
 from ukrun.network import rtnl
 from ukrun.network.base import Interface, NetnsFacts
@@ -48,12 +48,12 @@ TC_U32_TERMINAL, TC_ACT_STOLEN, TCA_EGRESS_REDIR = 1, 4, 1
 U32_SEL = struct.Struct("=BBBxHHhhI")  # struct tc_u32_sel without keys: flags, offshift, nkeys, ...
 U32_KEY = struct.Struct("=IIii")  # struct tc_u32_key: mask, val (both __be32), off, offmask
 TC_MIRRED = struct.Struct("=IIiiiiI")  # struct tc_mirred: index, capab, action, refcnt, bindcnt, eaction, ifindex
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc_setns = libc.function("setns")
 
 
 def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
+    if _libc_setns(fd, CLONE_NEWNET) != 0:
+        err = libc.errno()
         raise HostError(f"cannot enter the network namespace: {os.strerror(err)}")
 
 
